@@ -1,0 +1,37 @@
+"""napari sample data: the generated furry object, its trimap and the true alpha."""
+
+from __future__ import annotations
+
+from ._layers import trimap_layer
+
+__all__ = ["make_sample_data"]
+
+
+def make_sample_data() -> list[tuple]:
+    """The bundled sample (1536 x 2048, made in code) as napari layers.
+
+    Returns
+    -------
+    layers : list of LayerDataTuple
+        The RGB image, its label trimap (0 unknown, 1 background, 2 foreground)
+        ready for the matting widget, and the ground-truth alpha (hidden) to
+        compare the result with.
+    """
+    from .sample import make_sample
+    from .trimap import trimap_to_labels
+
+    image, trimap, alpha = make_sample()
+    return [
+        (image, {"name": "hrmatt sample", "rgb": True}, "image"),
+        trimap_layer(trimap_to_labels(trimap), name="hrmatt sample trimap"),
+        (
+            alpha,
+            {
+                "name": "hrmatt sample alpha (ground truth)",
+                "colormap": "gray",
+                "contrast_limits": (0.0, 1.0),
+                "visible": False,
+            },
+            "image",
+        ),
+    ]

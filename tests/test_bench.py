@@ -1,0 +1,220 @@
+"""Tests for napari_hrmatt.bench on a tiny alphamatting.com-shaped dataset made here."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_hrmatt import bench
+from napari_hrmatt.metrics import evaluate
+
+pytest.importorskip("pymatting")
+
+NAMES = ("GT01", "GT02", "GT19")  # two dev images, one held out
+FAST = ["pymatting-cf", "hrmatt-cf"]
+
+
+def _sample(seed: int, h: int = 36, w: int = 44):
+    """A soft disc of one colour over a two-tone background: I = aF + (1 - a)B."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - h / 2, xx - w / 2)
+    alpha = np.clip((12 - r) / 5 + 0.5, 0, 1)
+    fg = rng.uniform(0.5, 1.0, 3)
+    bg = np.where((xx // 11 % 2)[..., None] == 0, rng.uniform(0, 0.4, 3), rng.uniform(0, 0.4, 3))
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    return (image * 255).round().astype(np.uint8), (alpha * 255).round().astype(np.uint8)
+
+
+def _trimap(alpha8: np.ndarray, grow: int) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    unknown = (alpha8 > 0) & (alpha8 < 255)
+    unknown = ndi.binary_dilation(unknown, iterations=grow)
+    tri = np.where(alpha8 >= 128, 255, 0).astype(np.uint8)
+    tri[unknown] = 128
+    return tri
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """input/GT/Trimap1/Trimap2 PNGs in the alphamatting.com layout, palette trimaps."""
+    root = tmp_path_factory.mktemp("bench") / "alphamatting-training"
+    for sub in ("input_training_lowres", "gt_training_lowres"):
+        (root / sub).mkdir(parents=True)
+    for k in (1, 2):
+        (root / "trimap_training_lowres" / f"Trimap{k}").mkdir(parents=True)
+    for i, name in enumerate(NAMES):
+        image, alpha = _sample(i)
+        Image.fromarray(image).save(root / "input_training_lowres" / f"{name}.png")
+        # Stored as RGB with R = G = B, as the real GT files are.
+        Image.fromarray(np.stack([alpha] * 3, -1)).save(
+            root / "gt_training_lowres" / f"{name}.png"
+        )
+        for k in (1, 2):
+            tri = _palette_image(_trimap(alpha, grow=k))
+            tri.save(root / "trimap_training_lowres" / f"Trimap{k}" / f"{name}.png")
+    return root
+
+
+def _palette_image(tri: np.ndarray) -> Image.Image:
+    """A palette image whose indices are NOT the grey values of the trimap.
+
+    Index 0 -> white, 1 -> grey 128, 2 -> black: reading the raw indices instead of
+    converting would turn the foreground into background.
+    """
+    index = np.select([tri == 255, tri == 128], [0, 1], 2).astype(np.uint8)
+    im = Image.frombytes("P", index.shape[::-1], index.tobytes())
+    im.putpalette([255, 255, 255, 128, 128, 128, 0, 0, 0] + [0, 0, 0] * 253)
+    return im
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("trimap", [1, 2])
+def test_bench_in_process_scores_every_image(dataset, tmp_path, capsys, trimap):
+    out = tmp_path / "res.csv"
+    code = bench.main(
+        [str(dataset.parent), "--trimap", str(trimap), "--methods", *FAST, "--out", str(out)]
+        + ["--no-isolate"]
+    )
+    assert code == 0
+    table = capsys.readouterr().out
+    for split in ("dev", "heldout"):
+        for method in FAST:
+            assert f"| {split} | {method} |" in table
+    rows = _read_csv(out)
+    assert sorted((r["method"], r["image"]) for r in rows) == sorted(
+        (m, n) for m in FAST for n in NAMES
+    )
+    assert {r["split"] for r in rows if r["image"] == "GT19"} == {"heldout"}
+    for r in rows:
+        assert r["status"] == "ok"
+        assert float(r["time_s"]) > 0
+        assert float(r["peak_rss_mb"]) > 0
+        assert all(math.isfinite(float(r[k])) for k in bench.METRICS)
+
+    # The CSV holds the metrics of what the method returns, on the right trimap ...
+    image, tri, gt = bench.load_sample(dataset, "GT02", trimap)
+    np.testing.assert_array_equal(tri, _trimap(gt, grow=trimap))  # palette decoded
+    expected = evaluate(bench.estimate("pymatting-cf", image, tri), gt, tri)
+    row = next(r for r in rows if r["method"] == "pymatting-cf" and r["image"] == "GT02")
+    for k in bench.METRICS:
+        assert float(row[k]) == pytest.approx(expected[k], rel=1e-9, abs=1e-12)
+    # ... and a solver does far better than leaving the unknown pixels at 0.5.
+    guess = np.where(tri == 128, 0.5, tri / 255.0)
+    assert float(row["sad"]) < 0.5 * evaluate(guess, gt, tri)["sad"]
+
+
+def test_bench_isolated_worker_measures_memory(dataset, tmp_path, capsys):
+    out = tmp_path / "res.csv"
+    code = bench.main(
+        [str(dataset), "--split", "heldout", "--methods", "pymatting-cf", "--out", str(out)]
+    )
+    assert code == 0
+    (row,) = _read_csv(out)
+    assert row["image"] == "GT19" and row["status"] == "ok"
+    if sys.platform == "linux":
+        assert row["memory_probe"] == "VmHWM"
+    assert float(row["peak_rss_mb"]) >= float(row["delta_rss_mb"]) >= 0
+    assert "| heldout | pymatting-cf | 1 |" in capsys.readouterr().out
+
+
+def test_timeout_drops_the_method(dataset):
+    rows = list(
+        bench._isolated("pymatting-cf", dataset, list(NAMES), 1, "cpu", timeout=0.0, startup=0.0)
+    )
+    assert [r["status"] for r in rows] == ["timeout", "skipped", "skipped"]
+    assert [r["image"] for r in rows] == list(NAMES)
+
+
+@pytest.mark.parametrize(
+    ("argv", "images"),
+    [
+        (["--split", "dev"], ["GT01", "GT02"]),
+        (["--split", "heldout"], ["GT19"]),
+        (["--limit", "1"], ["GT01", "GT19"]),
+        (["--images", "GT02"], ["GT02"]),
+    ],
+)
+def test_image_selection(dataset, tmp_path, argv, images):
+    out = tmp_path / "res.csv"
+    args = [str(dataset), "--methods", "pymatting-cf", "--no-isolate", "--out", str(out)]
+    assert bench.main(args + argv) == 0
+    assert [r["image"] for r in _read_csv(out)] == images
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["{missing}"], "no alphamatting.com training data"),
+        (["{data}", "--methods", "nope"], "unknown method"),
+        (["{data}", "--images", "GT05"], "not found"),
+    ],
+)
+def test_bad_arguments_exit_2(dataset, tmp_path, capsys, argv, message):
+    fill = {"missing": str(tmp_path / "nowhere"), "data": str(dataset)}
+    assert bench.main([a.format(**fill) for a in argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_measure_sees_numpy_allocations():
+    if sys.platform != "linux":
+        pytest.skip("the per-call peak needs /proc/self/clear_refs")
+
+    def allocate():
+        a = np.ones(25_000_000)  # 200 MB, touched
+        return float(a[-1])
+
+    _, stats = bench.measure(allocate)
+    assert stats["memory_probe"] == "VmHWM"
+    assert 180 < stats["delta_rss_mb"] < 400
+    _, small = bench.measure(lambda: None)
+    assert small["delta_rss_mb"] < 50  # the high-water mark was reset in between
+
+
+def _row(split, method, sad, status="ok"):
+    return {
+        "split": split,
+        "method": method,
+        "status": status,
+        "sad": sad,
+        "mse": sad / 1000,
+        "grad": sad,
+        "conn": sad,
+        "time_s": 1.0,
+        "peak_rss_mb": 100.0 + sad,
+        "delta_rss_mb": 10.0,
+    }
+
+
+def test_summary_means_and_best_marks():
+    rows = [
+        _row("dev", "a", 1.0),
+        _row("dev", "a", 3.0),
+        _row("dev", "b", 1.5),
+        _row("dev", "b", 1.5),
+        _row("dev", "c", 0.1),
+        _row("dev", "c", math.nan, status="error"),
+        _row("heldout", "a", 5.0),
+        _row("heldout", "b", 4.0),
+    ]
+    summary = {(e["split"], e["method"]): e for e in bench.summarize(rows)}
+    assert summary[("dev", "a")]["sad"] == 2.0
+    assert summary[("dev", "a")]["peak_rss_mb"] == 103.0  # the largest, not the mean
+    assert (summary[("dev", "c")]["images"], summary[("dev", "c")]["of"]) == (1, 2)
+    table = bench.format_table(bench.summarize(rows)).splitlines()
+    dev_b = next(line for line in table if "| dev | b |" in line)
+    dev_c = next(line for line in table if "| dev | c |" in line)
+    held_b = next(line for line in table if "| heldout | b |" in line)
+    # c is lowest but incomplete (1/2): never "best"; b (1.5 < 2.0) is.
+    assert "**1.50**" in dev_b and "**" not in dev_c and "1/2" in dev_c
+    assert "**4.00**" in held_b

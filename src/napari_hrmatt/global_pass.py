@@ -1,0 +1,177 @@
+"""The global pass: solve a downsampled copy of the whole image once.
+
+HDMatt (Yu et al. 2021) and LFPNet (Liu et al. 2021) both observe that a patch
+cannot see far enough by itself: an unknown region wider than a patch, or a patch whose
+known pixels are all far away, has nothing to propagate from. The global pass gives
+every patch that missing long-range context. We downsample image and trimap by an
+integer factor ``f`` to about ``global_size`` pixels (area averaging, read block by
+block so memory stays bounded), solve the whole small problem once, and keep the small
+alpha. :meth:`GlobalContext.alpha_at` upsamples any full-resolution window of it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import dask.array as da
+import numpy as np
+
+from .trimap import BACKGROUND, FOREGROUND, UNKNOWN, TrimapError
+
+__all__ = ["GlobalContext", "global_pass", "downsample_factor"]
+
+
+@dataclass(frozen=True, eq=False)
+class GlobalContext:
+    """Long-range context for the patch pass.
+
+    Attributes
+    ----------
+    alpha : (h, w) array of float32
+        Alpha of the downsampled problem; pixel ``(i, j)`` covers full-resolution
+        pixels ``[i*f, (i+1)*f) x [j*f, (j+1)*f)``.
+    factor : int
+        The integer downsampling factor ``f``.
+    shape : (int, int)
+        Full-resolution ``(H, W)``.
+    trimap : (h, w) array of uint8
+        The downsampled trimap the alpha was solved under.
+    has_unknown : bool
+        Whether the full-resolution trimap has any unknown pixel.
+    extras : dict
+        Model-specific context (e.g. features for a deep model).
+    """
+
+    alpha: np.ndarray
+    factor: int
+    shape: tuple[int, int]
+    trimap: np.ndarray
+    has_unknown: bool = True
+    extras: dict = field(default_factory=dict)
+
+    def alpha_at(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+        """Bilinearly upsampled global alpha over full-res rows ``y0:y0+h``, cols ``x0:x0+w``."""
+        f = self.factor
+        if f == 1:
+            return self.alpha[y0 : y0 + h, x0 : x0 + w].copy()
+        rows = _linear_weights(np.arange(y0, y0 + h), f, self.alpha.shape[0])
+        cols = _linear_weights(np.arange(x0, x0 + w), f, self.alpha.shape[1])
+        (r0, r1, wr), (c0, c1, wc) = rows, cols
+        a = self.alpha
+        top = a[r0][:, c0] * (1 - wc) + a[r0][:, c1] * wc
+        bot = a[r1][:, c0] * (1 - wc) + a[r1][:, c1] * wc
+        return (top * (1 - wr[:, None]) + bot * wr[:, None]).astype(np.float32)
+
+
+def _linear_weights(coords: np.ndarray, f: int, n: int):
+    # Full-res pixel centre y + 0.5 sits at low-res coordinate (y + 0.5) / f - 0.5.
+    u = np.clip((coords + 0.5) / f - 0.5, 0, n - 1)
+    i0 = np.floor(u).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n - 1)
+    return i0, i1, (u - i0).astype(np.float32)
+
+
+def downsample_factor(shape: tuple[int, int], global_size: float) -> int:
+    """Smallest integer factor that brings ``shape`` to at most ``global_size`` pixels."""
+    if global_size <= 0:
+        raise ValueError(f"global_size must be positive (pixels), got {global_size}")
+    return max(1, math.ceil(math.sqrt(shape[0] * shape[1] / global_size)))
+
+
+def _area_downsample(x: da.Array, f: int) -> da.Array:
+    """Mean over ``f x f`` cells of a dask array (H, W[, C]); edges padded by replication."""
+    if f == 1:
+        return x
+    h, w = x.shape[:2]
+    pad = [(0, -h % f), (0, -w % f)] + [(0, 0)] * (x.ndim - 2)
+    if any(p[1] for p in pad):
+        x = da.pad(x, pad, mode="edge")
+    # coarsen needs chunk edges on multiples of f
+    step = max(f, (max(x.chunksize[:2]) // f) * f)
+    x = x.rechunk((step, step) + x.chunksize[2:])
+    return da.coarsen(np.mean, x, {0: f, 1: f})
+
+
+def global_pass(
+    image,
+    trimap,
+    *,
+    model="cf",
+    global_size: float = 1_000_000,
+    device: str = "auto",
+) -> GlobalContext:
+    """Solve the whole image at low resolution once (eagerly) and return the context.
+
+    Parameters
+    ----------
+    image : (H, W, C) array of float32 in [0, 1] (numpy or dask)
+        As returned by :func:`napari_hrmatt.engine.as_float_image`.
+    trimap : (H, W) array of uint8 in {0, 128, 255} (numpy or dask)
+        Canonical trimap (:func:`napari_hrmatt.trimap.canonical_trimap`).
+    model : str or model object
+        Name from :func:`napari_hrmatt.list_models` or a model instance.
+    global_size : float
+        Working size of the global pass in pixels (default about 1 megapixel).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    GlobalContext
+
+    Raises
+    ------
+    TrimapError
+        If the trimap has no known pixel (nothing to propagate from), or its known
+        regions are too small to survive downsampling to ``global_size``.
+
+    Notes
+    -----
+    Reads image and trimap once, block by block (peak memory ~ a few chunks plus the
+    ``global_size`` copy); solving costs about as much as one ``global_size`` image.
+    """
+    from .models import get_model
+
+    h, w = trimap.shape
+    f = downsample_factor((h, w), global_size)
+    t = da.asarray(trimap)
+    # Fractions of foreground / background pixels in every f x f cell.
+    fractions = _area_downsample(
+        da.stack([t == FOREGROUND, t == BACKGROUND], axis=-1).astype(np.float32), f
+    )
+    small_image = _area_downsample(da.asarray(image), f)
+    small_image, fractions = da.compute(small_image, fractions)
+    small_image = small_image.astype(np.float32)
+    fg, bg = fractions[..., 0], fractions[..., 1]
+    if fg.max() == 0 and bg.max() == 0:
+        raise TrimapError(
+            "the trimap has no known pixel (everything is unknown), so there is nothing to "
+            "propagate from; paint some definite foreground and background"
+        )
+    has_unknown = bool(((fg + bg) < 1).any())
+    small_trimap = np.full(fg.shape, UNKNOWN, np.uint8)
+    small_trimap[fg >= 1] = FOREGROUND
+    small_trimap[bg >= 1] = BACKGROUND
+    if not ((small_trimap == FOREGROUND).any() or (small_trimap == BACKGROUND).any()):
+        # Known regions thinner than one cell: fall back to majority votes.
+        small_trimap[fg > 0.5] = FOREGROUND
+        small_trimap[bg > 0.5] = BACKGROUND
+        if (small_trimap == UNKNOWN).all():
+            raise TrimapError(
+                f"the known regions of the trimap are too thin to be seen at the global "
+                f"working size ({global_size:.3g} px, factor {f}); raise global_size"
+            )
+    if isinstance(model, str):
+        model = get_model(model, device)
+    if has_unknown and (small_trimap == UNKNOWN).any():
+        alpha = model.global_alpha(small_image, small_trimap)
+    else:
+        alpha = np.where(small_trimap == FOREGROUND, 1.0, fg).astype(np.float32)
+    return GlobalContext(
+        alpha=np.asarray(alpha, np.float32),
+        factor=f,
+        shape=(h, w),
+        trimap=small_trimap,
+        has_unknown=has_unknown,
+    )

@@ -7,8 +7,13 @@ from ._layers import trimap_layer
 __all__ = ["make_sample_data"]
 
 
-def make_sample_data() -> list[tuple]:
-    """The bundled sample (1536 x 2048, made in code) as napari layers.
+def make_sample_data(shape: tuple[int, int] = (1536, 2048)) -> list[tuple]:
+    """The bundled sample (made in code, no download) as napari layers.
+
+    Parameters
+    ----------
+    shape : (2,) tuple of int
+        ``(H, W)``; napari's File > Open Sample uses the default 1536 x 2048.
 
     Returns
     -------
@@ -20,7 +25,7 @@ def make_sample_data() -> list[tuple]:
     from .sample import make_sample
     from .trimap import trimap_to_labels
 
-    image, trimap, alpha = make_sample()
+    image, trimap, alpha = make_sample(tuple(shape))
     return [
         (image, {"name": "hrmatt sample", "rgb": True}, "image"),
         trimap_layer(trimap_to_labels(trimap), name="hrmatt sample trimap"),

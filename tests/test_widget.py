@@ -1,0 +1,295 @@
+"""Widget tests: trimap tools and the matting panel in a real napari viewer.
+
+Need napari, Qt and a display: run under Xvfb (``xvfb-run -a pytest ...``); Qt's
+offscreen platform has no OpenGL context, so adding a layer fails there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("qtpy")
+
+from napari_hrmatt import _layers  # noqa: E402
+from napari_hrmatt._layers import as_dask  # noqa: E402
+from napari_hrmatt.engine import estimate_alpha  # noqa: E402
+from napari_hrmatt.sample import make_sample  # noqa: E402
+from napari_hrmatt.trimap import trimap_to_labels  # noqa: E402
+
+pytestmark = pytest.mark.napari
+
+SCALE, TRANSLATE = (0.5, 2.0), (10.0, -4.0)
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def sample():
+    image, trimap, alpha = make_sample((96, 128), seed=5)
+    return image, trimap_to_labels(trimap), alpha
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, sample):
+    v = make_napari_viewer()
+    image, labels, _ = sample
+    v.add_image(image, name="photo", rgb=True, scale=SCALE, translate=TRANSLATE)
+    return v
+
+
+@pytest.fixture
+def notifications(monkeypatch):
+    """Messages passed to napari's show_error / show_info by the widgets."""
+    from napari_hrmatt import _widget
+
+    seen = {"error": [], "info": []}
+    monkeypatch.setattr(_widget, "show_error", seen["error"].append)
+    monkeypatch.setattr(_widget, "show_info", seen["info"].append)
+    return seen
+
+
+def add_trimap(viewer, labels, name="photo trimap"):
+    return viewer.add_labels(labels, name=name, scale=SCALE, translate=TRANSLATE)
+
+
+def matting_widget(viewer, trimap_layer, **values):
+    from napari_hrmatt._widget import MattingWidget
+
+    w = MattingWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.image.value = viewer.layers["photo"]
+    w.trimap.value = trimap_layer
+    w.device.value = "cpu"
+    for key, value in values.items():
+        getattr(w, key).value = value
+    return w
+
+
+def wait_done(qtbot, w):
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+
+
+# --------------------------------------------------------------------------- trimap tools
+
+
+def test_new_trimap_matches_image_and_has_class_colours(viewer):
+    from napari_hrmatt._widget import TrimapWidget
+
+    w = TrimapWidget(viewer)
+    w.image.value = viewer.layers["photo"]
+    layer = w.new_trimap()
+    assert isinstance(layer, napari.layers.Labels)
+    assert layer.data.shape == (96, 128) and not layer.data.any()
+    np.testing.assert_allclose(layer.scale, SCALE)
+    np.testing.assert_allclose(layer.translate, TRANSLATE)
+    cmap = layer.colormap
+    assert cmap.map(np.array([0]))[0][3] == 0  # unknown: transparent
+    bg, fg = cmap.map(np.array([1]))[0], cmap.map(np.array([2]))[0]
+    assert bg[3] == fg[3] == 1 and not np.allclose(bg, fg)
+    assert layer.selected_label == 2 and w.trimap.value is layer
+
+
+def test_trimap_from_labels_mask_has_band(viewer):
+    from napari_hrmatt._widget import TrimapWidget
+
+    mask = np.zeros((96, 128), np.uint8)
+    mask[30:70, 40:90] = 3  # any non-zero label is foreground
+    viewer.add_labels(mask, name="mask", scale=SCALE, translate=TRANSLATE)
+    w = TrimapWidget(viewer)
+    w.mask.value = viewer.layers["mask"]
+    w.band.value = 4
+    layer = w.trimap_from_mask()
+    t = layer.data
+    assert t[50, 65] == 2 and t[5, 5] == 1  # deep inside / far outside
+    assert t[30, 65] == 0 and t[29, 65] == 0  # the band straddles the edge
+    assert t[30 - 4, 65] == 1 and t[30 + 4, 65] == 2
+    np.testing.assert_allclose(layer.scale, SCALE)
+
+
+def test_trimap_from_shapes_uses_image_pixel_grid(viewer):
+    from napari_hrmatt._widget import TrimapWidget
+
+    # A rectangle drawn in world coordinates over the scaled image.
+    rows, cols = (20, 60), (30, 100)  # image pixels
+    world = [
+        [TRANSLATE[0] + r * SCALE[0], TRANSLATE[1] + c * SCALE[1]]
+        for r, c in [
+            (rows[0], cols[0]),
+            (rows[0], cols[1]),
+            (rows[1], cols[1]),
+            (rows[1], cols[0]),
+        ]
+    ]
+    viewer.add_shapes([np.array(world)], shape_type="rectangle", name="outline")
+    w = TrimapWidget(viewer)
+    w.image.value = viewer.layers["photo"]
+    w.mask.value = viewer.layers["outline"]
+    w.band.value = 3
+    t = w.trimap_from_mask().data
+    assert t.shape == (96, 128)
+    assert t[40, 65] == 2 and t[5, 5] == 1 and t[90, 120] == 1
+    assert t[20, 65] == 0 and t[40, 30] == 0  # band on the drawn edges
+
+
+def test_import_export_trimap_round_trip(viewer, sample, tmp_path, notifications):
+    from napari_hrmatt._widget import TrimapWidget
+
+    _, labels, _ = sample
+    layer = add_trimap(viewer, labels)
+    w = TrimapWidget(viewer)
+    w.trimap.value = layer
+    w.export_path.value = tmp_path / "out_trimap.png"
+    assert w.export_trimap() == tmp_path / "out_trimap.png"
+    w.image.value = viewer.layers["photo"]
+    w.import_path.value = tmp_path / "out_trimap.png"
+    imported = w.import_trimap()
+    assert imported is not None, notifications
+    np.testing.assert_array_equal(imported.data, labels)
+    np.testing.assert_allclose(imported.scale, SCALE)  # placed on the matching image
+
+
+# --------------------------------------------------------------------------- matting
+
+
+def test_matting_adds_alpha_layer(viewer, sample, qtbot):
+    image, labels, true_alpha = sample
+    before = len(viewer.layers)
+    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=64)
+    w.run()
+    assert w.worker is not None and not w.run_button.enabled
+    wait_done(qtbot, w)
+    assert len(viewer.layers) == before + 2
+    alpha = viewer.layers["photo alpha"]
+    assert isinstance(alpha, napari.layers.Image)
+    np.testing.assert_allclose(alpha.scale, SCALE)
+    np.testing.assert_allclose(alpha.translate, TRANSLATE)
+    assert tuple(alpha.contrast_limits) == (0.0, 1.0)
+    assert alpha.colormap.name == "gray"
+    expected = estimate_alpha(
+        as_dask(image, 64),
+        as_dask(labels, 64),
+        chunks=64,
+        labels=True,
+        device="cpu",
+        compute=True,
+    )
+    np.testing.assert_array_equal(np.asarray(alpha.data), expected)
+    unknown = labels == 0
+    assert np.abs(np.asarray(alpha.data) - true_alpha)[unknown].mean() < 0.1
+    assert w.run_button.enabled and not w.cancel_button.enabled
+    assert w.status.value.startswith("done")
+
+
+def test_matting_large_result_is_lazy_multiscale(viewer, sample, qtbot, monkeypatch):
+    monkeypatch.setattr(_layers, "IN_MEMORY_PIXELS", 0)
+    monkeypatch.setattr(_layers, "_PYRAMID_MAX_SIDE", 64)
+    _, labels, _ = sample
+    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=64)
+    w.run()
+    wait_done(qtbot, w)
+    alpha = viewer.layers["photo alpha"]
+    assert alpha.multiscale and len(alpha.data) == 2
+    assert alpha.data[0].shape == (96, 128) and type(alpha.data[0]).__module__.startswith("dask")
+    np.testing.assert_allclose(alpha.scale, SCALE)
+
+
+def test_cancel_mid_run_adds_no_layer(viewer, sample, qtbot, notifications, monkeypatch):
+    monkeypatch.setattr(_layers, "IN_MEMORY_PIXELS", 0)  # so a temp store exists to clean up
+    _, labels, _ = sample
+    before = len(viewer.layers)
+    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=32)  # 3 x 4 blocks
+    w.batch = 1  # one block per step, so the run can stop between blocks
+    seen, stores = [], []
+    show_progress = w._on_progress
+
+    def cancel_after_first_block(step):
+        show_progress(step)
+        seen.append(step)
+        if step.description == "alpha" and not stores:
+            stores.extend(w.job._stores)
+            w.cancel()
+
+    w._on_progress = cancel_after_first_block
+    w.run()
+    wait_done(qtbot, w)
+    assert len(viewer.layers) == before + 1  # only the trimap we added
+    assert "photo alpha" not in viewer.layers
+    blocks = [s for s in seen if s.description == "alpha"]
+    assert 1 <= len(blocks) < blocks[0].total  # stopped before the end
+    assert stores and not stores[0].path.exists()  # partial result deleted
+    assert w.status.value == "cancelled" and w.run_button.enabled
+    assert any("cancelled" in m for m in notifications["info"])
+
+
+def test_view_only_preview_matches_crop(make_napari_viewer, sample, qtbot, notifications):
+    image, labels, _ = sample
+    # Shown (under Xvfb), so the canvas draws and layers know what is visible.
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(image, name="photo", rgb=True, scale=SCALE, translate=TRANSLATE)
+    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=64, view_only=True)
+    # Centre the camera on pixel (48, 64) and zoom in so only part of the image shows.
+    viewer.camera.center = (TRANSLATE[0] + 48 * SCALE[0], TRANSLATE[1] + 64 * SCALE[1])
+    viewer.camera.zoom = 12
+    qtbot.wait(200)
+    rows, cols = w._visible_slices(viewer.layers["photo"], (96, 128))
+    assert 0 < rows.stop - rows.start < 96 or 0 < cols.stop - cols.start < 128
+    w.run()
+    wait_done(qtbot, w)
+    assert w.status.value.startswith("done"), notifications
+    preview = viewer.layers["photo (view) alpha"]
+    assert preview.data.shape == (rows.stop - rows.start, cols.stop - cols.start)
+    np.testing.assert_allclose(
+        preview.translate,
+        (TRANSLATE[0] + rows.start * SCALE[0], TRANSLATE[1] + cols.start * SCALE[1]),
+    )
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_no_trimap_layer_notifies(viewer, notifications):
+    from napari_hrmatt._widget import MattingWidget
+
+    w = MattingWidget(viewer)
+    w.image.value = viewer.layers["photo"]
+    assert w.trimap.value is None
+    assert w.run() is None
+    assert w.worker is None
+    assert len(notifications["error"]) == 1 and "no trimap layer" in notifications["error"][0]
+
+
+def test_shape_mismatch_notifies(viewer, sample, notifications):
+    _, labels, _ = sample
+    w = matting_widget(viewer, add_trimap(viewer, labels[:80]))
+    assert w.run() is None
+    (message,) = notifications["error"]
+    assert "80 x 128" in message and "96 x 128" in message
+
+
+def test_wrong_label_values_notify_without_layer(viewer, sample, qtbot, notifications):
+    _, labels, _ = sample
+    bad = labels.copy()
+    bad[:10, :10] = 5
+    before = len(viewer.layers)
+    w = matting_widget(viewer, add_trimap(viewer, bad))
+    w.run()
+    wait_done(qtbot, w)
+    (message,) = notifications["error"]
+    assert "outside the convention" in message and "[5]" in message
+    assert len(viewer.layers) == before + 1
+    assert w.status.value == "failed" and w.run_button.enabled
+
+
+# --------------------------------------------------------------------------- plugin
+
+
+def test_widgets_and_sample_load_through_npe2(make_napari_viewer):
+    v = make_napari_viewer()
+    _, matting = v.window.add_plugin_dock_widget("napari-hrmatt", "Alpha matting")
+    _, tools = v.window.add_plugin_dock_widget("napari-hrmatt", "Trimap tools")
+    assert type(matting).__name__ == "MattingWidget" and type(tools).__name__ == "TrimapWidget"
+    v.open_sample("napari-hrmatt", "fur")
+    assert [ly.name for ly in v.layers][:2] == ["hrmatt sample", "hrmatt sample trimap"]
+    assert matting.image.value is v.layers["hrmatt sample"]
+    assert matting.trimap.value is v.layers["hrmatt sample trimap"]

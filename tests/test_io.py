@@ -542,3 +542,10 @@ def test_integer_bit_depth_conversion(tmp_path, array, bit_depth, expected):
 def test_bad_bit_depth(tmp_path):
     with pytest.raises(ValueError, match="bit_depth must be 8 or 16"):
         save_image(np.zeros((4, 4), np.float32), tmp_path / "x.png", bit_depth=12)
+
+
+def test_save_reads_array_likes_by_region(tmp_path):
+    source = zarr.create_array(tmp_path / "src.zarr", shape=(70, 50), chunks=(16, 16), dtype="f4")
+    source[:] = _alpha((70, 50))
+    out = save_alpha(source, tmp_path / "a.tif", bit_depth=16, chunks=32)
+    np.testing.assert_array_equal(tifffile.imread(out), _quantized(source[:], np.uint16))

@@ -185,9 +185,11 @@ def _atomic_output(path: Path, cancel: threading.Event | None = None):
         _remove(tmp)
         raise
     if tmp.is_dir():
-        # Directories cannot be replaced atomically: move the old one aside first,
-        # so ``path`` is at every moment either the old or the new complete store.
+        # Directories cannot be replaced in one step: move the old store aside, move
+        # the new one in (two renames, no copying), then delete the old one. ``path``
+        # is never a half-written store, at worst briefly absent.
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        _remove(old)
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
@@ -214,11 +216,23 @@ def _spatial_chunks(shape, storage, chunks) -> tuple:
     return tuple(out) + (-1,) * (len(shape) - 2)
 
 
+@contextlib.contextmanager
+def _no_pixel_limit(image_module):
+    """Lift Pillow's decompression-bomb limit (~179 MP) while reading a file the user
+    chose: images that large are what this package is for."""
+    limit = image_module.MAX_IMAGE_PIXELS
+    image_module.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        image_module.MAX_IMAGE_PIXELS = limit
+
+
 def _read_pil(path: Path) -> np.ndarray:
     """Decode a PNG/JPEG into (H, W[, C]) numpy in a sensible dtype."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
+    with _no_pixel_limit(Image), Image.open(path) as im:
         grey_alpha16 = False
         if im.format == "PNG":
             with open(path, "rb") as f:
@@ -505,7 +519,9 @@ def open_trimap(path, *, chunks=None, labels: bool = False):
     if raw.ndim == 3:
         c = raw.shape[-1]
         if c in (3, 4):
-            raw = raw.rechunk({2: -1}).map_blocks(_grey_block, drop_axis=2, dtype=raw.dtype)
+            raw = raw.rechunk({2: -1}).map_blocks(
+                _grey_block, drop_axis=2, dtype=raw.dtype, meta=np.empty((0, 0), raw.dtype)
+            )
         elif c in (1, 2):
             raw = raw[..., 0]  # grey (+ alpha)
     try:
@@ -515,6 +531,12 @@ def open_trimap(path, *, chunks=None, labels: bool = False):
 
 
 # --------------------------------------------------------------------------- conversion
+
+
+def _meta(array, dtype) -> np.ndarray:
+    """An empty numpy array of ``array``'s dimensionality: dask's ``meta``, so that it
+    never calls a block function on a dummy array to find out."""
+    return np.empty((0,) * array.ndim, dtype)
 
 
 def _quantize(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -548,7 +570,9 @@ def _prepare(array, fmt: str, bit_depth: int | None, chunks):
     if bit_depth not in (None, 8, 16):
         raise ValueError(f"bit_depth must be 8 or 16 (or None), got {bit_depth!r}")
     if not isinstance(array, da.Array):
-        array = np.asarray(array)
+        if not all(hasattr(array, a) for a in ("shape", "dtype", "__getitem__")):
+            array = np.asarray(array)  # lists and the like
+        # numpy, or array-likes read by region (zarr.Array, h5py): never loaded whole
         array = da.from_array(
             array, chunks=_spatial_chunks(array.shape, (1024, 1024), chunks), name=False
         )
@@ -568,11 +592,11 @@ def _prepare(array, fmt: str, bit_depth: int | None, chunks):
             target = np.dtype(np.float32) if fmt == "zarr" else np.dtype(np.uint8)
         else:
             target = np.dtype(np.uint8 if bit_depth == 8 else np.uint16)
-        return array.map_blocks(_quantize, target, dtype=target)
+        return array.map_blocks(_quantize, target, dtype=target, meta=_meta(array, target))
     if dt in (np.uint8, np.uint16):
         want = dt if bit_depth is None else np.dtype(np.uint8 if bit_depth == 8 else np.uint16)
         if want != dt:
-            array = array.map_blocks(_rescale_int, want, dtype=want)
+            array = array.map_blocks(_rescale_int, want, dtype=want, meta=_meta(array, want))
         return array
     raise ValueError(
         f"cannot save dtype {dt}: use uint8, uint16, bool, or float with values in [0, 1]"
@@ -704,8 +728,8 @@ def _write_png(array, target: Path, progress: bool) -> None:
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]  # grey, grey+alpha, RGB, RGBA
     bpp = c * depth // 8
     line = w * bpp
-    # Filter in slabs of ~2 MB of scanlines: bounded temporaries for any width.
-    slab = max(1, 2**21 // line)
+    # Filter in slabs of ~0.5 MB of scanlines: bounded temporaries for any width.
+    slab = max(1, 2**19 // line)
     compressor = zlib.compressobj(6)
     prior = np.zeros(line, np.uint8)
     with open(target, "wb") as f:
@@ -847,6 +871,7 @@ def _write_zarr(
         level = src.map_blocks(
             _halve,
             dtype=src.dtype,
+            meta=_meta(src, src.dtype),
             chunks=tuple(src.chunks[:-2])
             + tuple(tuple((n + 1) // 2 for n in c) for c in src.chunks[-2:]),
         )

@@ -16,7 +16,7 @@ from napari_hrmatt import _layers  # noqa: E402
 from napari_hrmatt._layers import as_dask  # noqa: E402
 from napari_hrmatt.engine import estimate_alpha  # noqa: E402
 from napari_hrmatt.sample import make_sample  # noqa: E402
-from napari_hrmatt.trimap import trimap_to_labels  # noqa: E402
+from napari_hrmatt.trimap import trimap_from_mask, trimap_to_labels  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -103,7 +103,7 @@ def test_trimap_from_labels_mask_has_band(viewer):
     t = layer.data
     assert t[50, 65] == 2 and t[5, 5] == 1  # deep inside / far outside
     assert t[30, 65] == 0 and t[29, 65] == 0  # the band straddles the edge
-    assert t[30 - 4, 65] == 1 and t[30 + 4, 65] == 2
+    np.testing.assert_array_equal(t, trimap_to_labels(trimap_from_mask(mask > 0, band=4)))
     np.testing.assert_allclose(layer.scale, SCALE)
 
 
@@ -229,8 +229,8 @@ def test_view_only_preview_matches_crop(make_napari_viewer, sample, qtbot, notif
     viewer.add_image(image, name="photo", rgb=True, scale=SCALE, translate=TRANSLATE)
     w = matting_widget(viewer, add_trimap(viewer, labels), chunk=64, view_only=True)
     # Centre the camera on pixel (48, 64) and zoom in so only part of the image shows.
-    viewer.camera.center = (TRANSLATE[0] + 48 * SCALE[0], TRANSLATE[1] + 64 * SCALE[1])
-    viewer.camera.zoom = 12
+    viewer.scene.camera.center = (TRANSLATE[0] + 48 * SCALE[0], TRANSLATE[1] + 64 * SCALE[1])
+    viewer.scene.camera.zoom = 12
     qtbot.wait(200)
     rows, cols = w._visible_slices(viewer.layers["photo"], (96, 128))
     assert 0 < rows.stop - rows.start < 96 or 0 < cols.stop - cols.start < 128
@@ -293,3 +293,17 @@ def test_widgets_and_sample_load_through_npe2(make_napari_viewer):
     assert [ly.name for ly in v.layers][:2] == ["hrmatt sample", "hrmatt sample trimap"]
     assert matting.image.value is v.layers["hrmatt sample"]
     assert matting.trimap.value is v.layers["hrmatt sample trimap"]
+
+
+def test_closed_widget_stops_listening_to_layers(viewer, qtbot):
+    from napari_hrmatt._widget import MattingWidget
+
+    w = MattingWidget(viewer)
+    calls = []
+    w.reset_choices = lambda *a: calls.append(a)  # what layer events trigger
+    destroyed = []
+    w.native.destroyed.connect(destroyed.append)
+    w.native.deleteLater()  # what closing the dock widget does
+    qtbot.waitUntil(lambda: bool(destroyed), timeout=5000)
+    viewer.add_labels(np.zeros((4, 4), np.uint8), name="late")
+    assert calls == []

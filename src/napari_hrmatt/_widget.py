@@ -99,11 +99,20 @@ def _track_layers(viewer, container: Container) -> None:
         event.value.events.name.connect(refresh)
         refresh()
 
+    def disconnect(*_):
+        # The dock widget was closed (its Qt object deleted): stop listening.
+        viewer.layers.events.inserted.disconnect(on_inserted)
+        viewer.layers.events.removed.disconnect(refresh)
+        viewer.layers.events.moved.disconnect(refresh)
+        for layer in viewer.layers:
+            layer.events.name.disconnect(refresh)
+
     viewer.layers.events.inserted.connect(on_inserted)
     viewer.layers.events.removed.connect(refresh)
     viewer.layers.events.moved.connect(refresh)
     for layer in viewer.layers:
         layer.events.name.connect(refresh)
+    container.native.destroyed.connect(disconnect)
 
 
 def _labels_data(layer: Labels):
@@ -257,7 +266,7 @@ class TrimapWidget(Container):
         if layer is None:
             raise ValueError("no trimap layer to export: choose one under 'trimap'")
         path = Path(self.export_path.value)
-        if path.suffix == "" or path.is_dir() and path.suffix != ".zarr":
+        if path.suffix.lower() not in (".png", ".tif", ".tiff", ".zarr"):
             raise ValueError("choose a file name ending in .png, .tif, .tiff or .zarr")
         data = _labels_data(layer)
         grey = labels_to_trimap(_layers.as_dask(data, 1024))

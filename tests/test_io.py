@@ -304,27 +304,56 @@ def test_existing_zarr_output_is_replaced_whole(tmp_path):
 # --------------------------------------------------------------------------- TIFF
 
 
-def test_tiff_is_tiled_compressed_and_streamed_by_block_row(tmp_path):
+def test_tiff_is_tiled_and_compressed(tmp_path):
     alpha = _alpha((300, 530), seed=3)
-    computed: list[tuple[int, int]] = []
-    lock = threading.Lock()
-
-    def record(x, block_info=None):
-        with lock:
-            computed.append(tuple(block_info[0]["chunk-location"]))
-        return x
-
-    lazy = da.from_array(alpha, chunks=(70, 200)).map_blocks(record, dtype=np.float32)
-    out = save_alpha(lazy, tmp_path / "a.tif", bit_depth=16, progress=True)
+    out = save_alpha(da.from_array(alpha, chunks=(70, 200)), tmp_path / "a.tif", bit_depth=16)
     np.testing.assert_array_equal(tifffile.imread(out), _quantized(alpha, np.uint16))
     with tifffile.TiffFile(out) as tf:
         page = tf.pages[0]
         assert page.is_tiled and (page.tilelength, page.tilewidth) == (256, 256)
         assert page.compression != tifffile.COMPRESSION.NONE
-    # every block computed once, block-rows strictly in order (one row in memory)
-    assert sorted(computed) == sorted(set(computed)) and len(computed) == lazy.npartitions
-    rows = [r for r, _ in computed]
-    assert rows == sorted(rows)
+
+
+@pytest.mark.parametrize("ext", ["tif", "png"])
+def test_files_are_streamed_block_row_by_block_row(tmp_path, ext):
+    """Rows already computed are on disk before later rows are computed."""
+    alpha = _alpha((768, 300), seed=4)  # noise compresses badly: every band is visible
+    seen: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def record(x, block_info=None):
+        partial = list(tmp_path.glob(".a.*.partial-*"))
+        size = partial[0].stat().st_size if partial else -1
+        with lock:
+            seen.append((block_info[0]["chunk-location"][0], size))
+        return x
+
+    lazy = da.from_array(alpha, chunks=(256, 100)).map_blocks(record, dtype=np.float32)
+    out = save_alpha(lazy, tmp_path / f"a.{ext}", bit_depth=16, progress=True)
+    np.testing.assert_array_equal(open_image(out).compute(), _quantized(alpha, np.uint16))
+    assert len(seen) == lazy.npartitions  # every block computed exactly once
+    rows = [r for r, _ in seen]
+    assert rows == sorted(rows)  # one block-row after the other
+    first = max(size for r, size in seen if r == 0)
+    last = min(size for r, size in seen if r == 2)
+    assert last > first + 100_000  # rows 0 and 1 (2 x 150 kB of noise) were written
+
+
+def test_zarr_computes_every_block_once(tmp_path):
+    """One compute for level 0: shared graph pieces (here an overlap) run once."""
+    calls: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def record(x, block_info=None):
+        with lock:
+            calls.append(tuple(block_info[0]["chunk-location"]))
+        return x
+
+    source = da.from_array(_alpha((90, 100)), chunks=30).map_blocks(record, dtype=np.float32)
+    smoothed = source.map_overlap(lambda b: b, depth=4, boundary="reflect", dtype=np.float32)
+    out = save_alpha(smoothed, tmp_path / "a.zarr", progress=True)
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == source.npartitions
+    np.testing.assert_array_equal(open_image(out).compute(), _alpha((90, 100)))
 
 
 def test_open_tiff_is_lazy_picklable_and_channel_last(tmp_path):

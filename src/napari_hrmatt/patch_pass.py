@@ -68,7 +68,8 @@ def _chunk_sizes(n: int, size: int, minimum: int) -> tuple[int, ...]:
     size = max(size, minimum, 1)
     sizes = [size] * (n // size) + ([n % size] if n % size else [])
     if len(sizes) > 1 and sizes[-1] < minimum:
-        sizes[-2] += sizes.pop()
+        last = sizes.pop()
+        sizes[-1] += last
     return tuple(sizes) or (n,)
 
 

@@ -210,8 +210,8 @@ def trimap_from_mask(mask, band: int = 10):
     mask : (H, W) array of bool (or 0 / non-zero)
         Foreground mask.
     band : int
-        Half-width of the unknown band in pixels: pixels closer than ``band`` to
-        the mask edge (on either side) become unknown.
+        Half-width of the unknown band in pixels: the ``band`` pixels nearest to the
+        mask edge on each side become unknown (a band ``2 * band`` pixels wide).
 
     Returns
     -------
@@ -222,7 +222,7 @@ def trimap_from_mask(mask, band: int = 10):
     >>> import numpy as np
     >>> m = np.zeros((1, 9), bool); m[0, 4:] = True
     >>> trimap_from_mask(m, band=2).tolist()
-    [[0, 0, 0, 128, 128, 128, 128, 255, 255]]
+    [[0, 0, 128, 128, 128, 128, 255, 255, 255]]
     """
     from scipy import ndimage as ndi
 
@@ -237,7 +237,7 @@ def trimap_from_mask(mask, band: int = 10):
     # Exact Euclidean distances on both sides of the edge.
     d_in = ndi.distance_transform_edt(mask)
     d_out = ndi.distance_transform_edt(~mask)
-    trimap[(mask & (d_in <= band)) | (~mask & (d_out < band))] = UNKNOWN
+    trimap[(mask & (d_in <= band)) | (~mask & (d_out <= band))] = UNKNOWN
     return trimap
 
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
+from ..trimap import FOREGROUND, UNKNOWN
 
 __all__ = ["ClosedFormModel", "solve_closed_form", "laplacian_product"]
 
@@ -71,50 +71,95 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     return c[..., 2 * r + 1 :, :] - c[..., :h, :]
 
 
-class _Laplacian:
-    """Matrix-free closed-form matting Laplacian of one image (C, H, W), float64."""
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``y[..., i, j] = x[..., i + dy, j + dx]``, zero where that falls outside."""
+    h, w = x.shape[-2:]
+    out = torch.zeros_like(x)
+    ys, yd = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h + min(-dy, 0))
+    xs, xd = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w + min(-dx, 0))
+    out[..., yd, xd] = x[..., ys, xs]
+    return out
 
-    def __init__(self, image: torch.Tensor, radius: int, eps: float):
-        c, h, w = image.shape
-        r = radius
-        n_win = (2 * r + 1) ** 2
-        self.image, self.r, self.n_win = image, r, n_win
-        valid = torch.zeros((h, w), dtype=image.dtype, device=image.device)
-        if h > 2 * r and w > 2 * r:
-            valid[r : h - r, r : w - r] = 1
-        self.valid = valid
-        mu = _box(image, r) / n_win
-        outer = (image[:, None] * image[None, :]).reshape(c * c, h, w)
-        cov = _box(outer, r).reshape(c, c, h, w) / n_win - mu[:, None] * mu[None, :]
-        eye = torch.eye(c, dtype=image.dtype, device=image.device)
-        cov = cov.permute(2, 3, 0, 1) + (eps / n_win) * eye
-        # Invalid window centres get an identity covariance (harmless) and are masked.
-        cov[valid == 0] = eye
-        delta = torch.linalg.inv(cov).permute(2, 3, 0, 1) * valid  # (C, C, H, W)
-        self.mu, self.delta = mu, delta
-        self.count = _box(valid[None], r)[0]  # n_i: windows containing pixel i
 
+def _offsets(radius: int) -> list[tuple[int, int]]:
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+
+
+class _Stencil:
+    """A sparse symmetric operator stored as one coefficient image per neighbour offset.
+
+    ``coef[k, i, j]`` multiplies ``x[i + dy_k, j + dx_k]`` in row ``(i, j)``.
+    """
+
+    def __init__(self, coef: torch.Tensor, radius: int):
+        self.coef, self.radius = coef, radius
+        self.offsets = _offsets(radius)
+        self.center = len(self.offsets) // 2
+
+    @property
     def diagonal(self) -> torch.Tensor:
-        """``L_ii``, for the Jacobi preconditioner."""
-        im, mu, delta, r, n = self.image, self.mu, self.delta, self.r, self.n_win
-        dmu = torch.einsum("ijhw,jhw->ihw", delta, mu)
-        mdm = (mu * dmu).sum(0, keepdim=True)
-        c = im.shape[0]
-        sums = _box(torch.cat([delta.reshape(c * c, *im.shape[1:]), dmu, mdm]), r)
-        s_delta = sums[: c * c].reshape(c, c, *im.shape[1:])
-        s_dmu, s_mdm = sums[c * c : c * c + c], sums[-1]
-        quad = torch.einsum("ihw,ijhw,jhw->hw", im, s_delta, im) - 2 * (im * s_dmu).sum(0) + s_mdm
-        return self.count - (self.count + quad) / n
+        return self.coef[self.center]
 
-    def __call__(self, p: torch.Tensor) -> torch.Tensor:
-        im, r, n = self.image, self.r, self.n_win
-        c = im.shape[0]
-        means = _box(torch.cat([p[None], im * p]), r) / n
-        p_bar, ip_bar = means[0], means[1:]
-        a = torch.einsum("ijhw,jhw->ihw", self.delta, ip_bar - self.mu * p_bar)
-        b = (p_bar - (a * self.mu).sum(0)) * self.valid
-        sums = _box(torch.cat([a, b[None]]), r)
-        return self.count * p - (sums[:c] * im).sum(0) - sums[c]
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.radius
+        h, w = x.shape
+        xp = F.pad(x[None, None], (r, r, r, r))[0, 0]
+        out = torch.zeros_like(x)
+        for c, (dy, dx) in zip(self.coef, self.offsets, strict=True):
+            out.addcmul_(c, xp[r + dy : r + dy + h, r + dx : r + dx + w])
+        return out
+
+    def coarsen(self) -> _Stencil:
+        """Galerkin operator ``P^T A P`` for piecewise-constant 2x2 aggregation.
+
+        A fine pixel ``i = 2I + s`` coupled to ``i + d`` lands in coarse cell
+        ``I + (s + d) // 2``: with ``|d| <= 2`` and ``s in {0, 1}`` the coarse couplings
+        reach one cell, so every coarse level is a 9-point stencil.
+        """
+        k, h, w = self.coef.shape
+        coef = F.pad(self.coef, (0, w % 2, 0, h % 2))
+        hc, wc = coef.shape[1] // 2, coef.shape[2] // 2
+        out = torch.zeros((9, hc, wc), dtype=coef.dtype, device=coef.device)
+        for sy in (0, 1):
+            for sx in (0, 1):
+                sub = coef[:, sy::2, sx::2]
+                for c, (dy, dx) in zip(sub, self.offsets, strict=True):
+                    out[((sy + dy) // 2 + 1) * 3 + (sx + dx) // 2 + 1] += c
+        return _Stencil(out, 1)
+
+
+def _cf_stencil(image: torch.Tensor, radius: int, eps: float) -> _Stencil:
+    """Explicit closed-form matting Laplacian (float64), offsets up to ``2 * radius``.
+
+    Every window ``k`` adds ``delta_ab - (1 + e_a^T Delta_k e_b) / |w|`` to the entry of
+    its pixels ``k + a`` and ``k + b``, with ``e_a = I_{k+a} - mu_k``. Computing the
+    centred colours ``e_a`` first keeps every term O(1), so the coefficients can later
+    be used in float32 (the factorised box-filter form cancels terms of size 1/eps).
+    """
+    c, h, w = image.shape
+    r = radius
+    n_win = (2 * r + 1) ** 2
+    valid = torch.zeros((h, w), dtype=image.dtype, device=image.device)
+    if h > 2 * r and w > 2 * r:
+        valid[r : h - r, r : w - r] = 1
+    mu = _box(image, r) / n_win
+    centred = [_shift(image, dy, dx) - mu for dy, dx in _offsets(r)]  # e_a, at window k
+    cov = sum(e[:, None] * e[None, :] for e in centred) / n_win  # (C, C, H, W)
+    eye = torch.eye(c, dtype=image.dtype, device=image.device)
+    cov = cov.permute(2, 3, 0, 1) + (eps / n_win) * eye
+    cov[valid == 0] = eye  # windows sticking out of the array are not used
+    delta = torch.linalg.inv(cov).permute(2, 3, 0, 1)
+    projected = [(delta * e[None]).sum(1) for e in centred]  # Delta_k e_b
+    offsets = _offsets(2 * r)
+    index = {d: i for i, d in enumerate(offsets)}
+    coef = torch.zeros((len(offsets), h, w), dtype=image.dtype, device=image.device)
+    for a, (ay, ax) in enumerate(_offsets(r)):
+        for b, (by, bx) in enumerate(_offsets(r)):
+            v = (centred[a] * projected[b]).sum(0)
+            term = ((1.0 if a == b else 0.0) - (1 + v) / n_win) * valid  # at window k
+            # row i = k + a, column i + (b - a)
+            coef[index[(by - ay, bx - ax)]] += _shift(term, -ay, -ax)
+    return _Stencil(coef, 2 * r)
 
 
 def laplacian_product(image: np.ndarray, p: np.ndarray, *, radius: int = 1, eps: float = 1e-7):
@@ -126,49 +171,113 @@ def laplacian_product(image: np.ndarray, p: np.ndarray, *, radius: int = 1, eps:
     p : (H, W) array of float
     """
     im = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image, -1, 0)), dtype=torch.float64)
-    return _Laplacian(im, radius, eps)(torch.as_tensor(p, dtype=torch.float64)).numpy()
+    return _cf_stencil(im, radius, eps)(torch.as_tensor(p, dtype=torch.float64)).numpy()
 
 
-def _pcg(op: _Laplacian, x: torch.Tensor, unknown: torch.Tensor, maxiter: int, tol: float):
-    """Jacobi-preconditioned CG on the unknown pixels; known pixels of ``x`` stay fixed."""
+class _Multigrid:
+    """Symmetric V-cycle preconditioner (unsmoothed aggregation, l1-Jacobi smoothing).
+
+    Levels are Galerkin products of 2x2 piecewise-constant aggregation, so the cycle is
+    symmetric positive definite and can precondition conjugate gradients; the coarsest
+    level (at most ``coarsest`` cells) is solved exactly by a dense Cholesky factor.
+    """
+
+    def __init__(self, op: _Stencil, smooth: int = 2, coarsest: int = 1024):
+        self.levels = [op]
+        while self.levels[-1].coef[0].numel() > coarsest:
+            self.levels.append(self.levels[-1].coarsen())
+        self.smooth = smooth
+        self.l1 = []
+        for lvl in self.levels:
+            d = lvl.coef.abs().sum(0)
+            # Cells with no unknown pixel are isolated: identity rows.
+            empty = lvl.diagonal <= 0
+            lvl.coef[lvl.center][empty] = 1.0
+            d[empty] = 1.0
+            self.l1.append(1.0 / d)
+        self._factor_coarsest()
+
+    def _factor_coarsest(self):
+        op = self.levels[-1]
+        h, w = op.coef.shape[1:]
+        n = h * w
+        idx = torch.arange(n, device=op.coef.device).reshape(h, w)
+        dense = torch.zeros((n, n), dtype=torch.float64, device=op.coef.device)
+        for c, (dy, dx) in zip(op.coef, op.offsets, strict=True):
+            cols = _shift(idx.to(torch.float64) + 1, dy, dx).long() - 1  # -1: outside
+            ok = (cols >= 0) & (c != 0)
+            dense[idx[ok], cols[ok]] += c[ok].double()
+        dense = 0.5 * (dense + dense.T)
+        chol, info = torch.linalg.cholesky_ex(dense)
+        if info != 0:  # an unknown region with no Dirichlet contact: regularise lightly
+            chol = torch.linalg.cholesky(dense + 1e-6 * torch.eye(n, dtype=dense.dtype))
+        self.chol = chol
+
+    def _cycle(self, level: int, b: torch.Tensor) -> torch.Tensor:
+        if level == len(self.levels) - 1:
+            x = torch.cholesky_solve(b.reshape(-1, 1).double(), self.chol)
+            return x.reshape(b.shape).to(b.dtype)
+        op, l1 = self.levels[level], self.l1[level]
+        x = l1 * b
+        for _ in range(self.smooth - 1):
+            x = x + l1 * (b - op(x))
+        res = b - op(x)
+        h, w = res.shape
+        coarse = F.pad(res, (0, w % 2, 0, h % 2))
+        coarse = coarse[0::2, 0::2] + coarse[1::2, 0::2] + coarse[0::2, 1::2] + coarse[1::2, 1::2]
+        corr = self._cycle(level + 1, coarse)
+        x = x + corr.repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :w]
+        for _ in range(self.smooth):
+            x = x + l1 * (b - op(x))
+        return x
+
+    def __call__(self, b: torch.Tensor) -> torch.Tensor:
+        return self._cycle(0, b)
+
+
+def _restrict_to_unknown(op: _Stencil, unknown: torch.Tensor) -> _Stencil:
+    """The operator ``L_UU`` embedded in the full grid (known rows and columns zeroed)."""
+    u = unknown.to(op.coef.dtype)
+    coef = torch.stack(
+        [c * u * _shift(u, dy, dx) for c, (dy, dx) in zip(op.coef, op.offsets, strict=True)]
+    )
+    return _Stencil(coef, op.radius)
+
+
+def _pcg(op: _Stencil, x: torch.Tensor, unknown: torch.Tensor, maxiter: int, tol: float):
+    """Solve ``L_UU x_U = -L_UK x_K`` by multigrid-preconditioned CG; ``x`` holds both."""
     u = unknown.to(x.dtype)
-    # Right-hand side -L_UK x_K, used only for the relative stopping criterion.
-    b_norm = torch.linalg.vector_norm(op(x * (1 - u)) * u)
-    res = -op(x) * u
-    diag = op.diagonal()
-    m_inv = torch.where((u > 0) & (diag > 0), 1.0 / diag.clamp_min(1e-30), torch.zeros_like(diag))
-    z = m_inv * res
+    b = -op(x * (1 - u)) * u
+    a_uu = _restrict_to_unknown(op, unknown)
+    precond = _Multigrid(_Stencil(a_uu.coef.clone(), a_uu.radius))
+    y = x * u
+    res = b - a_uu(y)
+    z = precond(res) * u
     p = z.clone()
     rz = (res * z).sum()
-    threshold = tol * max(float(b_norm), 1e-30)
+    threshold = tol * max(float(torch.linalg.vector_norm(b)), 1e-30)
     it = 0
     for it in range(1, maxiter + 1):  # noqa: B007 - the count is reported
-        ap = op(p) * u
+        if float(torch.linalg.vector_norm(res)) <= threshold:
+            it -= 1
+            break
+        ap = a_uu(p)
         pap = (p * ap).sum()
         if pap <= 0:
             break
         step = rz / pap
-        x = x + step * p
+        y = y + step * p
         res = res - step * ap
-        if float(torch.linalg.vector_norm(res)) <= threshold:
-            break
-        z = m_inv * res
+        z = precond(res) * u
         rz_new = (res * z).sum()
         p = z + (rz_new / rz) * p
         rz = rz_new
-    return x, it
+    return x * (1 - u) + y * u, it
 
 
-def _pool_trimap(t: torch.Tensor) -> torch.Tensor:
-    """Halve a trimap: known only where all four children agree."""
-    fg = (t == FOREGROUND).to(torch.float64)[None, None]
-    bg = (t == BACKGROUND).to(torch.float64)[None, None]
-    fg = F.avg_pool2d(fg, 2, ceil_mode=True)[0, 0]
-    bg = F.avg_pool2d(bg, 2, ceil_mode=True)[0, 0]
-    out = torch.full(fg.shape, UNKNOWN, dtype=torch.uint8, device=t.device)
-    out[fg >= 1] = FOREGROUND
-    out[bg >= 1] = BACKGROUND
-    return out
+def _working_stencil(image: torch.Tensor, radius: int, eps: float, dtype) -> _Stencil:
+    st = _cf_stencil(image.to(torch.float64), radius, eps)
+    return _Stencil(st.coef.to(dtype), st.radius)
 
 
 def solve_closed_form(
@@ -178,50 +287,38 @@ def solve_closed_form(
     *,
     radius: int = 1,
     eps: float = 1e-7,
-    maxiter: int = 2000,
-    tol: float = 1e-6,
-    coarsest: int = 32,
+    maxiter: int = 300,
+    tol: float = 1e-4,
+    dtype=torch.float32,
 ) -> torch.Tensor:
-    """Closed-form alpha of one image, coarse-to-fine when no initial guess is given.
+    """Closed-form alpha of one whole image.
 
     Parameters
     ----------
-    image : (C, H, W) float64 tensor in [0, 1]
-    trimap : (H, W) uint8 tensor in {0, 128, 255}
-    init : (H, W) float64 tensor, optional
-        Initial alpha for the unknown pixels. Without it, the problem is first solved
-        on a 2x smaller copy (recursively, down to ``coarsest`` pixels) and upsampled:
-        CG then only has to fix high frequencies, which it does fast.
+    image : (C, H, W) tensor of float in [0, 1]
+    trimap : (H, W) tensor of uint8 in {0, 128, 255}
+    init : (H, W) tensor, optional
+        Initial alpha of the unknown pixels (default 0.5).
+    radius, eps : int, float
+        Window radius and regularisation of the colour-line model.
+    maxiter, tol : int, float
+        Multigrid-preconditioned CG stops when the residual drops below ``tol`` times
+        the right-hand side, or after ``maxiter`` iterations.
+    dtype : torch dtype
+        Working precision of the solve (the stencil is always built in float64).
 
     Returns
     -------
-    alpha : (H, W) float64 tensor in [0, 1]
+    alpha : (H, W) tensor of ``dtype`` in [0, 1]
     """
-    h, w = trimap.shape
     unknown = trimap == UNKNOWN
-    known = trimap == FOREGROUND
-    if init is None:
-        if min(h, w) >= 2 * coarsest:
-            small = F.avg_pool2d(image[None], 2, ceil_mode=True)[0]
-            small_t = _pool_trimap(trimap)
-            if (small_t != UNKNOWN).any():
-                coarse = solve_closed_form(
-                    small,
-                    small_t,
-                    radius=radius,
-                    eps=eps,
-                    maxiter=maxiter,
-                    tol=tol,
-                    coarsest=coarsest,
-                )
-                init = F.interpolate(
-                    coarse[None, None], size=(h, w), mode="bilinear", align_corners=False
-                )[0, 0]
-        if init is None:
-            init = torch.full((h, w), 0.5, dtype=image.dtype, device=image.device)
-    x = torch.where(unknown, init.to(image.dtype), known.to(image.dtype))
+    x = (trimap == FOREGROUND).to(dtype)
+    if init is not None:
+        x = torch.where(unknown, init.to(dtype), x)
+    else:
+        x[unknown] = 0.5
     if unknown.any():
-        x, _ = _pcg(_Laplacian(image, radius, eps), x, unknown, maxiter, tol)
+        x, _ = _pcg(_working_stencil(image, radius, eps, dtype), x, unknown, maxiter, tol)
     return x.clamp_(0, 1)
 
 
@@ -250,27 +347,35 @@ class ClosedFormModel:
     eps : float
         Regularisation epsilon of the colour-line model (PyMatting's default, 1e-7).
     maxiter, tol : int, float
-        Conjugate-gradient limits per solve (relative residual ``tol``).
+        Multigrid-preconditioned CG limits per solve (relative residual ``tol``).
+    dtype : {"float32", "float64"}
+        Working precision of CG (the stencil is built in float64 either way).
     """
 
     name = "cf"
 
-    def __init__(self, device="cpu", radius=1, eps=1e-7, maxiter=2000, tol=1e-6):
+    def __init__(self, device="cpu", radius=1, eps=1e-7, maxiter=300, tol=1e-4, dtype="float32"):
         self.device = torch.device(device)
         self.radius, self.eps, self.maxiter, self.tol = int(radius), float(eps), maxiter, tol
-        self.dtype = torch.float64
+        self.dtype = getattr(torch, dtype)
 
     def _tensors(self, image: np.ndarray, trimap: np.ndarray):
         im = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
         return (
-            im.to(device=self.device, dtype=self.dtype),
+            im.to(device=self.device, dtype=torch.float64),
             torch.as_tensor(np.ascontiguousarray(trimap)).to(self.device),
         )
 
     def global_alpha(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
         im, t = self._tensors(image, trimap)
         alpha = solve_closed_form(
-            im, t, radius=self.radius, eps=self.eps, maxiter=self.maxiter, tol=self.tol
+            im,
+            t,
+            radius=self.radius,
+            eps=self.eps,
+            maxiter=self.maxiter,
+            tol=self.tol,
+            dtype=self.dtype,
         )
         return alpha.float().cpu().numpy()
 
@@ -295,7 +400,11 @@ class ClosedFormModel:
         init = torch.as_tensor(alpha[box], dtype=self.dtype, device=self.device)
         # Known pixels (0, 1 or the pinned ring) keep their values in `init`.
         x, _ = _pcg(
-            _Laplacian(im, self.radius, self.eps), init, t == UNKNOWN, self.maxiter, self.tol
+            _working_stencil(im, self.radius, self.eps, self.dtype),
+            init.to(self.dtype),
+            t == UNKNOWN,
+            self.maxiter,
+            self.tol,
         )
         alpha[box] = x.clamp_(0, 1).cpu().numpy()
         return alpha.astype(np.float32)

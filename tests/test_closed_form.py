@@ -1,0 +1,77 @@
+"""The weight-free solver against PyMatting (same Laplacian, same epsilon and window)."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hrmatt.models import get_model, list_models, resolve_device
+from napari_hrmatt.models.closed_form import laplacian_product, solve_closed_form
+
+from .conftest import has_cuda, make_scene
+
+pymatting = pytest.importorskip("pymatting")
+
+
+@pytest.fixture(scope="module")
+def small():
+    image, trimap, alpha = make_scene(40, 52, seed=3, band=3)
+    return image.astype(np.float64), trimap, alpha
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_laplacian_product_equals_pymatting_matrix(small, radius):
+    image, _, _ = small
+    p = np.random.default_rng(0).random(image.shape[:2])
+    L = pymatting.cf_laplacian(image, epsilon=1e-7, radius=radius)
+    expected = (L @ p.ravel()).reshape(p.shape)
+    got = laplacian_product(image, p, radius=radius, eps=1e-7)
+    np.testing.assert_allclose(got, expected, atol=1e-9 * np.abs(expected).max())
+
+
+def test_converged_solve_agrees_with_pymatting_cf(small):
+    """Tolerance: 2e-3 max abs. PyMatting's known pixels are soft constraints
+    (lambda = 100), ours are hard; the converged difference is ~1e-3 or less."""
+    image, trimap, _ = small
+    ours = solve_closed_form(
+        torch.tensor(np.moveaxis(image, -1, 0)),
+        torch.tensor(trimap),
+        tol=1e-10,
+        maxiter=3000,
+        dtype=torch.float64,
+    ).numpy()
+    theirs = pymatting.estimate_alpha_cf(image, trimap / 255.0)
+    assert np.abs(ours - theirs).max() < 2e-3
+    assert np.abs(ours - theirs).mean() < 1e-4
+
+
+def test_default_float32_solve_is_close_to_converged(small):
+    image, trimap, _ = small
+    im, t = torch.tensor(np.moveaxis(image, -1, 0)), torch.tensor(trimap)
+    exact = solve_closed_form(im, t, tol=1e-10, maxiter=3000, dtype=torch.float64).numpy()
+    fast = solve_closed_form(im, t).numpy()  # defaults: float32, tol 1e-4
+    assert fast.dtype == np.float32
+    assert np.abs(fast - exact).mean() < 2e-3
+
+
+def test_registry():
+    assert "cf" in list_models()
+    assert get_model("cf", "cpu") is get_model("cf", "cpu")  # cached per process
+    with pytest.raises(ValueError, match="unknown model"):
+        get_model("nope")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(has_cuda(), reason="checks the no-GPU error")
+def test_cuda_request_without_gpu_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        resolve_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_cuda(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(small):
+    image, trimap, _ = small
+    cpu = get_model("cf", "cpu").global_alpha(image.astype(np.float32), trimap)
+    gpu = get_model("cf", "cuda").global_alpha(image.astype(np.float32), trimap)
+    assert np.abs(cpu - gpu).max() < 1e-3

@@ -11,8 +11,6 @@ from napari_hrmatt import TrimapError, estimate_alpha
 from napari_hrmatt.engine import as_float_image, iter_blocks
 from napari_hrmatt.global_pass import global_pass
 
-from .conftest import make_scene
-
 TIGHT = {"tol": 1e-7, "maxiter": 2000}
 
 

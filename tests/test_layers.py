@@ -231,3 +231,72 @@ def test_sample_data_layers():
     assert lkind == "labels" and labels.shape == (1536, 2048)
     assert set(np.unique(labels)) == {0, 1, 2}
     assert akw["visible"] is False and alpha.dtype == np.float32
+
+
+def test_job_cuda_without_gpu_is_a_failure(small):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    image, labels, _ = small
+    _, result = run_job(MattingJob(image, labels, labels=True, name="s", device="cuda"))
+    assert isinstance(result, Failure) and "CUDA" in result.message
+
+
+# --------------------------------------------------------------------------- foreground
+
+
+def _fake_foreground():
+    """Stand-in for napari_hrmatt.foreground with issue 5's contract (F = the image)."""
+    import types
+
+    def estimate_foreground(image, alpha):
+        return image.astype(np.float32) / 255
+
+    def cutout(foreground, alpha):
+        return da.concatenate([foreground, alpha[..., None]], axis=-1)
+
+    def composite(foreground, alpha, background):
+        a = alpha[..., None]
+        return foreground * a + background * (1 - a)
+
+    return types.SimpleNamespace(
+        estimate_foreground=estimate_foreground, cutout=cutout, composite=composite
+    )
+
+
+@pytest.mark.parametrize("in_memory_pixels", [None, 0])
+def test_job_cutout_and_composite_layers_from_stored_alpha(small, monkeypatch, in_memory_pixels):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "napari_hrmatt.foreground", _fake_foreground())
+    monkeypatch.setattr(_layers, "_PYRAMID_MAX_SIDE", 64)
+    image, labels, _ = small
+    job = MattingJob(
+        image, labels, labels=True, name="s", chunks=64, cutout=True,
+        background=(0.0, 1.0, 0.0), in_memory_pixels=in_memory_pixels,
+    )  # fmt: skip
+    steps, layers = run_job(job)
+    names = [kw["name"] for _, kw, _ in layers]
+    assert names == ["s alpha", "s cutout", "s composite"]
+    assert steps[-1].done == steps[-1].total == 3 * 4  # alpha, cutout, composite: 4 blocks each
+
+    def finest(data):
+        return np.asarray(data[0] if isinstance(data, list) else data)
+
+    alpha, cut, comp = (finest(d) for d, _, _ in layers)
+    assert layers[1][1]["rgb"] and cut.shape == (96, 128, 4) and cut.dtype == np.uint8
+    np.testing.assert_array_equal(cut[..., :3], image)
+    np.testing.assert_array_equal(cut[..., 3], np.round(alpha * 255).astype(np.uint8))
+    expect = image / 255 * alpha[..., None] + np.array([0.0, 1.0, 0.0]) * (1 - alpha[..., None])
+    np.testing.assert_allclose(comp, np.round(expect * 255), atol=1)
+
+
+def test_job_with_the_real_foreground_module(small):
+    pytest.importorskip("napari_hrmatt.foreground")
+    image, labels, _ = small
+    job = MattingJob(image, labels, labels=True, name="s", chunks=64, cutout=True,
+                     background=(1.0, 1.0, 1.0))  # fmt: skip
+    _, layers = run_job(job)
+    assert not isinstance(layers, Failure), layers
+    (_, _, _), (cut, ckw, _), (comp, _, _) = layers
+    assert cut.shape == (96, 128, 4) and comp.shape == (96, 128, 3)

@@ -463,6 +463,8 @@ class MattingJob:
     batch: int | None = None
     in_memory_pixels: int | None = None
     _stores: list[ResultStore] = field(default_factory=list, init=False, repr=False)
+    _done: int = field(default=0, init=False, repr=False)
+    _total: int = field(default=0, init=False, repr=False)
 
     def steps(self) -> Iterator[Progress]:
         """Run the job; yields :class:`Progress`, returns layers or a :class:`Failure`."""
@@ -484,7 +486,7 @@ class MattingJob:
             raise
 
     def _steps(self) -> Iterator[Progress]:
-        from .engine import estimate_alpha, iter_blocks
+        from .engine import estimate_alpha
         from .models import resolve_device
 
         try:
@@ -506,25 +508,15 @@ class MattingJob:
             labels=self.labels,
             compute=False,
         )
-        work = [("alpha", alpha, np.float32)]
-        if self.cutout or self.background is not None:
-            work += self._foreground_work(image, alpha)
-        total = sum(arr.npartitions for _, arr, _ in work)
-        done = 0
-        yield Progress(done, total, "matting")
         results = {}
-        for key, arr, dtype in work:
-            store = ResultStore(
-                arr.shape, dtype, arr.chunksize, in_memory_pixels=self.in_memory_pixels
-            )
-            self._stores.append(store)
-            for index, block in iter_blocks(arr, batch=self.batch):
-                store[index] = block
-                done += 1
-                yield Progress(done, total, key)
-            for _ in store.pyramid_steps():
-                yield Progress(done, total, f"{key}: pyramid")
-            results[key] = store.data()
+        yield Progress(0, alpha.npartitions, "matting")
+        results["alpha"] = yield from self._compute("alpha", alpha, np.float32)
+        if self.cutout or self.background is not None:
+            # Foreground colours read the alpha just stored (never recompute it).
+            stored = results["alpha"]
+            stored_alpha = as_dask(stored[0] if isinstance(stored, list) else stored, self.chunks)
+            for key, arr in self._foreground_work(image, stored_alpha):
+                results[key] = yield from self._compute(key, arr, np.uint8)
 
         g = self.geometry
         layers = [alpha_layer(results["alpha"], name=f"{self.name} alpha", geometry=g)]
@@ -537,20 +529,36 @@ class MattingJob:
         self._stores.clear()  # the layers own the results now
         return layers
 
+    def _compute(self, key: str, arr, dtype) -> Iterator[Progress]:
+        """Compute a lazy array block by block into a new store; returns its data."""
+        from .engine import iter_blocks
+
+        # Channels in one block: a block is then exactly one chunk of the store.
+        arr = arr.rechunk(dict.fromkeys(range(2, arr.ndim), -1))
+        self._total += arr.npartitions
+        store = ResultStore(
+            arr.shape, dtype, arr.chunksize, in_memory_pixels=self.in_memory_pixels
+        )
+        self._stores.append(store)
+        for index, block in iter_blocks(arr, batch=self.batch):
+            store[index] = block
+            self._done += 1
+            yield Progress(self._done, self._total, key)
+        for _ in store.pyramid_steps():
+            yield Progress(self._done, self._total, f"{key}: pyramid")
+        return store.data()
+
     def _foreground_work(self, image, alpha) -> list:
-        """Lazy cutout / composite arrays from :mod:`napari_hrmatt.foreground`."""
+        """Lazy ``(name, uint8 array)`` pairs for the cutout and composite layers."""
         from . import foreground
 
-        # Alpha is recomputed inside these graphs only if they do not share its
-        # keys; the engine's graph is deterministic, so dask reuses blocks that
-        # are computed in the same batch, and at worst computes alpha twice.
         fg = foreground.estimate_foreground(image, alpha)
         work = []
         if self.cutout:
-            work.append(("cutout", _to_uint8(foreground.cutout(fg, alpha)), np.uint8))
+            work.append(("cutout", _to_uint8(foreground.cutout(fg, alpha))))
         if self.background is not None:
             bg = np.asarray(self.background, np.float32)
-            work.append(("composite", _to_uint8(foreground.composite(fg, alpha, bg)), np.uint8))
+            work.append(("composite", _to_uint8(foreground.composite(fg, alpha, bg))))
         return work
 
     def discard(self) -> None:

@@ -90,6 +90,18 @@ def test_new_trimap_matches_image_and_has_class_colours(viewer):
     assert layer.selected_label == 2 and w.trimap.value is layer
 
 
+def test_new_large_trimap_is_a_paintable_zarr_array(viewer, monkeypatch):
+    from napari_hrmatt._widget import TrimapWidget
+
+    monkeypatch.setattr(_layers, "IN_MEMORY_PIXELS", 0)
+    w = TrimapWidget(viewer)
+    w.image.value = viewer.layers["photo"]
+    layer = w.new_trimap()
+    assert type(layer.data).__module__.startswith("zarr")
+    layer.paint((40, 50), 1, refresh=False)
+    assert layer.data[40, 50] == 1 and layer.data[0, 0] == 0
+
+
 def test_trimap_from_labels_mask_has_band(viewer):
     from napari_hrmatt._widget import TrimapWidget
 

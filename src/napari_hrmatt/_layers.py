@@ -334,6 +334,11 @@ class ResultStore:
         )
 
     @property
+    def array(self):
+        """The finest level as a writable array: numpy, or the Zarr array."""
+        return self._array
+
+    @property
     def in_memory(self) -> bool:
         """True when the result is a numpy array."""
         return self.path is None

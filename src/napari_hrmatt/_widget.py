@@ -212,10 +212,9 @@ class TrimapWidget(Container):
         """Add an empty (all unknown) trimap matching the image layer; select the brush."""
         image = self._require_image()
         _, shape = _layers.image_data(image)
-        store = _layers.ResultStore(shape, np.uint8, (512, 512))
         # A large trimap lives in a temporary Zarr array that napari paints into.
-        labels = store.data() if store.in_memory else store.data()[0]
-        layer = self._add_trimap(labels, f"{image.name} trimap", layer_geometry(image))
+        store = _layers.ResultStore(shape, np.uint8, (512, 512))
+        layer = self._add_trimap(store.array, f"{image.name} trimap", layer_geometry(image))
         layer.selected_label = 2
         layer.mode = "paint"
         return layer

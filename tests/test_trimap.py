@@ -49,9 +49,13 @@ def test_rgb_trimap_with_equal_channels_is_accepted_and_unequal_rejected():
     grey = np.array([[0, 128, 255]], np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     assert canonical_trimap(rgb).tolist() == [[0, 128, 255]]
+    lazy = da.from_array(rgb, chunks=(1, 2, 1))
+    assert canonical_trimap(lazy).compute().tolist() == [[0, 128, 255]]
     rgb[0, 0, 1] = 7
     with pytest.raises(TrimapError, match="colour channels"):
         canonical_trimap(rgb)
+    with pytest.raises(TrimapError, match="colour channels"):
+        canonical_trimap(da.from_array(rgb, chunks=(1, 2, 1))).compute()
 
 
 def test_labels_round_trip_and_dask_laziness():

@@ -231,11 +231,14 @@ class BlockProgress(Callback):
             if self._on_block is not None:
                 self._on_block(self.done, self._total)
 
-    def __exit__(self, *args):
+    def __exit__(self, exc_type, *args):
         if self._bar is not None:
+            if exc_type is None:
+                # a single-block array is fused into dask's final task: count it here
+                self._bar.update(self._total - self._bar.n)
             self._bar.close()
             self._bar = None
-        return super().__exit__(*args)
+        return super().__exit__(exc_type, *args)
 
 
 def iter_blocks(array: da.Array, *, batch: int | None = None) -> Iterator:

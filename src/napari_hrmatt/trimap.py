@@ -148,7 +148,15 @@ def canonical_trimap(trimap, *, labels: bool | None = None):
     if trimap.ndim == 3 and trimap.shape[-1] in (3, 4):
         # Grey stored as RGB(A) (common for PNG exports): take the first channel
         # only if every channel agrees, else it is not a trimap.
-        trimap = trimap[..., 0] if _is_dask(trimap) else _grey_from_rgb(np.asarray(trimap))
+        if _is_dask(trimap):
+            trimap = trimap.rechunk({2: -1}).map_blocks(
+                _grey_from_rgb,
+                drop_axis=2,
+                dtype=trimap.dtype,
+                meta=np.empty((0, 0), trimap.dtype),
+            )
+        else:
+            trimap = _grey_from_rgb(np.asarray(trimap))
     if trimap.ndim != 2:
         raise TrimapError(f"trimap must be 2D (H, W), got shape {tuple(trimap.shape)}")
     kind = _trimap_kind(trimap, labels)

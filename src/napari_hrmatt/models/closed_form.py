@@ -182,7 +182,7 @@ class _Multigrid:
     level (at most ``coarsest`` cells) is solved exactly by a dense Cholesky factor.
     """
 
-    def __init__(self, op: _Stencil, smooth: int = 2, coarsest: int = 1024):
+    def __init__(self, op: _Stencil, smooth: int = 1, coarsest: int = 1024):
         self.levels = [op]
         while self.levels[-1].coef[0].numel() > coarsest:
             self.levels.append(self.levels[-1].coarsen())

@@ -220,6 +220,16 @@ def test_image_smaller_than_one_chunk(scene):
     assert alpha.shape == (20, 30)
 
 
+@pytest.mark.parametrize("shape", [(7, 300), (300, 7), (5, 6)])
+def test_image_thinner_than_the_overlap(shape):
+    rng = np.random.default_rng(0)
+    image = rng.random(shape + (3,)).astype(np.float32)
+    trimap = np.full(shape, 128, np.uint8)
+    trimap[:, :2], trimap[:, -2:] = 0, 255
+    alpha = estimate_alpha(image, trimap, chunks=64, overlap=16, global_size=1000)
+    assert alpha.shape == shape and np.isfinite(alpha).all()
+
+
 def test_as_float_image_scaling():
     assert as_float_image(np.array([[65535]], np.uint16))[0, 0, 0] == 1.0
     assert as_float_image(np.zeros((3, 4))).shape == (3, 4, 1)

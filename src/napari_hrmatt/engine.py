@@ -181,7 +181,11 @@ def estimate_alpha(
 
     model_obj = get_model(model, device, **(model_options or {}))
     context = global_pass(img, tri, model=model_obj, global_size=global_size, device=device)
-    if context.has_unknown:
+    if context.has_unknown and context.factor == 1:
+        # The image fits the global working size: the global pass solved it at full
+        # resolution already, and a patch pass would only repeat that solve.
+        alpha = da.from_array(context.alpha, chunks=chunks)
+    elif context.has_unknown:
         alpha = refine(
             img,
             tri,

@@ -73,10 +73,13 @@ def _chunk_sizes(n: int, size: int, minimum: int) -> tuple[int, ...]:
     return tuple(sizes) or (n,)
 
 
-def _block_task(block, *, starts, margin, block_info=None, **kwargs):
+def _block_task(block, *, starts, margins, block_info=None, **kwargs):
     # map_overlap hands us the grown block; recover where it sits in the full image.
     i, j = block_info[None]["chunk-location"][:2]
-    origin = (starts[0][i] - (margin if i > 0 else 0), starts[1][j] - (margin if j > 0 else 0))
+    origin = (
+        starts[0][i] - (margins[0] if i > 0 else 0),
+        starts[1][j] - (margins[1] if j > 0 else 0),
+    )
     return refine_block(block, origin=origin, **kwargs)
 
 
@@ -138,17 +141,19 @@ def refine(
         (_chunk_sizes(h, chunks, overlap), _chunk_sizes(w, chunks, overlap), stacked.shape[2])
     )
     starts = tuple(tuple(int(s) for s in np.cumsum((0,) + c[:-1])) for c in stacked.chunks[:2])
+    # An axis cut into a single block has no seam to hide (and may be thinner than overlap).
+    margins = tuple(overlap if len(c) > 1 else 0 for c in stacked.chunks[:2])
     return da.map_overlap(
         _block_task,
         stacked,
-        depth={0: overlap, 1: overlap, 2: 0},
+        depth={0: margins[0], 1: margins[1], 2: 0},
         boundary="none",
         trim=True,
         drop_axis=2,
         dtype=np.float32,
         meta=np.empty((0, 0), np.float32),
         starts=starts,
-        margin=overlap,
+        margins=margins,
         # One graph key holds the context; every block task depends on it.
         context=dask.delayed(context, pure=True),
         model=model if isinstance(model, str) else model.name,

@@ -153,12 +153,16 @@ def _cf_stencil(image: torch.Tensor, radius: int, eps: float) -> _Stencil:
     offsets = _offsets(2 * r)
     index = {d: i for i, d in enumerate(offsets)}
     coef = torch.zeros((len(offsets), h, w), dtype=image.dtype, device=image.device)
-    for a, (ay, ax) in enumerate(_offsets(r)):
-        for b, (by, bx) in enumerate(_offsets(r)):
-            v = (centred[a] * projected[b]).sum(0)
+    window = _offsets(r)
+    for a, (ay, ax) in enumerate(window):
+        for b in range(a, len(window)):
+            by, bx = window[b]
+            v = (centred[a] * projected[b]).sum(0)  # = e_b^T Delta e_a too: Delta is symmetric
             term = ((1.0 if a == b else 0.0) - (1 + v) / n_win) * valid  # at window k
-            # row i = k + a, column i + (b - a)
+            # row k + a, column (k + a) + (b - a); and, by symmetry, row k + b, column k + a
             coef[index[(by - ay, bx - ax)]] += _shift(term, -ay, -ax)
+            if b != a:
+                coef[index[(ay - by, ax - bx)]] += _shift(term, -by, -bx)
     return _Stencil(coef, 2 * r)
 
 

@@ -218,3 +218,27 @@ def test_summary_means_and_best_marks():
     # c is lowest but incomplete (1/2): never "best"; b (1.5 < 2.0) is.
     assert "**1.50**" in dev_b and "**" not in dev_c and "1/2" in dev_c
     assert "**4.00**" in held_b
+
+
+def test_merge_adds_earlier_rows(dataset, tmp_path, capsys):
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    base = [str(dataset), "--split", "dev", "--no-isolate"]
+    assert bench.main(base + ["--methods", "pymatting-cf", "--out", str(first)]) == 0
+    # Rows of another trimap are not merged into a Trimap1 table.
+    other = tmp_path / "other.csv"
+    assert (
+        bench.main(base + ["--methods", "pymatting-knn", "--trimap", "2", "--out", str(other)])
+        == 0
+    )
+    capsys.readouterr()
+    args = ["--methods", "hrmatt-cf", "--merge", str(first), str(other), "--out", str(second)]
+    assert bench.main(base + args) == 0
+    table = capsys.readouterr().out
+    assert "| dev | pymatting-cf | 2 |" in table and "| dev | hrmatt-cf | 2 |" in table
+    assert "pymatting-knn" not in table
+    rows = _read_csv(second)
+    assert sorted({r["method"] for r in rows}) == ["hrmatt-cf", "pymatting-cf"]
+    old = {r["image"]: r for r in _read_csv(first)}
+    for r in rows:
+        if r["method"] == "pymatting-cf":
+            assert float(r["sad"]) == float(old[r["image"]]["sad"])

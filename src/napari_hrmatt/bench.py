@@ -58,6 +58,7 @@ __all__ = [
     "summarize",
     "format_table",
     "write_csv",
+    "read_csv",
 ]
 
 DEV = tuple(f"GT{i:02d}" for i in range(1, 19))
@@ -446,6 +447,25 @@ def write_csv(rows: Iterable[dict], path) -> None:
             writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
 
 
+def read_csv(path) -> list[dict]:
+    """Rows written by :func:`write_csv`, with numbers parsed back."""
+    numeric = {"sad", "mse", "grad", "conn", "time_s", "peak_rss_mb", "delta_rss_mb"}
+    integer = {"trimap", "height", "width", "unknown_px"}
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row = {}
+            for key, value in raw.items():
+                if key in numeric:
+                    row[key] = float(value) if value != "" else math.nan
+                elif key in integer and value != "":
+                    row[key] = int(value)
+                else:
+                    row[key] = value
+            rows.append(row)
+    return rows
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -477,6 +497,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--images", nargs="+", metavar="GTnn", help="only these images")
     parser.add_argument("--limit", type=int, help="at most N images per split")
     parser.add_argument("--out", type=Path, help="write per-image results to this CSV")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="CSV",
+        help="add the rows of earlier --out files (same trimap and images; methods not "
+        "run now) to the table and the CSV, e.g. to add a model without re-running PyMatting",
+    )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -524,6 +552,20 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
+    merged: list[dict] = []
+    for path in args.merge or ():
+        try:
+            merged += [
+                r
+                for r in read_csv(path)
+                if r.get("trimap") == args.trimap
+                and r.get("image") in names
+                and r.get("method") not in methods
+            ]
+        except OSError as exc:
+            print(f"hrmatt bench: cannot read {path}: {exc}", file=sys.stderr)
+            return 2
+
     rows: list[dict] = []
     with tqdm(total=len(methods) * len(names), unit="img", file=sys.stderr) as bar:
         for method in methods:
@@ -535,11 +577,14 @@ def run(args: argparse.Namespace) -> int:
             for row in it:
                 rows.append(row)
                 bar.update(1)
+    rows += merged
     probes = sorted({r["memory_probe"] for r in rows if r.get("memory_probe")})
     print(
         f"alphamatting.com lowres, Trimap{args.trimap}, {len(names)} images; "
         f"errors over the unknown region (MSE x1e3); peak RSS per call from "
-        f"{'/'.join(probes) or '-'}{', in-process' if args.no_isolate else ''}\n"
+        f"{'/'.join(probes) or '-'}{', in-process' if args.no_isolate else ''}"
+        + (f"; {len(merged)} rows merged from {len(args.merge)} CSV file(s)" if merged else "")
+        + "\n"
     )
     print(format_table(summarize(rows)))
     failed = [r for r in rows if r.get("status") != "ok"]

@@ -128,8 +128,31 @@ class _Stencil:
         return _Stencil(out, 1)
 
 
-def _cf_stencil(image: torch.Tensor, radius: int, eps: float) -> _Stencil:
-    """Explicit closed-form matting Laplacian (float64), offsets up to ``2 * radius``.
+def _cf_stencil(
+    image: torch.Tensor, radius: int, eps: float, *, dtype=torch.float64, strip: int = 128
+) -> _Stencil:
+    """Explicit closed-form matting Laplacian, offsets up to ``2 * radius``.
+
+    Built in float64 strip by strip (``strip`` rows plus a ``2 * radius`` halo: every
+    coefficient of a row depends only on windows within ``radius`` of it), so the float64
+    temporaries stay small; the result is stored in ``dtype``.
+    """
+    c, h, w = image.shape
+    r = radius
+    valid = torch.zeros((h, w), dtype=torch.float64, device=image.device)
+    if h > 2 * r and w > 2 * r:
+        valid[r : h - r, r : w - r] = 1
+    coef = torch.empty(((4 * r + 1) ** 2, h, w), dtype=dtype, device=image.device)
+    for y0 in range(0, h, strip):
+        y1 = min(y0 + strip, h)
+        lo, hi = max(y0 - 2 * r, 0), min(y1 + 2 * r, h)
+        part = _cf_stencil_part(image[:, lo:hi].to(torch.float64), valid[lo:hi], r, eps)
+        coef[:, y0:y1] = part[:, y0 - lo : y1 - lo]
+    return _Stencil(coef, 2 * r)
+
+
+def _cf_stencil_part(image: torch.Tensor, valid: torch.Tensor, radius: int, eps: float):
+    """Stencil coefficients of one strip (float64); ``valid`` marks usable window centres.
 
     Every window ``k`` adds ``delta_ab - (1 + e_a^T Delta_k e_b) / |w|`` to the entry of
     its pixels ``k + a`` and ``k + b``, with ``e_a = I_{k+a} - mu_k``. Computing the
@@ -139,9 +162,6 @@ def _cf_stencil(image: torch.Tensor, radius: int, eps: float) -> _Stencil:
     c, h, w = image.shape
     r = radius
     n_win = (2 * r + 1) ** 2
-    valid = torch.zeros((h, w), dtype=image.dtype, device=image.device)
-    if h > 2 * r and w > 2 * r:
-        valid[r : h - r, r : w - r] = 1
     mu = _box(image, r) / n_win
     centred = [_shift(image, dy, dx) - mu for dy, dx in _offsets(r)]  # e_a, at window k
     cov = sum(e[:, None] * e[None, :] for e in centred) / n_win  # (C, C, H, W)
@@ -163,7 +183,7 @@ def _cf_stencil(image: torch.Tensor, radius: int, eps: float) -> _Stencil:
             coef[index[(by - ay, bx - ax)]] += _shift(term, -ay, -ax)
             if b != a:
                 coef[index[(ay - by, ax - bx)]] += _shift(term, -by, -bx)
-    return _Stencil(coef, 2 * r)
+    return coef
 
 
 def laplacian_product(image: np.ndarray, p: np.ndarray, *, radius: int = 1, eps: float = 1e-7):
@@ -240,20 +260,23 @@ class _Multigrid:
 
 
 def _restrict_to_unknown(op: _Stencil, unknown: torch.Tensor) -> _Stencil:
-    """The operator ``L_UU`` embedded in the full grid (known rows and columns zeroed)."""
+    """Turn ``op`` (in place) into ``L_UU`` embedded in the full grid.
+
+    Known rows and columns are zeroed (the multigrid set-up then gives known rows an
+    identity diagonal, which leaves CG untouched: its vectors are zero there).
+    """
     u = unknown.to(op.coef.dtype)
-    coef = torch.stack(
-        [c * u * _shift(u, dy, dx) for c, (dy, dx) in zip(op.coef, op.offsets, strict=True)]
-    )
-    return _Stencil(coef, op.radius)
+    for c, (dy, dx) in zip(op.coef, op.offsets, strict=True):
+        c.mul_(u * _shift(u, dy, dx))
+    return op
 
 
 def _pcg(op: _Stencil, x: torch.Tensor, unknown: torch.Tensor, maxiter: int, tol: float):
     """Solve ``L_UU x_U = -L_UK x_K`` by multigrid-preconditioned CG; ``x`` holds both."""
     u = unknown.to(x.dtype)
     b = -op(x * (1 - u)) * u
-    a_uu = _restrict_to_unknown(op, unknown)
-    precond = _Multigrid(_Stencil(a_uu.coef.clone(), a_uu.radius))
+    a_uu = _restrict_to_unknown(op, unknown)  # in place: op is not used again
+    precond = _Multigrid(a_uu)
     y = x * u
     res = b - a_uu(y)
     z = precond(res) * u
@@ -280,8 +303,7 @@ def _pcg(op: _Stencil, x: torch.Tensor, unknown: torch.Tensor, maxiter: int, tol
 
 
 def _working_stencil(image: torch.Tensor, radius: int, eps: float, dtype) -> _Stencil:
-    st = _cf_stencil(image.to(torch.float64), radius, eps)
-    return _Stencil(st.coef.to(dtype), st.radius)
+    return _cf_stencil(image, radius, eps, dtype=dtype)
 
 
 def solve_closed_form(

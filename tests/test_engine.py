@@ -47,6 +47,26 @@ def test_too_small_overlap_shows_seams(scene, whole, overlap):
     assert diff.mean() >= 3e-3
 
 
+def test_blend_stitching_matches_whole(scene, whole):
+    """Linear-ramp blending (HDMatt's stitching) is also seam-free at the derived overlap;
+    trimming measured better (docs/engine.md), so it stays the default."""
+    image, trimap, _ = scene
+    blended = estimate_alpha(
+        image, trimap, chunks=37, global_size=800, model_options=TIGHT, stitch="blend"
+    )
+    diff = np.abs(blended - whole)
+    assert diff.mean() < 3e-3 and diff.max() < 0.15
+
+
+@pytest.mark.parametrize(("i", "n"), [(0, 3), (1, 3), (2, 3), (0, 1)])
+def test_blend_ramps_are_a_partition_of_unity(i, n):
+    from napari_hrmatt.patch_pass import _ramp_sources
+
+    core, d = 40, 8
+    total = sum(w for w, _ in _ramp_sources(i, n, core, d))
+    np.testing.assert_allclose(total, 1.0)
+
+
 def test_alpha_properties(scene):
     image, trimap, gt = scene
     alpha = estimate_alpha(image, trimap, chunks=48, global_size=3000)

@@ -107,6 +107,7 @@ def estimate_alpha(
     compute: bool | None = None,
     progress: bool = False,
     model_options: dict | None = None,
+    stitch: str = "trim",
 ):
     """Estimate the alpha matte of an image of any size from its trimap.
 
@@ -138,6 +139,9 @@ def estimate_alpha(
         Show a progress bar over blocks on stderr while computing.
     model_options : dict, optional
         Model settings, e.g. ``{"eps": 1e-6, "radius": 1}`` for ``"cf"``.
+    stitch : {"trim", "blend"}
+        How blocks are joined: keep each block's core (default), or cross-fade neighbours
+        with linear ramps over the overlap (see :func:`napari_hrmatt.refine`).
 
     Returns
     -------
@@ -195,6 +199,7 @@ def estimate_alpha(
             overlap=overlap,
             device=device,
             model_options=model_options,
+            stitch=stitch,
         )
     else:
         alpha = da.asarray(tri).map_blocks(known_alpha, dtype=np.float32)

@@ -93,6 +93,7 @@ def refine(
     overlap: int | None = None,
     device: str = "auto",
     model_options: dict | None = None,
+    stitch: str = "trim",
 ) -> da.Array:
     """Build the lazy full-resolution patch pass.
 
@@ -109,6 +110,10 @@ def refine(
     overlap : int, optional
         Overlap in pixels; by default derived from the model (``model.overlap(factor)``).
     device : str
+    stitch : {"trim", "blend"}
+        ``"trim"`` keeps each block's core (pixels at least ``overlap`` from any cut);
+        ``"blend"`` cross-fades neighbouring blocks with linear ramps over the ``2 overlap``
+        pixels they share (HDMatt's stitching). See docs/engine.md for the measurements.
 
     Returns
     -------
@@ -129,6 +134,8 @@ def refine(
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     if chunks < 1:
         raise ValueError(f"chunks must be >= 1 pixel, got {chunks}")
+    if stitch not in ("trim", "blend"):
+        raise ValueError(f"stitch must be 'trim' or 'blend', got {stitch!r}")
     image = da.asarray(image)
     trimap = da.asarray(trimap)
     if image.shape[:2] != trimap.shape:
@@ -137,26 +144,100 @@ def refine(
         )
     h, w = trimap.shape
     stacked = da.concatenate([image.astype(np.float32), trimap[..., None].astype(np.float32)], 2)
+    # blending needs room for a ramp on both sides of every core
+    minimum = 2 * overlap if stitch == "blend" else overlap
     stacked = stacked.rechunk(
-        (_chunk_sizes(h, chunks, overlap), _chunk_sizes(w, chunks, overlap), stacked.shape[2])
+        (_chunk_sizes(h, chunks, minimum), _chunk_sizes(w, chunks, minimum), stacked.shape[2])
     )
     starts = tuple(tuple(int(s) for s in np.cumsum((0,) + c[:-1])) for c in stacked.chunks[:2])
     # An axis cut into a single block has no seam to hide (and may be thinner than overlap).
     margins = tuple(overlap if len(c) > 1 else 0 for c in stacked.chunks[:2])
-    return da.map_overlap(
-        _block_task,
-        stacked,
-        depth={0: margins[0], 1: margins[1], 2: 0},
-        boundary="none",
-        trim=True,
-        drop_axis=2,
+    kwargs = {
+        "starts": starts,
+        "margins": margins,
+        # One graph key holds the context; every block task depends on it.
+        "context": dask.delayed(context, pure=True),
+        "model": model if isinstance(model, str) else model.name,
+        "device": device,
+        "model_options": model_options,
+    }
+    if stitch == "trim" or not any(margins):
+        return da.map_overlap(
+            _block_task,
+            stacked,
+            depth={0: margins[0], 1: margins[1], 2: 0},
+            boundary="none",
+            trim=True,
+            drop_axis=2,
+            dtype=np.float32,
+            meta=np.empty((0, 0), np.float32),
+            **kwargs,
+        )
+    # Blend: solve the grown blocks and keep them whole (dask's map_overlap cannot combine
+    # trim=False with drop_axis, so the overlap is explicit) ...
+    grown = da.overlap.overlap(
+        stacked, depth={0: margins[0], 1: margins[1], 2: 0}, boundary="none"
+    )
+    solved = grown.map_blocks(
+        _block_task, drop_axis=2, dtype=np.float32, meta=np.empty((0, 0), np.float32), **kwargs
+    )
+    # ... then each output core reads `overlap` pixels of its neighbours' grown blocks and
+    # cross-fades them.
+    padded = da.overlap.overlap(solved, depth={0: margins[0], 1: margins[1]}, boundary="none")
+    return padded.map_blocks(
+        _blend_task,
+        chunks=stacked.chunks[:2],
         dtype=np.float32,
         meta=np.empty((0, 0), np.float32),
-        starts=starts,
         margins=margins,
-        # One graph key holds the context; every block task depends on it.
-        context=dask.delayed(context, pure=True),
-        model=model if isinstance(model, str) else model.name,
-        device=device,
-        model_options=model_options,
+        grid=tuple(len(c) for c in stacked.chunks[:2]),
     )
+
+
+def _ramp_sources(i: int, n: int, core: int, d: int):
+    """Per-axis sources of one blended core: (weights over the core, padded-block indices).
+
+    The padded block along this axis is ``[d of block i-1][grown block i][d of block i+1]``
+    (the outer parts only where a neighbour exists); block ``i``'s grown part starts ``d``
+    before its core. In the ``2d`` pixels straddling a cut the two blocks' weights ramp
+    linearly and sum to one, so no normalisation is needed.
+    """
+    y = np.arange(core)
+    top = d if i > 0 else 0  # rows of block i-1 in front of the grown block
+    own_start = top + (d if i > 0 else 0)  # padded index of core row 0 in block i
+    grown = core + (d if i > 0 else 0) + (d if i < n - 1 else 0)
+    ramp = (np.arange(d) + 0.5) / (2 * d)  # over the first half of the 2d zone, rising
+    sources = []
+    w_self = np.ones(core)
+    if i > 0:  # zone [s - d, s + d): core rows [0, d)
+        w_prev = np.zeros(core)
+        w_prev[:d] = 0.5 - ramp
+        w_self[:d] = 0.5 + ramp
+        sources.append((w_prev, np.clip(y, 0, d - 1)))
+    if i < n - 1:  # zone [e - d, e + d): core rows [core - d, core)
+        w_next = np.zeros(core)
+        w_next[core - d :] = ramp
+        w_self[core - d :] = 1 - ramp
+        sources.append((w_next, top + grown + np.clip(y - (core - d), 0, d - 1)))
+    sources.append((w_self, own_start + y))
+    return sources
+
+
+def _blend_task(padded, *, margins, grid, block_info=None):
+    loc = block_info[None]["chunk-location"]
+    shape = block_info[None]["chunk-shape"]
+    ys = (
+        _ramp_sources(loc[0], grid[0], shape[0], margins[0])
+        if margins[0]
+        else [(np.ones(shape[0]), np.arange(shape[0]))]
+    )
+    xs = (
+        _ramp_sources(loc[1], grid[1], shape[1], margins[1])
+        if margins[1]
+        else [(np.ones(shape[1]), np.arange(shape[1]))]
+    )
+    out = np.zeros(shape, np.float32)
+    for wy, iy in ys:
+        for wx, ix in xs:
+            out += (wy[:, None] * wx[None, :]).astype(np.float32) * padded[np.ix_(iy, ix)]
+    return out

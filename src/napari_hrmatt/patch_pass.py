@@ -14,6 +14,7 @@ import dask.array as da
 import numpy as np
 
 from .global_pass import GlobalContext
+from .image import to_float
 from .trimap import UNKNOWN, known_alpha
 
 __all__ = ["refine", "refine_block"]
@@ -32,8 +33,9 @@ def refine_block(
 
     Parameters
     ----------
-    block : (h, w, C + 1) array of float32
-        Image channels in [0, 1] followed by the canonical trimap as a float channel.
+    block : (h, w, C + 1) array of uint8, uint16 or float32
+        Image channels (integers at full scale, or float in [0, 1]) followed by the
+        canonical trimap (0 / 128 / 255) as one more channel of the same dtype.
     context : GlobalContext
         Result of the global pass over the whole image.
     origin : (int, int)
@@ -48,6 +50,7 @@ def refine_block(
     trimap = block[..., -1].astype(np.uint8)
     if not (trimap == UNKNOWN).any():
         return known_alpha(trimap)
+    image = to_float(block[..., :-1])
     if isinstance(model, str):
         from .models import get_model
 
@@ -57,7 +60,7 @@ def refine_block(
     full_h, full_w = context.shape
     fixed = (y0 > 0, y0 + h < full_h, x0 > 0, x0 + w < full_w)
     coarse = context.alpha_at(y0, x0, h, w)
-    return model.refine(block[..., :-1], trimap, coarse, fixed)
+    return model.refine(image, trimap, coarse, fixed)
 
 
 def _chunk_sizes(n: int, size: int, minimum: int) -> tuple[int, ...]:
@@ -99,7 +102,9 @@ def refine(
 
     Parameters
     ----------
-    image : (H, W, C) array of float32 in [0, 1] (numpy or dask)
+    image : (H, W, C) array of uint8, uint16, or float32 in [0, 1] (numpy or dask)
+        Integer images stay integers in the graph (a quarter of float32's memory for
+        8-bit data) and are scaled inside each block.
     trimap : (H, W) array of uint8 in {0, 128, 255} (numpy or dask)
     context : GlobalContext
         From :func:`napari_hrmatt.global_pass.global_pass` on the same image.
@@ -143,7 +148,8 @@ def refine(
             f"image {image.shape[:2]} and trimap {trimap.shape} differ in height/width"
         )
     h, w = trimap.shape
-    stacked = da.concatenate([image.astype(np.float32), trimap[..., None].astype(np.float32)], 2)
+    dtype = image.dtype if image.dtype in (np.uint8, np.uint16) else np.float32
+    stacked = da.concatenate([image.astype(dtype), trimap[..., None].astype(dtype)], 2)
     # blending needs room for a ramp on both sides of every core
     minimum = 2 * overlap if stitch == "blend" else overlap
     stacked = stacked.rechunk(

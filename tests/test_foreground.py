@@ -80,7 +80,7 @@ def test_reconstructs_image_and_finds_true_foreground(smooth, global_size):
     sel = alpha > 0.1
     f_err = np.abs(F - fg)[sel].mean()
     naive = np.abs(image / 255.0 - fg)[sel].mean()
-    # Measured ~0.008 (naive F = image: ~0.09).
+    # Measured 0.010 (naive F = image: 0.16).
     assert f_err < 0.02 and f_err < 0.25 * naive
     b_err = np.abs(B - bg)[alpha < 0.9].mean()
     assert b_err < 0.02
@@ -103,9 +103,9 @@ def test_close_to_pymatting(hairy):
     ours = estimate_foreground(image, alpha, device="cpu")
     ref = pymatting.estimate_foreground_ml(image / 255.0, alpha.astype(np.float64))
     sel = alpha > 0
-    # Same cost, different sweep order (red-black vs raster) and level sizes:
-    # mean |difference| measured ~0.008.
-    assert np.abs(ours - ref)[sel].mean() < 0.02
+    # Same cost, different sweeps (over-relaxed red-black vs raster order) and level
+    # sizes: mean |difference| measured 0.015; errors 0.083 (ours), 0.088 (PyMatting).
+    assert np.abs(ours - ref)[sel].mean() < 0.03
     ours_err = np.abs(ours - fg)[sel].mean()
     ref_err = np.abs(ref - fg)[sel].mean()
     assert ours_err < 1.1 * ref_err + 0.003
@@ -138,7 +138,7 @@ def test_too_small_overlap_leaves_seams(hairy, whole):
         image, alpha, return_background=True, device="cpu", global_size=GLOBAL,
         chunks=40, overlap=4,
     )  # fmt: skip
-    # Proves the chunked == whole test can fail: measured ~5e-3.
+    # Proves the chunked == whole test can fail: measured 1.9e-2.
     assert _max_diff(chunked, whole, alpha) > 1e-3
 
 
@@ -240,6 +240,7 @@ def test_rgba_image_drops_alpha_channel(smooth):
         ({"chunks": 0}, "chunks"),
         ({"overlap": -1}, "overlap"),
         ({"global_size": 0}, "global_size"),
+        ({"relaxation": 2.0}, "relaxation"),
     ],
 )
 def test_bad_input(change, match):

@@ -290,18 +290,24 @@ def _sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=Non
     ti, tj = idx[:, 0], idx[:, 1]
     # Tile arrays have even sides so the sub-lattices have equal sizes.
     sy, sx = ty_ + 2 * halo + (ty_ % 2), tx_ + 2 * halo + (tx_ % 2)
-    # Level rows / columns of every tile pixel (clamping replicates the edges), split
-    # by parity: ly[p] is (N, sy / 2).
+    # Level rows / columns of every tile pixel, split by parity: ly[p] is (N, sy / 2).
     ly = (ti * ty_ - halo)[:, None] + torch.arange(sy, device=dev)[None, :]
     lx = (tj * tx_ - halo)[:, None] + torch.arange(sx, device=dev)[None, :]
     ly = (ly[:, 0::2], ly[:, 1::2])
     lx = (lx[:, 0::2], lx[:, 1::2])
-    ry = [v.clamp(0, h - 1)[:, :, None] for v in ly]
-    rx = [v.clamp(0, w - 1)[:, None, :] for v in lx]
+    pad = (halo, ntx * tx_ - w + halo + tx_ % 2, halo, nty * ty_ - h + halo + ty_ % 2)
 
-    # Gathered arrays are (channels, N, sy / 2, sx / 2).
-    lat = {pq: X[:, ry[pq[0]], rx[pq[1]]] for pq in _SUBLATTICES}
-    alat = {pq: A[ry[pq[0]], rx[pq[1]]] for pq in _SUBLATTICES}
+    def gather(t):  # (c, h, w) -> (c, N, sy, sx); replicate padding = clamped indices
+        p = torch.nn.functional.pad(t[None], pad, mode="replicate")[0]
+        return p.unfold(1, sy, ty_).unfold(2, sx, tx_)[:, ti, tj]
+
+    # Sub-lattice arrays are (channels, N, sy / 2, sx / 2).
+    Xt = gather(X)
+    lat = {pq: Xt[..., pq[0] :: 2, pq[1] :: 2].contiguous() for pq in _SUBLATTICES}
+    At = gather(A[None])[0]
+    alat = {pq: At[..., pq[0] :: 2, pq[1] :: 2] for pq in _SUBLATTICES}
+    It = gather(img)
+    del Xt
 
     # Per sub-lattice coefficients of the update on its updated part. Edge weights are
     # eps + omega |alpha_i - alpha_j|; an edge leaving the image becomes a self-edge of
@@ -333,7 +339,7 @@ def _sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=Non
             "a1": a1,
             "g0": a / denom,
             "g1": a1 / denom,
-            "img": img[:, ry[pq[0]], rx[pq[1]]][:, :, rows, cols],
+            "img": It[..., pq[0] :: 2, pq[1] :: 2][..., rows, cols].contiguous(),
         }
 
     def update(pq):

@@ -444,7 +444,8 @@ def test_samples_are_reproducible_composites():
 
 def test_loss_weights_unknown_pixels_with_a_border_ramp():
     ramp = border_ramp(16, 4)
-    assert ramp[0, 0, 8, 8] == 1 and ramp[0, 0, 0, 8] == 0.25 and ramp[0, 0, 0, 0] == 0.25
+    assert ramp[0, 0, 0, 8] == 0.5 / 4 and ramp[0, 0, 3, 8] == 3.5 / 4  # patch_pass's ramp
+    assert ramp[0, 0, 4, 8] == 1 and ramp[0, 0, 8, 8] == 1 and ramp[0, 0, 0, 0] == 0.5 / 4
     alpha = torch.rand(1, 1, 16, 16)
     fg, bg = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
     image = alpha * fg + (1 - alpha) * bg

@@ -26,9 +26,9 @@ Augmentation (HDMatt / HOP)
 
 Loss (HDMatt eq. 4)
     Alpha-prediction loss plus composition loss (Xu et al. 2017) over the unknown
-    region, both Charbonnier, weighted by a linear ramp from the crop border: the
-    engine trims ``overlap`` pixels at every block cut, so predictions near a crop's
-    edge, made without their context, count less.
+    region, both Charbonnier, weighted by the engine's linear blending ramp from the
+    crop border (:func:`border_ramp`): the engine trims or fades block borders, so
+    predictions near a crop's edge, made without their context, count less.
 
 Reproducibility
     Sample ``i`` is drawn from ``numpy.random.default_rng([seed, i])`` and the network
@@ -124,7 +124,9 @@ class TrainConfig:
     comp_weight : float
         Weight of the composition loss.
     ramp : int
-        Width (pixels at ``size``) of the linear loss ramp at the crop border.
+        Width (pixels at ``size``) of the linear loss ramp at the crop border (the
+        engine's blending ramp spans ``2 overlap``; at 320-px crops that would leave
+        almost no full-weight pixel, so the width is set for the crop).
     num_workers : int
         Data-loading processes.
     amp : bool
@@ -159,7 +161,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     comp_weight: float = 1.0
-    ramp: int = 32
+    ramp: int = 64
     num_workers: int = 14
     amp: bool = True
     ckpt_every: int = 500
@@ -237,7 +239,7 @@ PRESETS: dict[str, dict] = {
         "procedural_size": 480,
         "num_workers": 1,
         "amp": False,
-        "ramp": 16,
+        "ramp": 32,
         "warmup": 100,
         "ckpt_every": 100,
         "val_every": 1000,
@@ -743,7 +745,11 @@ class TrainingSamples:
 
 
 def border_ramp(size: int, ramp: int, *, device=None):
-    """Loss weights rising linearly from the crop border to 1 at ``ramp`` pixels.
+    """Loss weights rising linearly from the crop border: ``min(1, (d + 0.5) / ramp)``.
+
+    The same linear ramp as the engine's blended stitching (``stitch="blend"`` in
+    :func:`napari_hrmatt.patch_pass.refine`, where ``ramp = 2 overlap``), ``d`` being
+    the distance in pixels from the nearest crop edge.
 
     Returns
     -------
@@ -754,7 +760,7 @@ def border_ramp(size: int, ramp: int, *, device=None):
     i = torch.arange(size, device=device, dtype=torch.float32)
     d = torch.minimum(i, size - 1 - i)
     d = torch.minimum(d[:, None], d[None, :])
-    return ((d + 1) / max(ramp, 1)).clamp(max=1.0)[None, None]
+    return ((d + 0.5) / max(ramp, 1)).clamp(max=1.0)[None, None]
 
 
 def matting_loss(pred, alpha, image, fg, bg, unknown, weight, *, comp_weight=1.0, eps=1e-6):

@@ -332,13 +332,15 @@ def _sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=Non
         has_self = has_self or bool((self_w > 0).any())
         a1 = 1.0 - a
         denom = total + a * a + a1 * a1
+        # Over-relaxation x + r (x_gs - x) folded into the coefficients: the weights
+        # give r F_bar, the residual divides it back out, and (1 - r) x is added last.
         coef[pq] = {
-            "w": [wd / total for wd in weights],
-            "s": self_w / total,
-            "a0": a,
-            "a1": a1,
-            "g0": a / denom,
-            "g1": a1 / denom,
+            "w": [wd * (relax / total) for wd in weights],
+            "s": self_w * (relax / total),
+            "a0": a / relax,
+            "a1": a1 / relax,
+            "g0": a * (relax / denom),
+            "g1": a1 * (relax / denom),
             "img": It[..., pq[0] :: 2, pq[1] :: 2][..., rows, cols].contiguous(),
         }
 
@@ -353,13 +355,12 @@ def _sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=Non
         if has_self:
             m.addcmul_(co["s"], target)
         fm, bm = m[:c], m[c:]
-        res = co["img"] - co["a0"] * fm
+        res = torch.addcmul(co["img"], co["a0"], fm, value=-1.0)
         res.addcmul_(co["a1"], bm, value=-1.0)
         fm.addcmul_(co["g0"], res)
         bm.addcmul_(co["g1"], res)
         if relax != 1.0:
-            # Over-relaxation: step past the pixel's own solution, x + w (x_gs - x).
-            m.sub_(target).mul_(relax).add_(target)
+            m.add_(target, alpha=1.0 - relax)
         target.copy_(m.clamp_(0.0, 1.0))
 
     for _ in range(n_iter):
@@ -696,23 +697,19 @@ def estimate_foreground(
     step = 1 << plan.glevel
     depth = foreground_overlap(plan) if overlap is None else -(-int(overlap) // step) * step
     size = -(-int(chunks) // step) * step
-    single = h <= size and w <= size
+    rows = _chunk_sizes(h, size, depth)
+    cols = _chunk_sizes(w, size, depth)
+    starts = tuple(tuple(int(s) for s in np.cumsum((0,) + ch[:-1])) for ch in (rows, cols))
+    margins = (depth if len(rows) > 1 else 0, depth if len(cols) > 1 else 0)
 
-    if single and not lazy:
-        # In memory already and one block: no graph.
-        img = _as_image(image)
-        a = _as_alpha(alpha)
-        stacked = np.concatenate([img, a[..., None]], axis=2)
-        coarse = _solve_coarse(_subsample(stacked, plan.glevel), plan, device)
-        out = foreground_block(
-            stacked, coarse=coarse, plan=plan, origin=(0, 0),
-            return_background=return_background, device=device,
-        )  # fmt: skip
-        return (
-            _split(out, return_background)
-            if compute
-            else _split(da.from_array(out, chunks=(size, size, -1)), return_background)
-        )
+    if not lazy:
+        # In memory already: no graph, blocks one after another (torch parallelises
+        # inside each), the float copy made one grown block at a time.
+        out = _estimate_numpy(image, alpha, plan, rows, cols, starts, margins,
+                              return_background, device)  # fmt: skip
+        if not compute:
+            out = da.from_array(out, chunks=(rows, cols, -1))
+        return _split(out, return_background)
 
     if not _is_dask(image):
         image = da.from_array(image, chunks=(size, size) + image.shape[2:])
@@ -721,8 +718,6 @@ def estimate_foreground(
     img = _as_image(image)
     a = _as_alpha(alpha)
     c = img.shape[2]
-    rows = _chunk_sizes(h, size, depth)
-    cols = _chunk_sizes(w, size, depth)
     stacked = da.concatenate([img, a[..., None]], axis=2).rechunk((rows, cols, c + 1))
 
     # Global pass: level G of the whole image (every 2^G-th pixel, read block by
@@ -730,8 +725,6 @@ def estimate_foreground(
     small = _subsample(stacked, plan.glevel).compute()
     coarse = _solve_coarse(small, plan, device)
 
-    starts = tuple(tuple(int(s) for s in np.cumsum((0,) + ch[:-1])) for ch in (rows, cols))
-    margins = (depth if len(rows) > 1 else 0, depth if len(cols) > 1 else 0)
     grown = da.overlap.overlap(stacked, depth={0: margins[0], 1: margins[1], 2: 0},
                                boundary="none")  # fmt: skip
     nout = 2 * c if return_background else c
@@ -750,6 +743,37 @@ def estimate_foreground(
     if compute:
         out = out.compute()
     return _split(out, return_background)
+
+
+def _estimate_numpy(image, alpha, plan, rows, cols, starts, margins, return_background, device):
+    """The numpy path of :func:`estimate_foreground`: the same blocks as the dask graph."""
+    h, w = alpha.shape[:2]
+    # Validate dtype and channels once (and warn once about an alpha channel).
+    c = _as_image(image[:1, :1]).shape[2]
+    if image.ndim == 3 and image.shape[2] in (2, 4):
+        image = image[..., :c]
+    step = 1 << plan.glevel
+    small = np.concatenate(
+        [_as_image(image[::step, ::step]), _as_alpha(alpha[::step, ::step])[..., None]], axis=2
+    )
+    coarse = _solve_coarse(small, plan, device)
+    out = np.empty((h, w, 2 * c if return_background else c), np.float32)
+    for i, (y, ch) in enumerate(zip(starts[0], rows, strict=True)):
+        top = margins[0] if i > 0 else 0
+        y1 = min(h, y + ch + margins[0])
+        for j, (x, cw) in enumerate(zip(starts[1], cols, strict=True)):
+            left = margins[1] if j > 0 else 0
+            x1 = min(w, x + cw + margins[1])
+            region = (slice(y - top, y1), slice(x - left, x1))
+            block = np.concatenate(
+                [_as_image(image[region]), _as_alpha(alpha[region])[..., None]], axis=2
+            )
+            out[y : y + ch, x : x + cw] = foreground_block(
+                block, coarse=coarse, plan=plan, origin=(y - top, x - left),
+                keep=(slice(top, top + ch), slice(left, left + cw)),
+                return_background=return_background, device=device,
+            )  # fmt: skip
+    return out
 
 
 def _split(out, return_background: bool):

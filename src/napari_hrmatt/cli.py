@@ -40,6 +40,10 @@ PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
         "napari_hrmatt.foreground",
         "estimate the foreground colours and write a cut-out (RGBA) image",
     ),
+    "train": (
+        "napari_hrmatt.train",
+        "train the HDMatt-style network (see docs/deep_model.md; no weights ship yet)",
+    ),
 }
 
 EXIT_BAD_INPUT = 2

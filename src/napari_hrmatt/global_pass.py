@@ -168,10 +168,18 @@ def global_pass(
         alpha = model.global_alpha(small_image, small_trimap)
     else:
         alpha = np.where(small_trimap == FOREGROUND, 1.0, fg).astype(np.float32)
+    # Models that read more than the coarse alpha (e.g. a deep model's pool of context
+    # patches) build it here, once per image.
+    extras = (
+        model.context_extras(small_image, small_trimap, alpha)
+        if hasattr(model, "context_extras")
+        else {}
+    )
     return GlobalContext(
         alpha=np.asarray(alpha, np.float32),
         factor=f,
         shape=(h, w),
         trimap=small_trimap,
         has_unknown=has_unknown,
+        extras=extras,
     )

@@ -51,6 +51,11 @@ class MattingModel(Protocol):
     def overlap(self, factor: int) -> int:
         """Overlap (pixels) a block needs for seam-free stitching at downsampling ``factor``."""
 
+    # Optional: ``context_extras(small_image, small_trimap, small_alpha) -> dict`` builds
+    # model-specific context once in the global pass (kept in ``GlobalContext.extras``);
+    # a model with ``uses_context = True`` then receives ``context=`` and ``origin=`` in
+    # ``refine``.
+
 
 def register_model(name: str, target: str) -> None:
     """Register a model class under ``name``; ``target`` is ``"package.module:Class"``."""

@@ -268,7 +268,13 @@ def _fake_foreground():
 def test_job_cutout_and_composite_layers_from_stored_alpha(small, monkeypatch, in_memory_pixels):
     import sys
 
-    monkeypatch.setitem(sys.modules, "napari_hrmatt.foreground", _fake_foreground())
+    import napari_hrmatt
+
+    fake = _fake_foreground()
+    monkeypatch.setitem(sys.modules, "napari_hrmatt.foreground", fake)
+    # `from . import foreground` reads the package attribute first, which is set once the
+    # real module has been imported by another test.
+    monkeypatch.setattr(napari_hrmatt, "foreground", fake, raising=False)
     monkeypatch.setattr(_layers, "_PYRAMID_MAX_SIDE", 64)
     image, labels, _ = small
     job = MattingJob(

@@ -372,6 +372,7 @@ def sample_files(tmp_path_factory):
         ("cut.zarr", None, 4),
         ("comp.png", "white", 3),
         ("comp.tif", "#336699", 3),
+        ("comp2.png", "0.5,0.5,1", 3),
     ],
 )
 def test_cli_cutout(sample_files, tmp_path, name, background, channels, capsys):

@@ -972,13 +972,17 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .engine import BlockProgress, estimate_alpha
-    from .io import check_output_path, open_image, open_trimap, save_image
+    from .io import READ_EXTENSIONS, check_output_path, open_image, open_trimap, save_image
 
     if args.chunk < 1:
         raise ValueError(f"--chunk must be at least 1, got {args.chunk}")
     inputs = [args.image, args.trimap]
     background = args.background
-    if background is not None and Path(background).suffix:
+    # A background is a file if it exists or looks like one, else a colour ("0.5,0.5,1").
+    is_file = background is not None and (
+        Path(background).exists() or background.lower().endswith(READ_EXTENSIONS)
+    )
+    if is_file:
         if not Path(background).exists():
             raise FileNotFoundError(f"background {background!r} does not exist")
         inputs.append(background)
@@ -986,7 +990,7 @@ def run(args: argparse.Namespace) -> int:
     image = open_image(args.image)
     trimap = open_trimap(args.trimap, labels=args.labels)
     if background is not None:
-        background = open_image(background) if Path(background).suffix else parse_color(background)
+        background = open_image(background) if is_file else parse_color(background)
         if background.ndim > 1 and background.shape[:2] != image.shape[:2]:
             raise ValueError(
                 f"background image is {background.shape[0]}x{background.shape[1]} but the "

@@ -52,16 +52,19 @@ PyMatting's implementation, all deliberate:
 
 Huge images
 -----------
-The coarse levels (down to about ``global_size`` pixels) are solved once, densely,
-on a subsampled copy of the whole image: the *global pass*, which reads the image
-once, block by block. The fine levels run per block in one
-:func:`dask.array.map_overlap` graph. A red-black sweep moves information at most two
-pixels of its level, so after the fine levels a block border can disturb pixels no
-further than ``sum_k 2 n_k 2^k`` full-resolution pixels away (``n_k`` sweeps on level
-``k``, whose pixels are ``2^k`` wide). That sum, rounded up to the coarsest block
-level, is the default overlap; blocks start on multiples of ``2^G`` (``G`` the global
-level) so every level lines up. The kept pixels of a block then equal the whole-image
-computation: no seams, and memory is bounded by the block size times the workers.
+The coarse levels (down to about ``global_size`` pixels) are solved once, densely, on a
+subsampled copy of the whole image: the *global pass*, which reads the image once, block
+by block. The fine levels run per overlapping block: for dask input in one lazy graph
+(:func:`dask.array.overlap.overlap` then ``map_blocks`` with explicit
+``dtype``/``meta``, i.e. ``map_overlap`` with the trimming done in the block, since the
+channel count changes), for numpy input in a loop over the same blocks. A red-black
+sweep moves information at most two pixels of its level, so after the fine levels a
+block border can disturb pixels no further than ``sum_k 2 n_k 2^k`` full-resolution
+pixels away (``n_k`` sweeps on level ``k``, whose pixels are ``2^k`` wide). That sum,
+rounded up to the coarsest block level, is the default overlap; blocks start on
+multiples of ``2^G`` (``G`` the global level) so every level lines up. The kept pixels
+of a block then equal the whole-image computation: no seams, and memory is bounded by
+the block size times the workers.
 
 What comes back where alpha is 0 (for ``F``) or 1 (for ``B``)
 --------------------------------------------------------------

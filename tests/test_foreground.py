@@ -397,6 +397,23 @@ def test_cli_cutout(sample_files, tmp_path, name, background, channels, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
+def test_cli_cutout_alpha_through_temporary_zarr(sample_files, tmp_path, monkeypatch):
+    import napari_hrmatt.foreground as fg_module
+    from napari_hrmatt.cli import main
+    from napari_hrmatt.io import open_image
+
+    image_path, trimap_path = sample_files
+    in_memory = tmp_path / "mem" / "cut.png"
+    argv = ["cutout", str(image_path), str(trimap_path), "--quiet", "--device", "cpu"]
+    assert main([*argv, "-o", str(in_memory)]) == 0
+    # Alphas above this size go through a temporary Zarr store: same result, no leftovers.
+    monkeypatch.setattr(fg_module, "_ALPHA_IN_MEMORY", 0)
+    on_disk = tmp_path / "disk" / "cut.png"
+    assert main([*argv, "-o", str(on_disk)]) == 0
+    np.testing.assert_array_equal(open_image(on_disk).compute(), open_image(in_memory).compute())
+    assert [p.name for p in on_disk.parent.iterdir()] == ["cut.png"]
+
+
 def test_cli_cutout_background_image(sample_files, tmp_path):
     from napari_hrmatt.cli import main
     from napari_hrmatt.io import open_image, save_image

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,15 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import peak_rss_mb, run_child  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE.parent.parent / "shared" / "bench-data"
-
-
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # ---------------------------------------------------------------- child processes
@@ -71,7 +66,7 @@ def _child_solve(method: str, npz: str, out: str, options: str) -> None:
     alpha = run(image, trimap)
     seconds = time.perf_counter() - t0
     np.save(out, np.asarray(alpha, np.float32))
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": _peak_rss_mb()}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 
 
 def _child_scale(image_zarr: str, trimap_zarr: str, out_zarr: str, options: str) -> None:
@@ -84,16 +79,8 @@ def _child_scale(image_zarr: str, trimap_zarr: str, out_zarr: str, options: str)
     save_alpha(alpha, out_zarr, pyramid=False)
     seconds = time.perf_counter() - t0
     print(
-        json.dumps({"seconds": seconds, "global_seconds": t_global, "peak_rss_mb": _peak_rss_mb()})
+        json.dumps({"seconds": seconds, "global_seconds": t_global, "peak_rss_mb": peak_rss_mb()})
     )
-
-
-def _run_child(*args: str) -> dict:
-    cmd = [sys.executable, __file__, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:2])} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- quality part
@@ -132,7 +119,7 @@ def quality(args) -> int:
                     out = os.path.join(tmp, f"{method}.npy")
                     if method == "pymatting" and mp > args.pymatting_max_mp:
                         continue
-                    res = _run_child("_solve", method, npz, out, json.dumps({}))
+                    res = run_child(__file__, "_solve", method, npz, out, json.dumps({}))
                     alpha = np.load(out)
                     res["sad"] = float(np.abs(alpha - gt)[unknown].sum() / 1000)
                     row[method] = res
@@ -240,7 +227,8 @@ def scale(args) -> int:
             t0 = time.perf_counter()
             unknown = _write_scene(folder, side, band)
             t_make = time.perf_counter() - t0
-            res = _run_child(
+            res = run_child(
+                __file__,
                 "_scale",
                 str(folder / "image.zarr"),
                 str(folder / "trimap.zarr"),

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,16 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import peak_rss_mb, run_child  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE.parent.parent / "shared" / "bench-data"
 DEV_IMAGES = [f"GT{i:02d}" for i in range(1, 19)]
-
-
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _set_threads(threads: int) -> None:
@@ -86,7 +81,7 @@ def _child_compare(method: str, npz: str, out: str, threads: str) -> None:
     fg = run(image, alpha)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     np.save(out, np.asarray(fg, np.float32))
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": _peak_rss_mb()}))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb()}))
 
 
 def _child_scale(image_zarr: str, alpha_zarr: str, out_zarr: str, threads: str) -> None:
@@ -100,16 +95,8 @@ def _child_scale(image_zarr: str, alpha_zarr: str, out_zarr: str, threads: str) 
     save_image(fg, out_zarr, pyramid=False, bit_depth=8)
     seconds = time.perf_counter() - t0
     print(
-        json.dumps({"seconds": seconds, "global_seconds": t_global, "peak_rss_mb": _peak_rss_mb()})
+        json.dumps({"seconds": seconds, "global_seconds": t_global, "peak_rss_mb": peak_rss_mb()})
     )
-
-
-def _run_child(*args: str) -> dict:
-    cmd = [sys.executable, __file__, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:2])} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- compare part
@@ -183,7 +170,7 @@ def compare(args) -> int:
                 row["naive_soft"] = float(np.abs(image / 255.0 - fg)[soft].mean())
                 for method in ("hrmatt", "pymatting"):
                     out = os.path.join(tmp, f"{method}.npy")
-                    res = _run_child("_compare", method, npz, out, str(args.threads))
+                    res = run_child(__file__, "_compare", method, npz, out, str(args.threads))
                     est = np.load(out)
                     row[f"{method}_s"] = res["seconds"]
                     row[f"{method}_cpu"] = res["cpu_seconds"]
@@ -283,7 +270,7 @@ def scale(args) -> int:
             t0 = time.perf_counter()
             image_path, alpha_path = _write_big(Path(tmp), side)
             made = time.perf_counter() - t0
-            res = _run_child(
+            res = run_child(__file__,
                 "_scale", str(image_path), str(alpha_path), str(Path(tmp) / "fg.zarr"),
                 str(args.threads),
             )  # fmt: skip

@@ -252,8 +252,9 @@ def _fake_foreground():
     def estimate_foreground(image, alpha):
         return image.astype(np.float32) / 255
 
-    def cutout(foreground, alpha):
-        return da.concatenate([foreground, alpha[..., None]], axis=-1)
+    def cutout(image, alpha, foreground=None):  # the real module's signature
+        fg = estimate_foreground(image, alpha) if foreground is None else foreground
+        return da.concatenate([fg, alpha[..., None]], axis=-1)
 
     def composite(foreground, alpha, background):
         a = alpha[..., None]

@@ -560,7 +560,7 @@ class MattingJob:
         fg = foreground.estimate_foreground(image, alpha)
         work = []
         if self.cutout:
-            work.append(("cutout", _to_uint8(foreground.cutout(fg, alpha))))
+            work.append(("cutout", _to_uint8(foreground.cutout(image, alpha, foreground=fg))))
         if self.background is not None:
             bg = np.asarray(self.background, np.float32)
             work.append(("composite", _to_uint8(foreground.composite(fg, alpha, bg))))

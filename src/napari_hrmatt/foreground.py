@@ -92,6 +92,8 @@ import dask
 import dask.array as da
 import numpy as np
 
+from .patch_pass import _chunk_sizes
+
 __all__ = [
     "estimate_foreground",
     "foreground_block",
@@ -563,16 +565,6 @@ def _block_task(block, *, starts, margins, block_info=None, **kwargs):
     ch, cw = (block_info[None]["chunk-shape"][a] for a in (0, 1))
     keep = (slice(top, top + ch), slice(left, left + cw))
     return foreground_block(block, origin=origin, keep=keep, **kwargs)
-
-
-def _chunk_sizes(n: int, size: int, minimum: int) -> tuple[int, ...]:
-    """Split ``n`` into chunks of ``size``; a last chunk smaller than ``minimum`` is merged."""
-    size = max(size, minimum, 1)
-    sizes = [size] * (n // size) + ([n % size] if n % size else [])
-    if len(sizes) > 1 and sizes[-1] < minimum:
-        last = sizes.pop()
-        sizes[-1] += last
-    return tuple(sizes) or (n,)
 
 
 # --------------------------------------------------------------------------- public API

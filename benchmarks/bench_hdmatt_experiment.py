@@ -259,6 +259,17 @@ def format_means(rows) -> str:
     return "\n".join(lines)
 
 
+def _write_csv(rows, path) -> None:
+    import csv
+
+    keys = ["image", "size", "letter", "variant", "sad", "mse", "grad", "conn", "time_s"]
+    keys += ["peak_rss_mb", "delta_rss_mb", "status", "error"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", nargs="+", default=["GT01", "GT04", "GT13"])
@@ -338,6 +349,8 @@ def main(argv=None) -> int:
                         )
                     )
                 rows.append(row)
+                if args.out:  # rewritten after every variant: a long run keeps its rows
+                    _write_csv(rows, args.out)
     print(
         f"HDMatt experiment on {composites.KIND} HR composites, Trimap{args.trimap}, "
         f"global_size {args.global_size:.3g} px, chunks {args.chunks}, "
@@ -346,15 +359,6 @@ def main(argv=None) -> int:
     print(format_rows(rows))
     print()
     print(format_means(rows))
-    if args.out:
-        import csv
-
-        keys = ["image", "size", "letter", "variant", "sad", "mse", "grad", "conn", "time_s"]
-        keys += ["peak_rss_mb", "delta_rss_mb", "status", "error"]
-        with open(args.out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
     return 0
 
 

@@ -313,8 +313,8 @@ def solve_closed_form(
     *,
     radius: int = 1,
     eps: float = 1e-7,
-    maxiter: int = 300,
-    tol: float = 1e-4,
+    maxiter: int = 1000,
+    tol: float = 1e-5,
     dtype=torch.float32,
 ) -> torch.Tensor:
     """Closed-form alpha of one whole image.
@@ -380,7 +380,7 @@ class ClosedFormModel:
 
     name = "cf"
 
-    def __init__(self, device="cpu", radius=1, eps=1e-7, maxiter=300, tol=1e-4, dtype="float32"):
+    def __init__(self, device="cpu", radius=1, eps=1e-7, maxiter=1000, tol=1e-5, dtype="float32"):
         self.device = torch.device(device)
         self.radius, self.eps, self.maxiter, self.tol = int(radius), float(eps), maxiter, tol
         self.dtype = getattr(torch, dtype)

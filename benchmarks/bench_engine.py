@@ -41,6 +41,10 @@ DATA_DIR = HERE.parent.parent / "shared" / "bench-data"
 
 
 def _child_solve(method: str, npz: str, out: str, options: str) -> None:
+    if os.environ.get("HRMATT_BENCH_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["HRMATT_BENCH_THREADS"]))
     data = np.load(npz)
     image, trimap = data["image"], data["trimap"]
     opts = json.loads(options)
@@ -102,6 +106,11 @@ def quality(args) -> int:
     sys.path.insert(0, str(HERE))
     from composites import make_composite
 
+    if args.threads:
+        # Same thread budget for both methods (torch, numba, BLAS), set before they load.
+        for var in ("HRMATT_BENCH_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # fmt: skip
+            os.environ[var] = str(args.threads)
     if not (args.data / "alphamatting-training").is_dir():
         print(f"no benchmark data in {args.data}; nothing to do", file=sys.stderr)
         return 0
@@ -272,6 +281,10 @@ def main(argv=None) -> int:
     q.add_argument("--sizes", nargs="+", type=float, default=[0.3, 1.0, 2.5, 5.0])
     q.add_argument("--methods", nargs="+", default=["hrmatt", "pymatting"])
     q.add_argument("--pymatting-max-mp", type=float, default=5.0)
+    q.add_argument(
+        "--threads", type=int, default=0,
+        help="threads per method (torch, numba, BLAS); default: each library's own",
+    )  # fmt: skip
     s = sub.add_parser("scale", help="synthetic 100 MP / 1 GP Zarr in -> Zarr out")
     s.add_argument("--megapixels", nargs="+", type=float, default=[100, 1000])
     s.add_argument("--bands", nargs="+", type=int, default=[4])

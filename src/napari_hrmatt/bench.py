@@ -32,6 +32,7 @@ monotone ``ru_maxrss`` is used and said so in the output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import resource
@@ -294,7 +295,10 @@ def _run_one(method, root, name, trimap_index, device) -> dict:
     try:
         image, tri, gt = load_sample(root, name, trimap_index)
         row.update(height=tri.shape[0], width=tri.shape[1], unknown_px=int((tri == 128).sum()))
-        alpha, stats = measure(estimate, method, image, tri, device=device)
+        # Solvers print diagnostics (PyMatting's "PERFORMANCE WARNING"); keep stdout
+        # for the table.
+        with contextlib.redirect_stdout(sys.stderr):
+            alpha, stats = measure(estimate, method, image, tri, device=device)
         row.update(stats)
         row.update(evaluate(np.asarray(alpha, np.float64), gt, tri))
         row["status"] = "ok"
@@ -306,7 +310,8 @@ def _run_one(method, root, name, trimap_index, device) -> dict:
 def _iter_method(method, root, names, trimap_index, device):
     """Warm up, then yield one result row per image (same process)."""
     image, tri = _warmup_problem()
-    estimate(method, image, tri, device=device)
+    with contextlib.redirect_stdout(sys.stderr):
+        estimate(method, image, tri, device=device)
     for name in names:
         yield _run_one(method, root, name, trimap_index, device)
 

@@ -90,21 +90,9 @@ def _child_scale(image_zarr: str, trimap_zarr: str, out_zarr: str, options: str)
 # ---------------------------------------------------------------- quality part
 
 
-def _resize_problem(comp, megapixels: float):
-    from PIL import Image
-
-    h, w = comp.alpha.shape
-    s = (megapixels * 1e6 / (h * w)) ** 0.5
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    image = np.asarray(Image.fromarray(comp.image).resize(size, Image.Resampling.BOX))
-    alpha = np.asarray(Image.fromarray(comp.alpha).resize(size, Image.Resampling.BOX))
-    trimap = np.asarray(Image.fromarray(comp.trimap).resize(size, Image.Resampling.NEAREST))
-    return image, trimap, alpha
-
-
 def quality(args) -> int:
     sys.path.insert(0, str(HERE))
-    from composites import make_composite
+    from composites import make_composite, resize
 
     if args.threads:
         # Same thread budget for both methods (torch, numba, BLAS), set before they load.
@@ -119,7 +107,7 @@ def quality(args) -> int:
         for name in args.images:
             comp = make_composite(name, data_dir=args.data)
             for mp in args.sizes:
-                image, trimap, gt = _resize_problem(comp, mp)
+                image, trimap, gt = resize(comp, mp)
                 npz = os.path.join(tmp, "problem.npz")
                 np.savez(npz, image=image, trimap=trimap)
                 unknown = trimap == 128

@@ -44,6 +44,7 @@ __all__ = [
     "upsample",
     "estimate_lowres_foreground",
     "make_composite",
+    "resize",
 ]
 
 KIND = "semi-synthetic"
@@ -218,6 +219,25 @@ def make_composite(
         background=bg,
         background_name=Path(background).name,
     )
+
+
+def resize(comp: Composite, megapixels: float):
+    """The composite's image, trimap and alpha at about ``megapixels`` (never enlarged).
+
+    Box filter for the image and alpha (area averages, as a camera at that resolution
+    would see them), nearest neighbour for the trimap.
+
+    Returns
+    -------
+    image : (h, w, 3) uint8; trimap : (h, w) uint8; alpha : (h, w) float32 in [0, 1]
+    """
+    h, w = comp.alpha.shape
+    s = min(1.0, (megapixels * 1e6 / (h * w)) ** 0.5)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    image = np.asarray(Image.fromarray(comp.image).resize(size, Image.Resampling.BOX))
+    alpha = np.asarray(Image.fromarray(comp.alpha).resize(size, Image.Resampling.BOX))
+    trimap = np.asarray(Image.fromarray(comp.trimap).resize(size, Image.Resampling.NEAREST))
+    return image, trimap, np.clip(alpha, 0, 1)
 
 
 def main(argv=None) -> int:

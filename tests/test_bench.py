@@ -158,6 +158,9 @@ def test_image_selection(dataset, tmp_path, argv, images):
         (["{missing}"], "no alphamatting.com training data"),
         (["{data}", "--methods", "nope"], "unknown method"),
         (["{data}", "--images", "GT05"], "not found"),
+        (["{data}", "--methods", "hrmatt-cf:tol"], "is not key=value"),
+        (["{data}", "--methods", "pymatting-cf:x=1"], "only hrmatt-<model> methods take"),
+        (["{data}", "--methods", "hrmatt-nope:x=1"], "unknown method"),
     ],
 )
 def test_bad_arguments_exit_2(dataset, tmp_path, capsys, argv, message):
@@ -242,3 +245,23 @@ def test_merge_adds_earlier_rows(dataset, tmp_path, capsys):
     for r in rows:
         if r["method"] == "pymatting-cf":
             assert float(r["sad"]) == float(old[r["image"]]["sad"])
+
+
+def test_split_method_parses_model_options():
+    assert bench.split_method("hrmatt-cf") == ("hrmatt-cf", {})
+    assert bench.split_method("hrmatt-hdmatt:weights=run/a.pt,tile=512,tol=1e-4") == (
+        "hrmatt-hdmatt",
+        {"weights": "run/a.pt", "tile": 512, "tol": 1e-4},
+    )
+
+
+def test_method_options_reach_the_model(dataset, tmp_path):
+    """A looser solver tolerance is a different method in the table, and it changes the
+    result (so the options are not silently dropped)."""
+    out = tmp_path / "res.csv"
+    loose = "hrmatt-cf:tol=0.5,maxiter=2"
+    args = [str(dataset), "--split", "heldout", "--no-isolate", "--out", str(out)]
+    assert bench.main(args + ["--methods", "hrmatt-cf", loose]) == 0
+    rows = {r["method"]: float(r["sad"]) for r in _read_csv(out)}
+    assert set(rows) == {"hrmatt-cf", loose}
+    assert rows[loose] > rows["hrmatt-cf"]

@@ -227,6 +227,14 @@ def _case_unknown_model(d, image, trimap):
     return image, trimap, ["--model", "nonexistent"]
 
 
+def _case_unknown_model_option(d, image, trimap):
+    return image, trimap, ["--model-option", "weights=x.pt"]
+
+
+def _case_malformed_model_option(d, image, trimap):
+    return image, trimap, ["--model-option", "tol"]
+
+
 BAD_INPUTS = {
     "shape mismatch": (_case_shape_mismatch, "they must cover the same pixels"),
     "labels outside convention": (_case_labels_outside_convention, "outside the convention"),
@@ -241,7 +249,19 @@ BAD_INPUTS = {
     "float image outside [0, 1]": (_case_float_image_out_of_range, "must lie in [0, 1]"),
     "image stack": (_case_stack_image, "one plane per file"),
     "unknown model": (_case_unknown_model, "unknown model 'nonexistent'"),
+    "unknown model option": (_case_unknown_model_option, "model 'cf' has no option(s) ['weights']"),
+    "malformed model option": (_case_malformed_model_option, "'tol' is not key=value"),
 }
+
+
+def test_model_options_reach_the_model(files, reference, capsys):
+    """A solver stopped after 2 iterations gives a different (worse) alpha."""
+    image, trimap = files
+    out = image.parent / "alpha.zarr"
+    argv = ["matte", str(image), str(trimap), "-o", str(out), *FAST]
+    assert main(argv + ["--model-option", "maxiter=2", "--model-option", "tol=0.5"]) == 0
+    alpha = open_image(out).compute()
+    assert np.abs(alpha - reference).mean() > 1e-3
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))

@@ -75,7 +75,40 @@ def tiny_net(cpc="tgnl", seed=0) -> HDMattNet:
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
             m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+    # The residual head starts at zero (output == coarse alpha): give it weights so
+    # the tests see the whole network.
+    torch.nn.init.normal_(net.decoder.head.weight, std=0.3, generator=g)
     return net.eval()
+
+
+def test_untrained_residual_network_returns_the_coarse_alpha():
+    torch.manual_seed(0)
+    net = HDMattNet(TINY).eval()
+    image, fractions, coarse = random_inputs(1, 40, 48)
+    coarse = coarse * 1.4 - 0.2  # some values outside [0, 1]: clamped
+    pool = net.context_pool(image, fractions, coarse)
+    out = net(image, fractions, coarse, pool)
+    assert torch.equal(out, coarse.clamp(0, 1))
+
+
+def test_residual_clamp_passes_gradient_where_coarse_is_saturated():
+    net = tiny_net("none")
+    image, fractions, _ = random_inputs(1, 32, 32)
+    coarse = torch.zeros(1, 1, 32, 32)  # coarse says 0 everywhere ...
+    out = net.train()(image, fractions, coarse)
+    ((out - 0.5) ** 2).sum().backward()  # ... the truth says 0.5
+    assert net.decoder.head.bias.grad.abs().item() > 0
+    assert (out >= 0).all() and (out <= 1).all()
+
+
+def test_sigmoid_head_variant_still_available():
+    torch.manual_seed(0)
+    net = HDMattNet({**TINY, "coarse_residual": False}).eval()
+    image, fractions, coarse = random_inputs(1, 40, 48)
+    pool = net.context_pool(image, fractions, coarse)
+    out = net(image, fractions, coarse, pool)
+    assert out.shape == (1, 1, 40, 48) and not torch.equal(out, coarse)
+    assert (out > 0).all() and (out < 1).all()
 
 
 def random_inputs(b, h, w, seed=0):

@@ -55,6 +55,7 @@ __all__ = [
     "load_sample",
     "available_methods",
     "estimate",
+    "split_method",
     "measure",
     "summarize",
     "format_table",
@@ -182,6 +183,18 @@ def available_methods() -> list[str]:
     return names
 
 
+def split_method(method: str) -> tuple[str, dict]:
+    """``"hrmatt-hdmatt:weights=a.pt,tile=512"`` -> ``("hrmatt-hdmatt", {...})``.
+
+    Values that read as integers or floats become numbers (:func:`parse_options`).
+    """
+    from .models import parse_options
+
+    name, _, rest = method.partition(":")
+    options = parse_options(filter(None, rest.split(",")))
+    return name, options
+
+
 def estimate(method: str, image: np.ndarray, trimap: np.ndarray, *, device="auto") -> np.ndarray:
     """Run one method on one image.
 
@@ -189,7 +202,9 @@ def estimate(method: str, image: np.ndarray, trimap: np.ndarray, *, device="auto
     ----------
     method : str
         ``"hrmatt-<model>"`` (our engine, :func:`napari_hrmatt.engine.estimate_alpha`
-        with default settings) or one of :data:`PYMATTING_METHODS`.
+        with default settings), ``"hrmatt-<model>:key=value,..."`` (the same with
+        model options, e.g. ``hrmatt-hdmatt:weights=run/best.pt``; see
+        :func:`split_method`) or one of :data:`PYMATTING_METHODS`.
     image : (H, W, 3) array of uint8
     trimap : (H, W) array of uint8 in {0, 128, 255}
     device : str
@@ -202,7 +217,14 @@ def estimate(method: str, image: np.ndarray, trimap: np.ndarray, *, device="auto
     if method.startswith("hrmatt-"):
         from .engine import estimate_alpha
 
-        return estimate_alpha(image, trimap, model=method.removeprefix("hrmatt-"), device=device)
+        model, options = split_method(method)
+        return estimate_alpha(
+            image,
+            trimap,
+            model=model.removeprefix("hrmatt-"),
+            device=device,
+            model_options=options or None,
+        )
     if method in PYMATTING_METHODS:
         import pymatting
 
@@ -497,7 +519,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         "--methods",
         nargs="+",
         metavar="METHOD",
-        help="hrmatt-<model> and/or pymatting-{cf,knn,lkm,rw,lbdm} (default: all available)",
+        help="hrmatt-<model> and/or pymatting-{cf,knn,lkm,rw,lbdm} (default: all "
+        "available); hrmatt-<model>:key=value,... passes model options, e.g. "
+        "hrmatt-hdmatt:weights=my.pt",
     )
     parser.add_argument("--images", nargs="+", metavar="GTnn", help="only these images")
     parser.add_argument("--limit", type=int, help="at most N images per split")
@@ -535,7 +559,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     known = available_methods()
     methods = args.methods or known
-    unknown = [m for m in methods if m not in known]
+    try:
+        unknown = [m for m in methods if split_method(m)[0] not in known]
+        options_on = [m for m in methods if ":" in m and not m.startswith("hrmatt-")]
+    except ValueError as exc:
+        print(f"hrmatt bench: {exc}", file=sys.stderr)
+        return 2
+    if options_on:
+        print(f"hrmatt bench: only hrmatt-<model> methods take options: {options_on}",
+              file=sys.stderr)
+        return 2
     if unknown:
         print(f"hrmatt bench: unknown method(s) {unknown}; available: {known}", file=sys.stderr)
         return 2

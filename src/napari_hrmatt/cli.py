@@ -138,6 +138,14 @@ def _add_matte(sub) -> None:
     )
     p.add_argument("--model", default="cf", help="matting model (default: cf, closed-form)")
     p.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the model, repeatable: e.g. weights=my.pt for hdmatt "
+        "(your own trained weights), tol=1e-4 for cf",
+    )
+    p.add_argument(
         "--chunk",
         type=_positive_int,
         default=512,
@@ -250,7 +258,10 @@ def _run_matte(args: argparse.Namespace) -> int:
     from .engine import estimate_alpha
     from .io import check_output_path, open_image, open_trimap, save_alpha
 
+    from .models import parse_options
+
     inputs = (args.image, args.trimap)
+    options = parse_options(args.model_option)
     # Refuse a bad output before the (eager, possibly long) global pass.
     check_output_path(args.output, inputs=inputs)
     settings: dict = {}
@@ -268,6 +279,7 @@ def _run_matte(args: argparse.Namespace) -> int:
             image,
             trimap,
             model=args.model,
+            model_options=options or None,
             chunks=args.chunk,
             overlap=args.overlap,
             global_size=args.global_size * 1e6,

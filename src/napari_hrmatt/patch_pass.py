@@ -79,11 +79,10 @@ def _share_cores() -> None:
 
     if threading.current_thread() is threading.main_thread():
         return
-    import os
-
     import torch
+    from dask.system import CPU_COUNT  # respects CPU affinity and cgroup limits
 
-    cores = os.cpu_count() or 1
+    cores = CPU_COUNT
     workers = dask.config.get("num_workers", None) or cores
     threads = max(1, cores // int(workers))
     if torch.get_num_threads() != threads:

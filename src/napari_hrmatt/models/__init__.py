@@ -19,7 +19,14 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["MattingModel", "get_model", "list_models", "register_model", "resolve_device"]
+__all__ = [
+    "MattingModel",
+    "get_model",
+    "list_models",
+    "parse_options",
+    "register_model",
+    "resolve_device",
+]
 
 # name -> "module:Class", imported on first use so the registry never imports torch eagerly.
 _REGISTRY: dict[str, str] = {
@@ -87,10 +94,47 @@ def resolve_device(device: str | None = "auto") -> str:
     return device
 
 
+def parse_options(items) -> dict:
+    """``["weights=a.pt", "tol=1e-4"]`` -> ``{"weights": "a.pt", "tol": 0.0001}``.
+
+    Values that read as integers or floats become numbers; the rest stay strings.
+    A ``ValueError`` names an item that is not ``key=value``.
+    """
+    options: dict = {}
+    for item in items:
+        key, eq, value = str(item).partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"model option {item!r} is not key=value")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        options[key.strip()] = value
+    return options
+
+
+def _model_class(name: str):
+    module, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 @functools.lru_cache(maxsize=8)
 def _load(name: str, device: str, options: tuple) -> MattingModel:
-    module, cls = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)(device=device, **dict(options))
+    return _model_class(name)(device=device, **dict(options))
+
+
+def _check_options(name: str, options: dict) -> None:
+    import inspect
+
+    params = inspect.signature(_model_class(name).__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = sorted(k for k in params if k not in ("self", "device"))
+    bad = sorted(set(options) - set(valid))
+    if bad:
+        raise ValueError(f"model {name!r} has no option(s) {bad}; its options: {valid}")
 
 
 def get_model(name: str = "cf", device: str = "auto", **options) -> MattingModel:
@@ -107,6 +151,7 @@ def get_model(name: str = "cf", device: str = "auto", **options) -> MattingModel
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
+    _check_options(name, options)
     return _load(name, resolve_device(device), tuple(sorted(options.items())))
 
 

@@ -144,6 +144,10 @@ class HDMattConfig:
     query_window : int
         Side (odd, in 1/8 cells) of the window whose unknown cells form a query
         position's descriptor.
+    coarse_residual : bool
+        Predict a correction to the coarse alpha (``coarse + head``, clamped to [0, 1]
+        with a straight-through gradient; the head starts at zero, so an untrained
+        network returns the coarse alpha) instead of alpha itself (``sigmoid(head)``).
     """
 
     widths: tuple[int, int, int, int] = (16, 32, 48, 96)
@@ -157,12 +161,14 @@ class HDMattConfig:
     value_width: int = 32
     context_patch: int = 4
     query_window: int = 5
+    coarse_residual: bool = True
 
     def __post_init__(self):
         for f in fields(self):  # lists from JSON -> tuples, so the config stays hashable
             value = getattr(self, f.name)
             if isinstance(value, list):
                 object.__setattr__(self, f.name, tuple(int(v) for v in value))
+        object.__setattr__(self, "coarse_residual", bool(self.coarse_residual))
         if len(self.widths) != 4 or len(self.blocks) != 3 or len(self.decoder_widths) != 3:
             raise ValueError(
                 "widths needs 4 entries (1/1, 1/2, 1/4, 1/8), blocks 3 and decoder_widths 3; "
@@ -589,6 +595,11 @@ class HDMattNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if config.coarse_residual:
+            # Zero head: the untrained network returns the coarse alpha, and training
+            # starts from the global pass's answer instead of from noise.
+            nn.init.zeros_(self.decoder.head.weight)
+            nn.init.zeros_(self.decoder.head.bias)
 
     def _encode(self, x):
         s0 = self.stem(x)
@@ -625,7 +636,8 @@ class HDMattNet(nn.Module):
 
         Returns
         -------
-        (B, 1, H, W) tensor: alpha logits
+        (B, 1, H, W) tensor: the head's output (alpha logits, or the correction to the
+        coarse alpha with ``coarse_residual``)
         """
         s0, s1, s2, s3 = self._encode(x)
         if self.cpc is not None:
@@ -657,7 +669,13 @@ class HDMattNet(nn.Module):
         h, w = image.shape[-2:]
         x = _pad_to_stride(network_input(image, fractions, coarse))
         unknown = F.avg_pool2d(x[:, 4:5], STRIDE)
-        return torch.sigmoid(self.forward_stacked(x, unknown, pool)[..., :h, :w])
+        out = self.forward_stacked(x, unknown, pool)[..., :h, :w]
+        if not self.config.coarse_residual:
+            return torch.sigmoid(out)
+        raw = coarse + out
+        # Clamp to [0, 1] with a straight-through gradient: where the coarse alpha is
+        # saturated (0 or 1) but wrong, the loss still moves the correction.
+        return raw + (raw.clamp(0, 1) - raw).detach()
 
 
 def count_parameters(net: nn.Module) -> int:
@@ -734,6 +752,8 @@ def receptive_radius(config: HDMattConfig | dict | None = None) -> int:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = HDMattNet(config).eval()
+        # A zero head (coarse_residual) passes no gradient: probe with a random one.
+        nn.init.normal_(net.decoder.head.weight)
     size = STRIDE * math.ceil((2 * _analytic_radius(config) + 64) / STRIDE)
     while True:
         reach = max(_reach(net, size, 0, axis) for axis in (0, 1))

@@ -60,11 +60,14 @@ def main(argv=None) -> int:
     parser.add_argument("--trimap", type=int, choices=(1, 2), default=1)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, help="CSV of every (image, method)")
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, default=[], metavar="CSV",
+        help="add the rows of earlier --out files (other methods, same images) to the table",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     import composites
-
-    from napari_hrmatt.bench import format_table, summarize, write_csv
+    from napari_hrmatt.bench import format_table, read_csv, summarize, write_csv
     from napari_hrmatt.metrics import evaluate
 
     data_dir = args.data_dir or composites.DATA_DIR
@@ -81,7 +84,12 @@ def main(argv=None) -> int:
             np.savez(npz, image=image, trimap=trimap)
             split = "heldout" if name in HELDOUT else "dev"
             for method in args.methods:
-                row = {"method": method, "image": name, "split": f"{split} HR", "trimap": args.trimap}
+                row = {
+                    "method": method,
+                    "image": name,
+                    "split": f"{split} HR",
+                    "trimap": args.trimap,
+                }
                 row.update(height=trimap.shape[0], width=trimap.shape[1])
                 out = os.path.join(tmp, "alpha.npy")
                 try:
@@ -99,6 +107,13 @@ def main(argv=None) -> int:
                 )  # fmt: skip
                 if args.out:
                     write_csv(rows, args.out)
+    for path in args.merge:
+        rows += [
+            r for r in read_csv(path)
+            if r["image"] in args.images and r["method"] not in args.methods
+        ]  # fmt: skip
+    if args.out:
+        write_csv(rows, args.out)
     print(
         f"{composites.KIND} HR composites at {args.megapixels:g} MP, Trimap{args.trimap}, "
         f"{len(args.images)} images; errors over the unknown region (MSE x1e3)\n"

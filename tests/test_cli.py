@@ -235,6 +235,10 @@ def _case_malformed_model_option(d, image, trimap):
     return image, trimap, ["--model-option", "tol"]
 
 
+def _case_missing_weights(d, image, trimap):
+    return image, trimap, ["--model", "hdmatt", "--model-option", f"weights={d / 'nope.pt'}"]
+
+
 BAD_INPUTS = {
     "shape mismatch": (_case_shape_mismatch, "they must cover the same pixels"),
     "labels outside convention": (_case_labels_outside_convention, "outside the convention"),
@@ -249,9 +253,25 @@ BAD_INPUTS = {
     "float image outside [0, 1]": (_case_float_image_out_of_range, "must lie in [0, 1]"),
     "image stack": (_case_stack_image, "one plane per file"),
     "unknown model": (_case_unknown_model, "unknown model 'nonexistent'"),
-    "unknown model option": (_case_unknown_model_option, "model 'cf' has no option(s) ['weights']"),
+    "unknown model option": (
+        _case_unknown_model_option,
+        "model 'cf' has no option(s) ['weights']",
+    ),
+    "missing weights file": (_case_missing_weights, "no HDMatt weights file"),
     "malformed model option": (_case_malformed_model_option, "'tol' is not key=value"),
 }
+
+
+def test_matte_with_the_deep_model(files, capsys):
+    image, trimap = files
+    out = image.parent / "alpha.tif"
+    assert (
+        main(["matte", str(image), str(trimap), "-o", str(out), *FAST, "--model", "hdmatt"]) == 0
+    )
+    alpha = open_image(out).compute()
+    tri = np.asarray(Image.open(trimap))
+    assert alpha.shape == tri.shape
+    assert (alpha[tri == 0] == 0).all() and (alpha[tri == 255] == 255).all()
 
 
 def test_model_options_reach_the_model(files, reference, capsys):

@@ -75,3 +75,41 @@ def test_cuda_matches_cpu(small):
     cpu = get_model("cf", "cpu").global_alpha(image.astype(np.float32), trimap)
     gpu = get_model("cf", "cuda").global_alpha(image.astype(np.float32), trimap)
     assert np.abs(cpu - gpu).max() < 1e-3
+
+
+@pytest.mark.parametrize("prior", [0.05, 2.0])
+def test_prior_solves_the_screened_problem(small, prior):
+    """refine(prior=lambda) solves (L_UU + lambda I) a_U = -L_UK a_K + lambda g_U:
+    checked against a dense solve with PyMatting's Laplacian matrix."""
+    from napari_hrmatt.models.closed_form import ClosedFormModel
+
+    image, trimap, _ = small
+    g = np.random.default_rng(1).random(trimap.shape)  # the "global alpha"
+    model = ClosedFormModel(tol=1e-12, maxiter=3000, dtype="float64", prior=prior)
+    got = model.refine(image, trimap, g.astype(np.float32))
+    L = pymatting.cf_laplacian(image, epsilon=1e-7, radius=1).toarray()
+    u = (trimap == 128).ravel()
+    known = np.where(trimap == 255, 1.0, 0.0).ravel()
+    a_u = np.linalg.solve(
+        L[u][:, u] + prior * np.eye(u.sum()), -L[u][:, ~u] @ known[~u] + prior * g.ravel()[u]
+    )
+    expected = known.copy()
+    expected[u] = np.clip(a_u, 0, 1)
+    np.testing.assert_allclose(got.ravel(), expected, atol=2e-5)  # float32 result
+
+
+def test_prior_zero_is_the_plain_solve_and_negative_is_refused(small):
+    from napari_hrmatt.models.closed_form import ClosedFormModel
+
+    image, trimap, _ = small
+    g = np.full(trimap.shape, 0.5, np.float32)
+    im, t = torch.tensor(np.moveaxis(image, -1, 0)), torch.tensor(trimap)
+    plain = solve_closed_form(im, t, torch.tensor(g), tol=1e-8).numpy()
+    zero = ClosedFormModel(tol=1e-8, prior=0.0).refine(image, trimap, g)
+    np.testing.assert_allclose(zero, plain, atol=1e-4)  # float32, cropped box
+    default = ClosedFormModel(tol=1e-8).refine(image, trimap, g)
+    assert 1e-5 < np.abs(default - zero).mean() < 0.05  # the default prior (1e-3) acts
+    strong = ClosedFormModel(tol=1e-8, prior=1e4).refine(image, trimap, g)
+    assert np.abs(strong - g)[trimap == 128].max() < 1e-2  # the prior wins
+    with pytest.raises(ValueError, match="prior must be 0 or more"):
+        ClosedFormModel(prior=-1)

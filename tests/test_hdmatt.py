@@ -539,3 +539,37 @@ def test_train_cli_runs_resumes_logs_and_exports(tmp_path, capsys):
     assert "different config" in err and "held-out" in err
     assert run(_train_args("--preset", "tiny", "--print-config")) == 0
     assert json.loads(capsys.readouterr().out)["size"] == PRESETS["tiny"]["size"]
+
+
+# --------------------------------------------------------------------------- shipped weights
+
+
+def test_shipped_weights_load_offline_and_are_trained():
+    """The packaged file loads with weights_only=True and records a real training run."""
+    assert "hdmatt" in list_models()
+    net, meta = load_weights(hdmatt.DEFAULT_WEIGHTS)
+    assert meta["steps"] > 0 and meta["validation"]["sad"] > 0
+    assert set(meta["train_images"]).isdisjoint({f"GT{i}" for i in range(19, 28)})
+    assert hdmatt.DEFAULT_WEIGHTS.stat().st_size < 20e6
+    # Trained: the residual head is no longer the zero it starts from.
+    assert net.decoder.head.weight.abs().max() > 0
+
+
+def test_shipped_model_through_the_engine_chunked_equals_whole():
+    """estimate_alpha(model="hdmatt"): the patch pass at the derived overlap equals a
+    single block, alpha in [0, 1], known pixels exact."""
+    from napari_hrmatt import estimate_alpha
+
+    image, trimap, _ = make_scene(120, 160, seed=2)
+    opts = {"global_size": 120 * 160 / 4, "device": "cpu"}  # factor 2: a real patch pass
+    whole = estimate_alpha(image, trimap, model="hdmatt", chunks=4096, **opts)
+    chunked = estimate_alpha(image, trimap, model="hdmatt", chunks=56, **opts)
+    assert np.abs(chunked - whole).max() < 1e-4
+    assert whole.min() >= 0 and whole.max() <= 1
+    np.testing.assert_array_equal(whole[trimap == 0], 0)
+    np.testing.assert_array_equal(whole[trimap == 255], 1)
+
+
+def test_missing_user_weights_is_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no HDMatt weights file"):
+        get_model("hdmatt", "cpu", weights=str(tmp_path / "nope.pt"))

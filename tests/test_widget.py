@@ -193,6 +193,20 @@ def test_matting_adds_alpha_layer(viewer, sample, qtbot):
     assert w.status.value.startswith("done")
 
 
+def test_matting_with_the_deep_model(viewer, sample, qtbot):
+    """The shipped network is offered and runs from the widget like the solver."""
+    image, labels, true_alpha = sample
+    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=64)
+    assert "hdmatt" in w.model.choices
+    w.model.value = "hdmatt"
+    w.run()
+    wait_done(qtbot, w)
+    alpha = np.asarray(viewer.layers["photo alpha"].data)
+    expected = estimate_alpha(image, labels, model="hdmatt", chunks=64, labels=True, device="cpu")
+    np.testing.assert_allclose(alpha, expected, atol=1e-6)
+    assert np.abs(alpha - true_alpha)[labels == 0].mean() < 0.15
+
+
 def test_matting_large_result_is_lazy_multiscale(viewer, sample, qtbot, monkeypatch):
     monkeypatch.setattr(_layers, "IN_MEMORY_PIXELS", 0)
     monkeypatch.setattr(_layers, "_PYRAMID_MAX_SIDE", 64)

@@ -566,8 +566,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"hrmatt bench: {exc}", file=sys.stderr)
         return 2
     if options_on:
-        print(f"hrmatt bench: only hrmatt-<model> methods take options: {options_on}",
-              file=sys.stderr)
+        print(
+            f"hrmatt bench: only hrmatt-<model> methods take options: {options_on}",
+            file=sys.stderr,
+        )
         return 2
     if unknown:
         print(f"hrmatt bench: unknown method(s) {unknown}; available: {known}", file=sys.stderr)

@@ -42,7 +42,7 @@ PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": (
         "napari_hrmatt.train",
-        "train the HDMatt-style network (see docs/deep_model.md; no weights ship yet)",
+        "train the HDMatt-style network (see docs/deep_model.md)",
     ),
 }
 
@@ -257,7 +257,6 @@ def _run_matte(args: argparse.Namespace) -> int:
 
     from .engine import estimate_alpha
     from .io import check_output_path, open_image, open_trimap, save_alpha
-
     from .models import parse_options
 
     inputs = (args.image, args.trimap)

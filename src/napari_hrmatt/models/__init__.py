@@ -31,6 +31,9 @@ __all__ = [
 # name -> "module:Class", imported on first use so the registry never imports torch eagerly.
 _REGISTRY: dict[str, str] = {
     "cf": "napari_hrmatt.models.closed_form:ClosedFormModel",
+    # Trained by us on CPU (docs/deep_model.md); an option, not the default: it does not
+    # beat "cf" on held-out SAD and Grad.
+    "hdmatt": "napari_hrmatt.models.hdmatt:HDMattModel",
 }
 
 

@@ -207,6 +207,23 @@ def test_matting_with_the_deep_model(viewer, sample, qtbot):
     assert np.abs(alpha - true_alpha)[labels == 0].mean() < 0.15
 
 
+def test_own_weights_file_is_passed_and_checked(viewer, sample, qtbot, notifications, tmp_path):
+    image, labels, _ = sample
+    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=64)
+    assert w.weights.native.isHidden()  # (viewer not shown: ask Qt, not .visible)
+    w.model.value = "hdmatt"
+    assert not w.weights.native.isHidden()
+    w.weights.value = tmp_path / "mine.pt"  # does not exist
+    before = len(viewer.layers)
+    w.run()
+    if w.worker is not None:
+        wait_done(qtbot, w)
+    assert len(viewer.layers) == before
+    assert any("no HDMatt weights file" in m for m in notifications["error"])
+    w.model.value = "cf"
+    assert w.weights.native.isHidden() and w._model_options() is None
+
+
 def test_matting_large_result_is_lazy_multiscale(viewer, sample, qtbot, monkeypatch):
     monkeypatch.setattr(_layers, "IN_MEMORY_PIXELS", 0)
     monkeypatch.setattr(_layers, "_PYRAMID_MAX_SIDE", 64)

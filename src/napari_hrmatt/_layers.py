@@ -439,7 +439,7 @@ class MattingJob:
         Base name of the output layers.
     geometry : Geometry
         Scale/translate of the outputs (the source image's, shifted for a crop).
-    model, device, chunks, overlap, global_size
+    model, device, chunks, overlap, global_size, model_options
         Passed to :func:`napari_hrmatt.engine.estimate_alpha` (``overlap=None``
         lets the model choose).
     cutout : bool
@@ -463,6 +463,7 @@ class MattingJob:
     chunks: int = 512
     overlap: int | None = None
     global_size: int = 1_000_000
+    model_options: dict | None = None
     cutout: bool = False
     background: tuple[float, float, float] | None = None
     batch: int | None = None
@@ -512,6 +513,7 @@ class MattingJob:
             device=self.device,
             labels=self.labels,
             compute=False,
+            model_options=self.model_options,
         )
         results = {}
         yield Progress(0, alpha.npartitions, "matting")

@@ -320,6 +320,15 @@ class MattingWidget(Container):
         self.model = ComboBox(
             label="model", choices=models, value="cf" if "cf" in models else models[0]
         )
+        self.weights = FileEdit(
+            label="weights",
+            mode="r",
+            filter="*.pt",
+            value="",
+            visible=False,
+            tooltip="your own weights file (hrmatt train --export); empty = the shipped one",
+        )
+        self.model.changed.connect(self._on_model)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.chunk = SpinBox(
             label="chunk (px)", value=512, min=32, max=8192, step=32, tooltip="block side"
@@ -367,6 +376,7 @@ class MattingWidget(Container):
                 self.image,
                 self.trimap,
                 self.model,
+                self.weights,
                 self.device,
                 self.chunk,
                 self.overlap,
@@ -429,10 +439,20 @@ class MattingWidget(Container):
             chunks=int(self.chunk.value),
             overlap=int(self.overlap.value) or None,
             global_size=int(round(self.global_size.value * 1e6)),
+            model_options=self._model_options(),
             cutout=bool(self.cutout.value),
             background=COMPOSITE_COLORS[self.composite.value],
             batch=self.batch,
         )
+
+    def _on_model(self, name: str) -> None:
+        self.weights.visible = name == "hdmatt"
+
+    def _model_options(self) -> dict | None:
+        path = str(self.weights.value or "")
+        if self.model.value != "hdmatt" or path in ("", "."):
+            return None
+        return {"weights": path}
 
     def _visible_slices(self, image: Image, shape) -> tuple[slice, slice]:
         corners = np.asarray(image.corner_pixels, float)

@@ -52,6 +52,10 @@ from pathlib import Path
 
 import numpy as np
 
+# The fixed split of the alphamatting.com set is defined once, in napari_hrmatt.bench.
+from .bench import DEV as DEV_IMAGES
+from .bench import HELDOUT as HELDOUT_IMAGES
+
 __all__ = [
     "DEV_IMAGES",
     "PRESETS",
@@ -70,8 +74,6 @@ __all__ = [
     "validate",
 ]
 
-DEV_IMAGES = tuple(f"GT{i:02d}" for i in range(1, 19))
-HELDOUT_IMAGES = tuple(f"GT{i:02d}" for i in range(19, 28))
 #: ``shared/bench-data`` next to the repository checkout (the default ``--data-dir``).
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "bench-data"
 CHECKPOINT_FORMAT = "napari-hrmatt/hdmatt-checkpoint"

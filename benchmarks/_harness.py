@@ -31,3 +31,13 @@ def run_child(script: str, *args: str) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:2])} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_if_child(argv: list[str], entries: dict) -> bool:
+    """The child side of :func:`run_child`: if ``argv[0]`` names one of ``entries``
+    (e.g. ``{"_solve": _child_solve}``), call it with the remaining arguments and
+    return True; otherwise return False and let the script parse its own arguments."""
+    if argv and argv[0] in entries:
+        entries[argv[0]](*argv[1:])
+        return True
+    return False

@@ -31,11 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import peak_rss_mb, run_child  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-DATA_DIR = HERE.parent.parent / "shared" / "bench-data"
-
+from _harness import peak_rss_mb, run_child, run_if_child  # noqa: E402
+from composites import DATA_DIR, has_data, make_composite, resize  # noqa: E402
 
 # ---------------------------------------------------------------- child processes
 
@@ -91,16 +88,12 @@ def _child_scale(image_zarr: str, trimap_zarr: str, out_zarr: str, options: str)
 
 
 def quality(args) -> int:
-    sys.path.insert(0, str(HERE))
-    from composites import make_composite, resize
-
     if args.threads:
         # Same thread budget for both methods (torch, numba, BLAS), set before they load.
         for var in ("HRMATT_BENCH_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # fmt: skip
             os.environ[var] = str(args.threads)
-    if not (args.data / "alphamatting-training").is_dir():
-        print(f"no benchmark data in {args.data}; nothing to do", file=sys.stderr)
+    if not has_data(args.data):
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -253,13 +246,8 @@ def scale(args) -> int:
 
 
 def main(argv=None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
-    if argv and argv[0] == "_solve":
-        _child_solve(*argv[1:])
-        return 0
-    if argv and argv[0] == "_scale":
-        _child_scale(*argv[1:])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if run_if_child(argv, {"_solve": _child_solve, "_scale": _child_scale}):
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="part", required=True)

@@ -39,11 +39,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import peak_rss_mb, run_child  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-DATA_DIR = HERE.parent.parent / "shared" / "bench-data"
-DEV_IMAGES = [f"GT{i:02d}" for i in range(1, 19)]
+from _harness import peak_rss_mb, run_child, run_if_child  # noqa: E402
+from composites import DATA_DIR  # noqa: E402
+from napari_hrmatt.bench import DEV as DEV_IMAGES  # noqa: E402
 
 
 def _set_threads(threads: int) -> None:
@@ -298,11 +296,7 @@ def scale(args) -> int:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "_compare":
-        _child_compare(*argv[1:])
-        return 0
-    if argv and argv[0] == "_scale":
-        _child_scale(*argv[1:])
+    if run_if_child(argv, {"_compare": _child_compare, "_scale": _child_scale}):
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="part", required=True)

@@ -46,7 +46,6 @@ VARIANTS = {
     "c": "patches",
     "d": "ours",
 }
-DEV = tuple(f"GT{i:02d}" for i in range(1, 19))
 
 
 # --------------------------------------------------------------------------- variants
@@ -296,16 +295,13 @@ def main(argv=None) -> int:
         help="closed-form solver settings for every variant, e.g. tol=1e-6,maxiter=2000",
     )
     args = parser.parse_args(argv)
-    options = {}
-    for item in filter(None, args.model_options.split(",")):
-        key, _, value = item.partition("=")
-        options[key.strip()] = int(value) if value.strip().isdigit() else float(value)
-
     import composites
+    from napari_hrmatt.bench import DEV
+    from napari_hrmatt.models import parse_options
 
+    options = parse_options(filter(None, args.model_options.split(",")))
     data_dir = args.data_dir or composites.DATA_DIR
-    if not (data_dir / "alphamatting-training").is_dir():
-        print(f"no benchmark data in {data_dir}; skipping", file=sys.stderr)
+    if not composites.has_data(data_dir):
         return 0
     bad = [n for n in args.images if n not in DEV]
     if bad:

@@ -22,6 +22,7 @@ here tunes anything. Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -31,28 +32,26 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import peak_rss_mb, run_child  # noqa: E402
-
-HELDOUT = tuple(f"GT{i:02d}" for i in range(19, 28))
+from _harness import run_child, run_if_child  # noqa: E402
+from napari_hrmatt.bench import HELDOUT  # noqa: E402
 
 
 def _child_solve(method: str, npz: str, out: str) -> None:
     from napari_hrmatt.bench import _warmup_problem, estimate, measure
 
     data = np.load(npz)
-    with open(os.devnull, "w") as sink:  # PyMatting prints warnings on stdout
-        stdout, sys.stdout = sys.stdout, sink
-        try:
-            estimate(method, *_warmup_problem())
-            alpha, stats = measure(estimate, method, data["image"], data["trimap"])
-        finally:
-            sys.stdout = stdout
+    # stdout carries the result line; PyMatting prints warnings there.
+    with contextlib.redirect_stdout(sys.stderr):
+        estimate(method, *_warmup_problem())
+        alpha, stats = measure(estimate, method, data["image"], data["trimap"])
     np.save(out, np.asarray(alpha, np.float32))
-    stats["peak_rss_process_mb"] = peak_rss_mb()
     print(json.dumps(stats))
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if run_if_child(argv, {"_solve": _child_solve}):
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=["hrmatt-cf", "pymatting-cf"])
     parser.add_argument("--images", nargs="+", default=list(HELDOUT))
@@ -71,8 +70,7 @@ def main(argv=None) -> int:
     from napari_hrmatt.metrics import evaluate
 
     data_dir = args.data_dir or composites.DATA_DIR
-    if not (data_dir / "alphamatting-training").is_dir():
-        print(f"no benchmark data in {data_dir}; skipping", file=sys.stderr)
+    if not composites.has_data(data_dir):
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +121,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_solve":
-        _child_solve(*sys.argv[2:5])
-    else:
-        sys.exit(main())
+    sys.exit(main())

@@ -41,6 +41,7 @@ __all__ = [
     "backgrounds",
     "composite",
     "fit_background",
+    "has_data",
     "upsample",
     "estimate_lowres_foreground",
     "make_composite",
@@ -83,6 +84,14 @@ class Composite:
     background: np.ndarray
     background_name: str
     kind: str = KIND
+
+
+def has_data(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds the alphamatting.com set; says so on stderr if not."""
+    if (Path(data_dir) / "alphamatting-training").is_dir():
+        return True
+    print(f"no benchmark data in {data_dir}; skipping", file=sys.stderr)
+    return False
 
 
 def backgrounds(data_dir: Path = DATA_DIR) -> list[Path]:
@@ -247,8 +256,7 @@ def main(argv=None) -> int:
     parser.add_argument("--trimap", type=int, choices=(1, 2), default=1)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     args = parser.parse_args(argv)
-    if not (args.data_dir / "alphamatting-training").is_dir():
-        print(f"no benchmark data in {args.data_dir}; nothing to do", file=sys.stderr)
+    if not has_data(args.data_dir):
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.images:

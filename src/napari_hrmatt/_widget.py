@@ -326,7 +326,8 @@ class MattingWidget(Container):
             filter="*.pt",
             value="",
             visible=False,
-            tooltip="your own weights file (hrmatt train --export); empty = the shipped one",
+            tooltip="your own weights file (hrmatt train --export); empty = the shipped one "
+            "(shown for models that take weights)",
         )
         self.model.changed.connect(self._on_model)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
@@ -446,11 +447,15 @@ class MattingWidget(Container):
         )
 
     def _on_model(self, name: str) -> None:
-        self.weights.visible = name == "hdmatt"
+        from .models import model_options
+
+        self.weights.visible = "weights" in model_options(name)
 
     def _model_options(self) -> dict | None:
+        from .models import model_options
+
         path = str(self.weights.value or "")
-        if self.model.value != "hdmatt" or path in ("", "."):
+        if path in ("", ".") or "weights" not in model_options(self.model.value):
             return None
         return {"weights": path}
 

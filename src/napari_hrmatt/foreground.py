@@ -92,6 +92,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from .image import is_dask
 from .patch_pass import _chunk_sizes
 
 __all__ = [
@@ -120,10 +121,6 @@ _GLOBAL_SIZE = 250_000
 # --------------------------------------------------------------------------- input
 
 
-def _is_dask(x) -> bool:
-    return isinstance(x, da.Array)
-
-
 def _check_alpha_block(a: np.ndarray) -> np.ndarray:
     if np.isnan(a).any():
         raise ValueError("alpha contains NaN; pass a matte with values in [0, 1]")
@@ -148,9 +145,21 @@ def _as_alpha(alpha):
     if dt.kind != "f":
         raise ValueError(f"unsupported alpha dtype {dt}; use float in [0, 1], uint8 or uint16")
     alpha = alpha.astype(np.float32)
-    if _is_dask(alpha):
+    if is_dask(alpha):
         return alpha.map_blocks(_check_alpha_block, dtype=np.float32)
     return _check_alpha_block(alpha.copy())
+
+
+def _foreground_and_alpha(foreground, alpha):
+    """Validated foreground (:func:`_as_image`) and alpha (:func:`_as_alpha`) of one size."""
+    fg = _as_image(foreground)
+    a = _as_alpha(alpha)
+    if fg.shape[:2] != a.shape:
+        raise ValueError(
+            f"foreground is {fg.shape[0]}x{fg.shape[1]} but alpha is {a.shape[0]}x"
+            f"{a.shape[1]}; they must cover the same pixels"
+        )
+    return fg, a
 
 
 def _as_image(image):
@@ -667,7 +676,7 @@ def estimate_foreground(
     """
     from .models import resolve_device
 
-    lazy = _is_dask(image) or _is_dask(alpha)
+    lazy = is_dask(image) or is_dask(alpha)
     if compute is None:
         compute = not lazy
     if chunks < 1:
@@ -706,9 +715,9 @@ def estimate_foreground(
             out = da.from_array(out, chunks=(rows, cols, -1))
         return _split(out, return_background)
 
-    if not _is_dask(image):
+    if not is_dask(image):
         image = da.from_array(image, chunks=(size, size) + image.shape[2:])
-    if not _is_dask(alpha):
+    if not is_dask(alpha):
         alpha = da.from_array(alpha, chunks=(size, size) + alpha.shape[2:])
     img = _as_image(image)
     a = _as_alpha(alpha)
@@ -798,14 +807,8 @@ def cutout(image, alpha, foreground=None, **kwargs):
     """
     if foreground is None:
         foreground = estimate_foreground(image, alpha, **kwargs)
-    fg = _as_image(foreground)
-    a = _as_alpha(alpha)
-    if fg.shape[:2] != a.shape:
-        raise ValueError(
-            f"foreground is {fg.shape[0]}x{fg.shape[1]} but alpha is {a.shape[0]}x"
-            f"{a.shape[1]}; they must cover the same pixels"
-        )
-    lib = da if (_is_dask(fg) or _is_dask(a)) else np
+    fg, a = _foreground_and_alpha(foreground, alpha)
+    lib = da if (is_dask(fg) or is_dask(a)) else np
     if fg.shape[2] == 1:
         fg = lib.concatenate([fg] * 3, axis=2)
     return lib.concatenate([fg, a[..., None]], axis=2)
@@ -891,13 +894,7 @@ def composite(foreground, alpha, background):
     >>> composite(fg, a, "black")[..., 0].tolist()
     [[0.0, 0.5], [1.0, 1.0]]
     """
-    fg = _as_image(foreground)
-    a = _as_alpha(alpha)
-    if fg.shape[:2] != a.shape:
-        raise ValueError(
-            f"foreground is {fg.shape[0]}x{fg.shape[1]} but alpha is {a.shape[0]}x"
-            f"{a.shape[1]}; they must cover the same pixels"
-        )
+    fg, a = _foreground_and_alpha(foreground, alpha)
     if isinstance(background, str) or np.ndim(background) == 1:
         bg = parse_color(background)  # (3,) broadcasts over (H, W, 3)
         if fg.shape[2] == 1:

@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from .image import is_dask
 from .trimap import UNKNOWN, canonical_trimap
 
 __all__ = ["sad", "mse", "gradient_error", "connectivity_error", "evaluate"]
@@ -38,10 +39,6 @@ __all__ = ["sad", "mse", "gradient_error", "connectivity_error", "evaluate"]
 # Every metric except MSE is divided by this, as in the DIM code and the
 # alphamatting.com tables, so that typical values are 1-100 per image.
 _NORM = 1000.0
-
-
-def _is_dask(x) -> bool:
-    return type(x).__module__.startswith("dask")
 
 
 def _to_unit(x, name: str):
@@ -67,7 +64,7 @@ def _to_unit(x, name: str):
 
 def _range_stats(x):
     """(min, max, has_nan) of a matte, as numbers or lazy dask scalars."""
-    if _is_dask(x):
+    if is_dask(x):
         import dask.array as da
 
         return x.min(), x.max(), da.isnan(x).any()
@@ -108,7 +105,7 @@ def _prepare(alpha, gt, trimap):
                 f"{tuple(a.shape)}; they must match"
             )
         mask = t == UNKNOWN
-    lazy = any(_is_dask(x) for x in (a, g, mask) if x is not None)
+    lazy = any(is_dask(x) for x in (a, g, mask) if x is not None)
     if lazy:
         import dask.array as da
 
@@ -135,7 +132,7 @@ def _finish(values, checks, lazy):
 def _masked_sum(err, mask):
     if mask is None:
         return err.sum()
-    if _is_dask(err):
+    if is_dask(err):
         import dask.array as da
 
         return da.where(mask, err, 0.0).sum()

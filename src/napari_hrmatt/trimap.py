@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .image import is_dask
+
 __all__ = [
     "BACKGROUND",
     "UNKNOWN",
@@ -47,10 +49,6 @@ LABEL_FOREGROUND = 2
 
 class TrimapError(ValueError):
     """A trimap that does not follow a documented convention."""
-
-
-def _is_dask(x) -> bool:
-    return type(x).__module__.startswith("dask")
 
 
 def _canonical_block(t: np.ndarray, kind: str) -> np.ndarray:
@@ -148,7 +146,7 @@ def canonical_trimap(trimap, *, labels: bool | None = None):
     if trimap.ndim == 3 and trimap.shape[-1] in (3, 4):
         # Grey stored as RGB(A) (common for PNG exports): take the first channel
         # only if every channel agrees, else it is not a trimap.
-        if _is_dask(trimap):
+        if is_dask(trimap):
             trimap = trimap.rechunk({2: -1}).map_blocks(
                 _grey_from_rgb,
                 drop_axis=2,
@@ -160,7 +158,7 @@ def canonical_trimap(trimap, *, labels: bool | None = None):
     if trimap.ndim != 2:
         raise TrimapError(f"trimap must be 2D (H, W), got shape {tuple(trimap.shape)}")
     kind = _trimap_kind(trimap, labels)
-    if _is_dask(trimap):
+    if is_dask(trimap):
         return trimap.map_blocks(
             _canonical_block, kind, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)
         )
@@ -205,7 +203,7 @@ def trimap_to_labels(trimap):
     [[1, 0, 2]]
     """
     t = canonical_trimap(trimap, labels=False)
-    if _is_dask(t):
+    if is_dask(t):
         return t.map_blocks(_labels_block, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
     return _labels_block(t)
 

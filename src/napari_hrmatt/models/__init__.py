@@ -23,6 +23,7 @@ __all__ = [
     "MattingModel",
     "get_model",
     "list_models",
+    "model_options",
     "parse_options",
     "register_model",
     "resolve_device",
@@ -31,8 +32,8 @@ __all__ = [
 # name -> "module:Class", imported on first use so the registry never imports torch eagerly.
 _REGISTRY: dict[str, str] = {
     "cf": "napari_hrmatt.models.closed_form:ClosedFormModel",
-    # Trained by us on CPU (docs/deep_model.md); an option, not the default: it does not
-    # beat "cf" on held-out SAD and Grad.
+    # Trained by us on CPU (docs/deep_model.md). An option, not the default: better than
+    # "cf" on the held-out lowres photos, worse on held-out high-resolution composites.
     "hdmatt": "napari_hrmatt.models.hdmatt:HDMattModel",
 }
 
@@ -123,21 +124,36 @@ def _model_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-@functools.lru_cache(maxsize=8)
-def _load(name: str, device: str, options: tuple) -> MattingModel:
-    return _model_class(name)(device=device, **dict(options))
-
-
-def _check_options(name: str, options: dict) -> None:
+def model_options(name: str) -> list[str]:
+    """Names of the options ``get_model(name, ..., **options)`` accepts (sorted)."""
     import inspect
 
-    params = inspect.signature(_model_class(name).__init__).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    valid = sorted(k for k in params if k not in ("self", "device"))
-    bad = sorted(set(options) - set(valid))
-    if bad:
-        raise ValueError(f"model {name!r} has no option(s) {bad}; its options: {valid}")
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
+    params = inspect.signature(_model_class(name).__init__).parameters.values()
+    return sorted(
+        p.name
+        for p in params
+        if p.name not in ("self", "device") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    )
+
+
+def _takes_any_option(name: str) -> bool:
+    import inspect
+
+    params = inspect.signature(_model_class(name).__init__).parameters.values()
+    return any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(name: str, device: str, options: tuple) -> MattingModel:
+    # Checked here, once per (model, device, options): get_model runs once per block.
+    bad = sorted(set(dict(options)) - set(model_options(name)))
+    if bad and not _takes_any_option(name):
+        raise ValueError(
+            f"model {name!r} has no option(s) {bad}; its options: {model_options(name)}"
+        )
+    return _model_class(name)(device=device, **dict(options))
 
 
 def get_model(name: str = "cf", device: str = "auto", **options) -> MattingModel:
@@ -154,7 +170,6 @@ def get_model(name: str = "cf", device: str = "auto", **options) -> MattingModel
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
-    _check_options(name, options)
     return _load(name, resolve_device(device), tuple(sorted(options.items())))
 
 

@@ -932,13 +932,18 @@ class HDMattModel:
 
     @classmethod
     def from_network(cls, net: HDMattNet, device="cpu", **options) -> HDMattModel:
-        """Wrap an in-memory network (training validation, tests); the same defaults as
-        the constructor."""
+        """Wrap an in-memory network (training validation, tests); the constructor's
+        defaults apply to the options not given."""
+        import inspect
+
         self = cls.__new__(cls)
         options.pop("weights", None)
-        defaults = {"tile": 1024, "coarse": "cf", "coarse_size": 1e6, "context_size": 262144}
-        defaults.update(options)
-        self._setup(net.to(device).eval(), device, meta={}, **defaults)
+        params = inspect.signature(cls.__init__).parameters
+        settings = {
+            k: params[k].default for k in ("tile", "coarse", "coarse_size", "context_size")
+        }
+        settings.update(options)
+        self._setup(net.to(device).eval(), device, meta={}, **settings)
         return self
 
     def _setup(self, net, device, tile, coarse, coarse_size, context_size, meta):

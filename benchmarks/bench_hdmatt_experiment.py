@@ -65,8 +65,8 @@ def _model(options):
 
 
 def run_whole(image, trimap, *, global_size, chunks, options):
-    from napari_hrmatt.engine import as_float_image
     from napari_hrmatt.global_pass import global_pass
+    from napari_hrmatt.image import as_float_image
 
     h, w = trimap.shape
     ctx = global_pass(as_float_image(image), trimap, model=_model(options), global_size=h * w)
@@ -75,8 +75,8 @@ def run_whole(image, trimap, *, global_size, chunks, options):
 
 
 def run_downsample(image, trimap, *, global_size, chunks, options):
-    from napari_hrmatt.engine import as_float_image
     from napari_hrmatt.global_pass import global_pass
+    from napari_hrmatt.image import as_float_image
 
     h, w = trimap.shape
     ctx = global_pass(
@@ -100,8 +100,8 @@ def _patch_alone(block, *, options):
 def run_patches(image, trimap, *, global_size, chunks, options):
     import dask.array as da
 
-    from napari_hrmatt.engine import as_float_image
     from napari_hrmatt.global_pass import downsample_factor
+    from napari_hrmatt.image import as_float_image
 
     h, w = trimap.shape
     # Same tiles and overlap as the patch pass of (d), for a like-for-like comparison.

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from napari_hrmatt import TrimapError, estimate_alpha
-from napari_hrmatt.engine import as_float_image, iter_blocks
+from napari_hrmatt._blocks import iter_blocks
 from napari_hrmatt.global_pass import global_pass
+from napari_hrmatt.image import as_float_image
 
 TIGHT = {"tol": 1e-7, "maxiter": 2000}
 
@@ -177,9 +178,9 @@ def test_label_trimap_equivalent(scene):
 
 @pytest.mark.parametrize(("n", "size", "minimum"), [(100, 37, 24), (74, 37, 40), (10, 512, 24)])
 def test_chunk_sizes_cover_and_respect_minimum(n, size, minimum):
-    from napari_hrmatt.patch_pass import _chunk_sizes
+    from napari_hrmatt._blocks import chunk_sizes
 
-    sizes = _chunk_sizes(n, size, minimum)
+    sizes = chunk_sizes(n, size, minimum)
     assert sum(sizes) == n
     assert len(sizes) == 1 or min(sizes) >= minimum
 

@@ -6,7 +6,6 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_hrmatt.engine import as_float_image
 from napari_hrmatt.foreground import (
     _plan,
     composite,
@@ -15,6 +14,7 @@ from napari_hrmatt.foreground import (
     foreground_overlap,
     parse_color,
 )
+from napari_hrmatt.image import as_float_image
 from napari_hrmatt.sample import make_sample
 
 from .conftest import has_cuda

@@ -538,7 +538,7 @@ class MattingJob:
 
     def _compute(self, key: str, arr, dtype) -> Iterator[Progress]:
         """Compute a lazy array block by block into a new store; returns its data."""
-        from .engine import iter_blocks
+        from ._blocks import iter_blocks
 
         # Channels in one block: a block is then exactly one chunk of the store.
         arr = arr.rechunk(dict.fromkeys(range(2, arr.ndim), -1))

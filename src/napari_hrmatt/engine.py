@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
-import os
-from collections.abc import Iterator
-
-import dask
 import dask.array as da
 import numpy as np
-from dask.callbacks import Callback
 
+from ._blocks import BlockProgress
 from .global_pass import global_pass
-from .image import as_float_image, image_channels, is_dask, to_float
+from .image import image_channels, is_dask, to_float
 from .patch_pass import refine
 from .trimap import canonical_trimap, known_alpha
 
-__all__ = [
-    "BlockProgress",
-    "as_float_image",
-    "estimate_alpha",
-    "image_channels",
-    "is_dask",
-    "iter_blocks",
-    "to_float",
-]
+__all__ = ["estimate_alpha"]
 
 
 def estimate_alpha(
@@ -141,80 +128,3 @@ def estimate_alpha(
         return alpha
     with BlockProgress(alpha, enabled=progress):
         return alpha.compute()
-
-
-class BlockProgress(Callback):
-    """A tqdm bar (stderr) over the output blocks of ``array`` while dask computes it.
-
-    Use as a context manager around ``compute``/``store`` of a graph that contains
-    ``array``. ``callback(done, total)`` is called after every finished block too.
-    """
-
-    def __init__(self, array: da.Array, *, enabled: bool = True, callback=None, desc="blocks"):
-        super().__init__()
-        self._name = array.name
-        self._total = array.npartitions
-        self._enabled = enabled
-        self._on_block = callback
-        self._desc = desc
-        self._bar = None
-        self.done = 0
-
-    def _start(self, dsk):
-        if self._enabled and self._bar is None:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=self._total, desc=self._desc, unit="block", leave=True)
-
-    def _posttask(self, key, result, dsk, state, worker_id):
-        if isinstance(key, tuple) and key and key[0] == self._name:
-            self.done += 1
-            if self._bar is not None:
-                self._bar.update(1)
-            if self._on_block is not None:
-                self._on_block(self.done, self._total)
-
-    def __exit__(self, exc_type, *args):
-        if self._bar is not None:
-            if exc_type is None:
-                # a single-block array is fused into dask's final task: count it here
-                self._bar.update(self._total - self._bar.n)
-            self._bar.close()
-            self._bar = None
-        return super().__exit__(exc_type, *args)
-
-
-def iter_blocks(array: da.Array, *, batch: int | None = None) -> Iterator:
-    """Compute a dask array a few blocks at a time, in row-major order.
-
-    Parameters
-    ----------
-    array : dask array
-    batch : int, optional
-        Blocks computed together (in parallel); default: the number of CPU cores.
-
-    Yields
-    ------
-    slices : tuple of slice
-        Where the block sits in ``array``.
-    block : numpy array
-
-    Notes
-    -----
-    Between batches the caller may stop (cancel) or write the blocks somewhere; memory
-    holds one batch. Overlapping inputs are re-read for each batch, so this is meant for
-    interactive use and progress; :func:`dask.array.store` is cheaper in bulk.
-    """
-    batch = batch or os.cpu_count() or 1
-    bounds = [np.cumsum((0,) + c) for c in array.chunks]
-    indices = itertools.product(*(range(len(c)) for c in array.chunks))
-    while True:
-        group = list(itertools.islice(indices, batch))
-        if not group:
-            return
-        blocks = dask.compute(*(array.blocks[idx] for idx in group))
-        for idx, block in zip(group, blocks, strict=True):
-            slices = tuple(
-                slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, idx, strict=True)
-            )
-            yield slices, block

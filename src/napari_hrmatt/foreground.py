@@ -92,8 +92,8 @@ import dask
 import dask.array as da
 import numpy as np
 
+from ._blocks import chunk_sizes as _chunk_sizes
 from .image import is_dask
-from .patch_pass import _chunk_sizes
 
 __all__ = [
     "estimate_foreground",
@@ -963,7 +963,8 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from .engine import BlockProgress, estimate_alpha
+    from ._blocks import BlockProgress
+    from .engine import estimate_alpha
     from .io import READ_EXTENSIONS, check_output_path, open_image, open_trimap, save_image
 
     if args.chunk < 1:

@@ -106,7 +106,7 @@ def global_pass(
     Parameters
     ----------
     image : (H, W, C) array of float32 in [0, 1] (numpy or dask)
-        As returned by :func:`napari_hrmatt.engine.as_float_image`.
+        As returned by :func:`napari_hrmatt.image.as_float_image`.
     trimap : (H, W) array of uint8 in {0, 128, 255} (numpy or dask)
         Canonical trimap (:func:`napari_hrmatt.trimap.canonical_trimap`).
     model : str or model object

@@ -768,7 +768,7 @@ def _store(array, target, cancel: threading.Event, progress: bool, desc: str) ->
     """
     import dask.array as da
 
-    from .engine import BlockProgress
+    from ._blocks import BlockProgress
 
     marker = da.map_blocks(
         functools.partial(_write_block, target=target, cancel=cancel),

@@ -13,6 +13,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from ._blocks import chunk_sizes, share_cores
 from .global_pass import GlobalContext
 from .image import to_float
 from .trimap import UNKNOWN, known_alpha
@@ -55,7 +56,7 @@ def refine_block(
         from .models import get_model
 
         model = get_model(model, device, **dict(model_options))
-    _share_cores()
+    share_cores()
     h, w = trimap.shape
     y0, x0 = origin
     full_h, full_w = context.shape
@@ -64,42 +65,6 @@ def refine_block(
     if getattr(model, "uses_context", False):
         return model.refine(image, trimap, coarse, fixed, context=context, origin=origin)
     return model.refine(image, trimap, coarse, fixed)
-
-
-def _share_cores() -> None:
-    """Give this worker thread ``cores // dask workers`` torch threads (1 by default).
-
-    dask already runs one block per core; letting each block's torch ops spawn a thread
-    per core as well oversubscribes the CPU, and OpenMP's spinning threads then cost far
-    more than they give (5.5 s with one thread against 30.6 s with two on a 0.3 MP solve
-    on a busy 2-core machine). OpenMP thread counts are per calling thread, so the main
-    thread (the global pass) keeps all cores.
-    """
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        return
-    import torch
-    from dask.system import CPU_COUNT  # respects CPU affinity and cgroup limits
-
-    cores = CPU_COUNT
-    workers = dask.config.get("num_workers", None) or cores
-    threads = max(1, cores // int(workers))
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-
-
-def _chunk_sizes(n: int, size: int, minimum: int) -> tuple[int, ...]:
-    """Split ``n`` into chunks of ``size``; a last chunk smaller than ``minimum`` is merged.
-
-    ``map_overlap`` needs every chunk at least as large as the overlap it lends.
-    """
-    size = max(size, minimum, 1)
-    sizes = [size] * (n // size) + ([n % size] if n % size else [])
-    if len(sizes) > 1 and sizes[-1] < minimum:
-        last = sizes.pop()
-        sizes[-1] += last
-    return tuple(sizes) or (n,)
 
 
 def _block_task(block, *, starts, margins, block_info=None, **kwargs):
@@ -179,7 +144,7 @@ def refine(
     # blending needs room for a ramp on both sides of every core
     minimum = 2 * overlap if stitch == "blend" else overlap
     stacked = stacked.rechunk(
-        (_chunk_sizes(h, chunks, minimum), _chunk_sizes(w, chunks, minimum), stacked.shape[2])
+        (chunk_sizes(h, chunks, minimum), chunk_sizes(w, chunks, minimum), stacked.shape[2])
     )
     starts = tuple(tuple(int(s) for s in np.cumsum((0,) + c[:-1])) for c in stacked.chunks[:2])
     # An axis cut into a single block has no seam to hide (and may be thinner than overlap).

@@ -143,6 +143,37 @@ def test_blocks_without_unknown_skip_the_model(scene, monkeypatch):
     assert 0 < len(calls) < lazy.npartitions
 
 
+class _ConstantModel:
+    """A model object named like a registered one: the engine must use it as given."""
+
+    name = "cf"
+
+    def __init__(self, value):
+        self.value = value
+        self.refined = 0
+
+    def global_alpha(self, image, trimap):
+        return np.where(trimap == 128, self.value, trimap / 255.0).astype(np.float32)
+
+    def refine(self, image, trimap, coarse, fixed_border):
+        self.refined += 1
+        return np.where(trimap == 128, self.value, trimap / 255.0).astype(np.float32)
+
+    def overlap(self, factor):
+        return 8
+
+
+@pytest.mark.parametrize("global_size", [1e9, 2000])  # global pass only; with a patch pass
+def test_a_model_object_is_used_as_given(scene, global_size):
+    image, trimap, _ = scene
+    model = _ConstantModel(0.25)
+    alpha = estimate_alpha(image, trimap, model=model, global_size=global_size, chunks=40)
+    np.testing.assert_allclose(alpha[trimap == 128], 0.25)
+    assert (model.refined > 0) == (global_size < image.shape[0] * image.shape[1])
+    with pytest.raises(ValueError, match="model object"):
+        estimate_alpha(image, trimap, model=model, model_options={"eps": 1e-6})
+
+
 def test_constant_image_gives_flat_alpha_between_known_values():
     image = np.full((40, 60, 3), 0.5, np.float32)
     trimap = np.full((40, 60), 128, np.uint8)

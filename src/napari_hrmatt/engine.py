@@ -18,7 +18,7 @@ def estimate_alpha(
     image,
     trimap,
     *,
-    model: str = "cf",
+    model="cf",
     chunks: int = 512,
     overlap: int | None = None,
     global_size: float = 1_000_000,
@@ -39,8 +39,10 @@ def estimate_alpha(
         Grey trimap (0 = background, 255 = foreground, else unknown; 16-bit and float
         [0, 1] likewise) or label trimap (0 = unknown, 1 = background, 2 = foreground);
         see :mod:`napari_hrmatt.trimap`.
-    model : str
-        A name from :func:`napari_hrmatt.list_models` (``"cf"``: closed-form matting).
+    model : str or model object
+        A name from :func:`napari_hrmatt.list_models` (``"cf"``: closed-form matting), or
+        a model object, used as given (e.g. a network in memory:
+        ``HDMattModel.from_network(net)``).
     chunks : int
         Block size of the patch pass in pixels.
     overlap : int, optional
@@ -102,9 +104,14 @@ def estimate_alpha(
             f"image is {img.shape[0]}x{img.shape[1]} but trimap is {tri.shape[0]}x"
             f"{tri.shape[1]} (height x width); they must cover the same pixels"
         )
-    from .models import get_model
+    if isinstance(model, str):
+        from .models import get_model
 
-    model_obj = get_model(model, device, **(model_options or {}))
+        model_obj = get_model(model, device, **(model_options or {}))
+    elif model_options:
+        raise ValueError("model_options apply to a model name, not to a model object")
+    else:
+        model_obj = model
     context = global_pass(img, tri, model=model_obj, global_size=global_size, device=device)
     if context.has_unknown and context.factor == 1:
         # The image fits the global working size: the global pass solved it at full

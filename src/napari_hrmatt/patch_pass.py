@@ -13,7 +13,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ._blocks import chunk_sizes, share_cores
+from ._blocks import BlockGrid, share_cores
 from .global_pass import GlobalContext
 from .image import to_float
 from .trimap import UNKNOWN, known_alpha
@@ -67,13 +67,9 @@ def refine_block(
     return model.refine(image, trimap, coarse, fixed)
 
 
-def _block_task(block, *, starts, margins, block_info=None, **kwargs):
+def _block_task(block, *, grid: BlockGrid, block_info=None, **kwargs):
     # map_overlap hands us the grown block; recover where it sits in the full image.
-    i, j = block_info[None]["chunk-location"][:2]
-    origin = (
-        starts[0][i] - (margins[0] if i > 0 else 0),
-        starts[1][j] - (margins[1] if j > 0 else 0),
-    )
+    origin, _ = grid.locate_info(block_info)
     return refine_block(block, origin=origin, **kwargs)
 
 
@@ -99,8 +95,9 @@ def refine(
     trimap : (H, W) array of uint8 in {0, 128, 255} (numpy or dask)
     context : GlobalContext
         From :func:`napari_hrmatt.global_pass.global_pass` on the same image.
-    model : str
-        Model name; each worker process loads it once (cached).
+    model : str or model object
+        A registered name (each worker process loads and caches its own instance), or a
+        model object (e.g. ``HDMattModel.from_network(net)``), used as given.
     chunks : int
         Block size in pixels (before overlap).
     overlap : int, optional
@@ -123,9 +120,18 @@ def refine(
     from .models import get_model
 
     model_options = tuple(sorted((model_options or {}).items()))
+    if isinstance(model, str):
+        model_obj = get_model(model, device, **dict(model_options))
+        # The graph holds the name: each worker process loads (and caches) its own copy.
+        graph_model = model
+    else:
+        if model_options:
+            raise ValueError("model_options apply to a model name, not to a model object")
+        model_obj = model
+        # An in-memory model travels in the graph once, as one key.
+        graph_model = dask.delayed(model, pure=False)
     if overlap is None:
-        name = model if isinstance(model, str) else model.name
-        overlap = get_model(name, device, **dict(model_options)).overlap(context.factor)
+        overlap = model_obj.overlap(context.factor)
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     if chunks < 1:
@@ -143,18 +149,14 @@ def refine(
     stacked = da.concatenate([image.astype(dtype), trimap[..., None].astype(dtype)], 2)
     # blending needs room for a ramp on both sides of every core
     minimum = 2 * overlap if stitch == "blend" else overlap
-    stacked = stacked.rechunk(
-        (chunk_sizes(h, chunks, minimum), chunk_sizes(w, chunks, minimum), stacked.shape[2])
-    )
-    starts = tuple(tuple(int(s) for s in np.cumsum((0,) + c[:-1])) for c in stacked.chunks[:2])
-    # An axis cut into a single block has no seam to hide (and may be thinner than overlap).
-    margins = tuple(overlap if len(c) > 1 else 0 for c in stacked.chunks[:2])
+    grid = BlockGrid.plan((h, w), chunks, overlap, minimum)
+    stacked = stacked.rechunk(grid.chunks + (stacked.shape[2],))
+    margins = grid.margins
     kwargs = {
-        "starts": starts,
-        "margins": margins,
+        "grid": grid,
         # One graph key holds the context; every block task depends on it.
         "context": dask.delayed(context, pure=True),
-        "model": model if isinstance(model, str) else model.name,
+        "model": graph_model,
         "device": device,
         "model_options": model_options,
     }
@@ -162,7 +164,7 @@ def refine(
         return da.map_overlap(
             _block_task,
             stacked,
-            depth={0: margins[0], 1: margins[1], 2: 0},
+            depth=grid.depth(),
             boundary="none",
             trim=True,
             drop_axis=2,
@@ -172,9 +174,7 @@ def refine(
         )
     # Blend: solve the grown blocks and keep them whole (dask's map_overlap cannot combine
     # trim=False with drop_axis, so the overlap is explicit) ...
-    grown = da.overlap.overlap(
-        stacked, depth={0: margins[0], 1: margins[1], 2: 0}, boundary="none"
-    )
+    grown = da.overlap.overlap(stacked, depth=grid.depth(), boundary="none")
     solved = grown.map_blocks(
         _block_task, drop_axis=2, dtype=np.float32, meta=np.empty((0, 0), np.float32), **kwargs
     )
@@ -187,7 +187,7 @@ def refine(
         dtype=np.float32,
         meta=np.empty((0, 0), np.float32),
         margins=margins,
-        grid=tuple(len(c) for c in stacked.chunks[:2]),
+        counts=tuple(len(c) for c in grid.chunks),
     )
 
 
@@ -220,16 +220,16 @@ def _ramp_sources(i: int, n: int, core: int, d: int):
     return sources
 
 
-def _blend_task(padded, *, margins, grid, block_info=None):
+def _blend_task(padded, *, margins, counts, block_info=None):
     loc = block_info[None]["chunk-location"]
     shape = block_info[None]["chunk-shape"]
     ys = (
-        _ramp_sources(loc[0], grid[0], shape[0], margins[0])
+        _ramp_sources(loc[0], counts[0], shape[0], margins[0])
         if margins[0]
         else [(np.ones(shape[0]), np.arange(shape[0]))]
     )
     xs = (
-        _ramp_sources(loc[1], grid[1], shape[1], margins[1])
+        _ramp_sources(loc[1], counts[1], shape[1], margins[1])
         if margins[1]
         else [(np.ones(shape[1]), np.arange(shape[1]))]
     )

@@ -41,8 +41,8 @@ _EXPORTS = {
     "TrimapError": "trimap",
     "make_sample": "sample",
     "estimate_foreground": "foreground",
-    "cutout": "foreground",
-    "composite": "foreground",
+    "cutout": "compose",
+    "composite": "compose",
 }
 
 __all__ = ["__version__", *_EXPORTS]

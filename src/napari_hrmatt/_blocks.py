@@ -97,6 +97,11 @@ class BlockGrid:
         i, j = block_info[None]["chunk-location"][:2]
         return self.locate(i, j)
 
+    def core(self, i: int, j: int) -> tuple[slice, slice]:
+        """Image region of chunk ``(i, j)`` itself."""
+        y, x = self.starts[0][i], self.starts[1][j]
+        return slice(y, y + self.chunks[0][i]), slice(x, x + self.chunks[1][j])
+
     def grown(self, i: int, j: int) -> tuple[slice, slice]:
         """Image region of grown block ``(i, j)`` (the chunk plus its margins)."""
         (y0, x0), _ = self.locate(i, j)

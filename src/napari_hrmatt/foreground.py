@@ -83,27 +83,20 @@ References
 
 from __future__ import annotations
 
-import argparse
 import math
-import re
 from dataclasses import dataclass
 
 import dask
 import dask.array as da
 import numpy as np
 
-from ._blocks import chunk_sizes as _chunk_sizes
-from .image import is_dask
+from ._blocks import BlockGrid
+from .image import as_float_alpha, as_float_image, is_dask
 
 __all__ = [
     "estimate_foreground",
     "foreground_block",
     "foreground_overlap",
-    "cutout",
-    "composite",
-    "parse_color",
-    "configure_parser",
-    "run",
 ]
 
 # Tile edge (pixels of the level) of the banded fine-level sweeps. Small tiles follow
@@ -119,53 +112,6 @@ _GLOBAL_SIZE = 250_000
 
 
 # --------------------------------------------------------------------------- input
-
-
-def _check_alpha_block(a: np.ndarray) -> np.ndarray:
-    if np.isnan(a).any():
-        raise ValueError("alpha contains NaN; pass a matte with values in [0, 1]")
-    lo, hi = float(a.min(initial=0.0)), float(a.max(initial=0.0))
-    if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(
-            f"alpha values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; "
-            "pass the matte from estimate_alpha or rescale it"
-        )
-    return np.clip(a, 0.0, 1.0, out=a)
-
-
-def _as_alpha(alpha):
-    """Validate an alpha matte: (H, W) float32 in [0, 1], lazy when the input is."""
-    if alpha.ndim == 3 and alpha.shape[2] == 1:
-        alpha = alpha[..., 0]
-    if alpha.ndim != 2:
-        raise ValueError(f"alpha must be a 2D (H, W) matte, got shape {tuple(alpha.shape)}")
-    dt = np.dtype(alpha.dtype)
-    if dt == np.uint8 or dt == np.uint16:
-        return alpha.astype(np.float32) * np.float32(1.0 / np.iinfo(dt).max)
-    if dt.kind != "f":
-        raise ValueError(f"unsupported alpha dtype {dt}; use float in [0, 1], uint8 or uint16")
-    alpha = alpha.astype(np.float32)
-    if is_dask(alpha):
-        return alpha.map_blocks(_check_alpha_block, dtype=np.float32)
-    return _check_alpha_block(alpha.copy())
-
-
-def _foreground_and_alpha(foreground, alpha):
-    """Validated foreground (:func:`_as_image`) and alpha (:func:`_as_alpha`) of one size."""
-    fg = _as_image(foreground)
-    a = _as_alpha(alpha)
-    if fg.shape[:2] != a.shape:
-        raise ValueError(
-            f"foreground is {fg.shape[0]}x{fg.shape[1]} but alpha is {a.shape[0]}x"
-            f"{a.shape[1]}; they must cover the same pixels"
-        )
-    return fg, a
-
-
-def _as_image(image):
-    from .image import as_float_image
-
-    return as_float_image(image)
 
 
 # --------------------------------------------------------------------------- levels
@@ -565,14 +511,9 @@ def foreground_block(
         return out.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
-def _block_task(block, *, starts, margins, block_info=None, **kwargs):
+def _block_task(block, *, grid: BlockGrid, block_info=None, **kwargs):
     # map_overlap-style: the grown block arrives; find its origin and what to keep.
-    i, j = block_info[None]["chunk-location"][:2]
-    top = margins[0] if i > 0 else 0
-    left = margins[1] if j > 0 else 0
-    origin = (starts[0][i] - top, starts[1][j] - left)
-    ch, cw = (block_info[None]["chunk-shape"][a] for a in (0, 1))
-    keep = (slice(top, top + ch), slice(left, left + cw))
+    origin, keep = grid.locate_info(block_info)
     return foreground_block(block, origin=origin, keep=keep, **kwargs)
 
 
@@ -701,44 +642,38 @@ def estimate_foreground(
     step = 1 << plan.glevel
     depth = foreground_overlap(plan) if overlap is None else -(-int(overlap) // step) * step
     size = -(-int(chunks) // step) * step
-    rows = _chunk_sizes(h, size, depth)
-    cols = _chunk_sizes(w, size, depth)
-    starts = tuple(tuple(int(s) for s in np.cumsum((0,) + ch[:-1])) for ch in (rows, cols))
-    margins = (depth if len(rows) > 1 else 0, depth if len(cols) > 1 else 0)
+    grid = BlockGrid.plan((h, w), size, depth)
 
     if not lazy:
         # In memory already: no graph, blocks one after another (torch parallelises
         # inside each), the float copy made one grown block at a time.
-        out = _estimate_numpy(image, alpha, plan, rows, cols, starts, margins,
-                              return_background, device)  # fmt: skip
+        out = _estimate_numpy(image, alpha, plan, grid, return_background, device)
         if not compute:
-            out = da.from_array(out, chunks=(rows, cols, -1))
+            out = da.from_array(out, chunks=grid.chunks + (-1,))
         return _split(out, return_background)
 
     if not is_dask(image):
         image = da.from_array(image, chunks=(size, size) + image.shape[2:])
     if not is_dask(alpha):
         alpha = da.from_array(alpha, chunks=(size, size) + alpha.shape[2:])
-    img = _as_image(image)
-    a = _as_alpha(alpha)
+    img = as_float_image(image)
+    a = as_float_alpha(alpha)
     c = img.shape[2]
-    stacked = da.concatenate([img, a[..., None]], axis=2).rechunk((rows, cols, c + 1))
+    stacked = da.concatenate([img, a[..., None]], axis=2).rechunk(grid.chunks + (c + 1,))
 
     # Global pass: level G of the whole image (every 2^G-th pixel, read block by
     # block), then the dense solve of levels L..G.
     small = _subsample(stacked, plan.glevel).compute()
     coarse = _solve_coarse(small, plan, device)
 
-    grown = da.overlap.overlap(stacked, depth={0: margins[0], 1: margins[1], 2: 0},
-                               boundary="none")  # fmt: skip
+    grown = da.overlap.overlap(stacked, depth=grid.depth(), boundary="none")
     nout = 2 * c if return_background else c
     out = grown.map_blocks(
         _block_task,
-        chunks=(rows, cols, (nout,)),
+        chunks=grid.chunks + ((nout,),),
         dtype=np.float32,
         meta=np.empty((0, 0, 0), np.float32),
-        starts=starts,
-        margins=margins,
+        grid=grid,
         coarse=dask.delayed(coarse, pure=True),
         plan=plan,
         return_background=return_background,
@@ -749,34 +684,35 @@ def estimate_foreground(
     return _split(out, return_background)
 
 
-def _estimate_numpy(image, alpha, plan, rows, cols, starts, margins, return_background, device):
+def _estimate_numpy(image, alpha, plan, grid: BlockGrid, return_background, device):
     """The numpy path of :func:`estimate_foreground`: the same blocks as the dask graph."""
     h, w = alpha.shape[:2]
     # Validate dtype and channels once (and warn once about an alpha channel).
-    c = _as_image(image[:1, :1]).shape[2]
+    c = as_float_image(image[:1, :1]).shape[2]
     if image.ndim == 3 and image.shape[2] in (2, 4):
         image = image[..., :c]
     step = 1 << plan.glevel
     small = np.concatenate(
-        [_as_image(image[::step, ::step]), _as_alpha(alpha[::step, ::step])[..., None]], axis=2
+        [as_float_image(image[::step, ::step]), as_float_alpha(alpha[::step, ::step])[..., None]],
+        axis=2,
     )
     coarse = _solve_coarse(small, plan, device)
     out = np.empty((h, w, 2 * c if return_background else c), np.float32)
-    for i, (y, ch) in enumerate(zip(starts[0], rows, strict=True)):
-        top = margins[0] if i > 0 else 0
-        y1 = min(h, y + ch + margins[0])
-        for j, (x, cw) in enumerate(zip(starts[1], cols, strict=True)):
-            left = margins[1] if j > 0 else 0
-            x1 = min(w, x + cw + margins[1])
-            region = (slice(y - top, y1), slice(x - left, x1))
-            block = np.concatenate(
-                [_as_image(image[region]), _as_alpha(alpha[region])[..., None]], axis=2
-            )
-            out[y : y + ch, x : x + cw] = foreground_block(
-                block, coarse=coarse, plan=plan, origin=(y - top, x - left),
-                keep=(slice(top, top + ch), slice(left, left + cw)),
-                return_background=return_background, device=device,
-            )  # fmt: skip
+    for i, j in grid:
+        region = grid.grown(i, j)
+        origin, keep = grid.locate(i, j)
+        block = np.concatenate(
+            [as_float_image(image[region]), as_float_alpha(alpha[region])[..., None]], axis=2
+        )
+        out[grid.core(i, j)] = foreground_block(
+            block,
+            coarse=coarse,
+            plan=plan,
+            origin=origin,
+            keep=keep,
+            return_background=return_background,
+            device=device,
+        )
     return out
 
 
@@ -785,238 +721,3 @@ def _split(out, return_background: bool):
         return out
     c = out.shape[2] // 2
     return out[..., :c], out[..., c:]
-
-
-def cutout(image, alpha, foreground=None, **kwargs):
-    """RGBA cutout: foreground colours with the matte as alpha channel.
-
-    Parameters
-    ----------
-    image : (H, W) or (H, W, C) array (numpy or dask)
-        The image (used to estimate the foreground when ``foreground`` is None).
-    alpha : (H, W) array (numpy or dask) of float in [0, 1], uint8 or uint16
-    foreground : (H, W, C) array, optional
-        Foreground colours, e.g. from :func:`estimate_foreground`; estimated when
-        missing (``**kwargs`` go to :func:`estimate_foreground`).
-
-    Returns
-    -------
-    rgba : (H, W, 4) array of float32 in [0, 1]
-        Straight (not premultiplied) alpha; grey foregrounds are repeated to RGB.
-        Lazy when any input is.
-    """
-    if foreground is None:
-        foreground = estimate_foreground(image, alpha, **kwargs)
-    fg, a = _foreground_and_alpha(foreground, alpha)
-    lib = da if (is_dask(fg) or is_dask(a)) else np
-    if fg.shape[2] == 1:
-        fg = lib.concatenate([fg] * 3, axis=2)
-    return lib.concatenate([fg, a[..., None]], axis=2)
-
-
-_NAMED_COLORS = {
-    "black": (0, 0, 0),
-    "white": (255, 255, 255),
-    "red": (255, 0, 0),
-    "green": (0, 255, 0),
-    "blue": (0, 0, 255),
-    "grey": (128, 128, 128),
-    "gray": (128, 128, 128),
-    "yellow": (255, 255, 0),
-    "magenta": (255, 0, 255),
-    "cyan": (0, 255, 255),
-}
-
-
-def parse_color(value) -> np.ndarray:
-    """A colour as float32 RGB in [0, 1].
-
-    Parameters
-    ----------
-    value : str or sequence of 3 numbers
-        A name (``"white"``, ``"black"``, ``"green"``, ...), ``"#rrggbb"``,
-        ``"#rgb"``, ``"r,g,b"``, or 3 numbers; numbers are 0-255 if any exceeds 1,
-        else in [0, 1].
-
-    Examples
-    --------
-    >>> parse_color("#ff8000").tolist()
-    [1.0, 0.501960813999176, 0.0]
-    >>> parse_color((0, 255, 0)).tolist(), parse_color([0.5, 0.5, 0.5]).tolist()
-    ([0.0, 1.0, 0.0], [0.5, 0.5, 0.5])
-    """
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _NAMED_COLORS:
-            rgb = _NAMED_COLORS[text]
-        elif re.fullmatch(r"#[0-9a-f]{6}", text):
-            rgb = tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))
-        elif re.fullmatch(r"#[0-9a-f]{3}", text):
-            rgb = tuple(17 * int(ch, 16) for ch in text[1:])
-        elif re.fullmatch(r"\s*[\d.]+\s*,\s*[\d.]+\s*,\s*[\d.]+\s*", text):
-            rgb = tuple(float(v) for v in text.split(","))
-        else:
-            raise ValueError(
-                f"cannot read {value!r} as a colour; use a name ({', '.join(_NAMED_COLORS)}), "
-                "'#rrggbb' or 'r,g,b' (0-255)"
-            )
-        value = rgb
-    arr = np.asarray(value, dtype=np.float64).reshape(-1)
-    if arr.shape != (3,) or not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 255:
-        raise ValueError(f"a colour needs 3 values in [0, 1] or 0-255, got {value!r}")
-    if arr.max() > 1:
-        arr = arr / 255.0
-    return arr.astype(np.float32)
-
-
-def composite(foreground, alpha, background):
-    """Put the foreground over a new background: ``alpha F + (1 - alpha) B_new``.
-
-    Parameters
-    ----------
-    foreground : (H, W) or (H, W, C) array (numpy or dask)
-        Foreground colours (float in [0, 1], uint8 or uint16), e.g. from
-        :func:`estimate_foreground`.
-    alpha : (H, W) array (numpy or dask)
-    background : (H, W) or (H, W, C) array, or a colour
-        A new background image of the same height and width, or a colour accepted by
-        :func:`parse_color`.
-
-    Returns
-    -------
-    image : (H, W, C) array of float32 in [0, 1]
-        ``C`` = 3 when either side is RGB. Lazy when any input is.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> fg = np.ones((2, 2, 3), np.float32); a = np.array([[0, 0.5], [1, 1]], np.float32)
-    >>> composite(fg, a, "black")[..., 0].tolist()
-    [[0.0, 0.5], [1.0, 1.0]]
-    """
-    fg, a = _foreground_and_alpha(foreground, alpha)
-    if isinstance(background, str) or np.ndim(background) == 1:
-        bg = parse_color(background)  # (3,) broadcasts over (H, W, 3)
-        if fg.shape[2] == 1:
-            fg = fg * np.ones(3, np.float32)
-    else:
-        if background.shape[:2] != a.shape:
-            raise ValueError(
-                f"background is {background.shape[0]}x{background.shape[1]} but the "
-                f"foreground is {a.shape[0]}x{a.shape[1]}; resize it to the same size"
-            )
-        bg = _as_image(background)
-        if bg.shape[2] != fg.shape[2]:
-            if fg.shape[2] == 1:
-                fg = fg * np.ones(3, np.float32)
-            else:
-                bg = bg * np.ones(3, np.float32)
-    a3 = a[..., None]
-    return (a3 * fg + (1 - a3) * bg).astype(np.float32)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of ``hrmatt cutout`` to ``parser``."""
-    parser.description = (
-        "Compute the alpha matte of IMAGE from TRIMAP, estimate the foreground colours "
-        "(multi-level method of Germer et al. 2020) and write an RGBA cutout, or, with "
-        "--background, the object composited over a new background (RGB). Block by "
-        "block: memory is bounded by the chunk size."
-    )
-    parser.add_argument("image", help="input image (.png, .jpg, .tif, .zarr)")
-    parser.add_argument("trimap", help="trimap: 0 = background, 255 = foreground, else unknown")
-    parser.add_argument(
-        "-o", "--output", required=True, help="output: .png, .tif/.tiff or .zarr/.ome.zarr"
-    )
-    parser.add_argument(
-        "--background",
-        metavar="IMAGE_OR_COLOR",
-        help="composite over this image (same size) or colour (name, #rrggbb, r,g,b) "
-        "instead of writing a cutout",
-    )
-    parser.add_argument("--model", default="cf", help="alpha model (default: cf)")
-    parser.add_argument(
-        "--chunk", type=int, default=512, metavar="N", help="block size in pixels (default: 512)"
-    )
-    parser.add_argument(
-        "--global-size",
-        type=float,
-        default=1.0,
-        metavar="MP",
-        help="megapixels of the alpha global pass (default: 1)",
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--labels", action="store_true", help="the trimap holds labels 0/1/2")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-# Alphas larger than this many pixels are kept in a temporary Zarr store (on disk)
-# between the alpha and the foreground pass, smaller ones in memory.
-_ALPHA_IN_MEMORY = 64_000_000
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``hrmatt cutout``; returns the exit status."""
-    import tempfile
-    from pathlib import Path
-
-    from ._blocks import BlockProgress
-    from .engine import estimate_alpha
-    from .io import READ_EXTENSIONS, check_output_path, open_image, open_trimap, save_image
-
-    if args.chunk < 1:
-        raise ValueError(f"--chunk must be at least 1, got {args.chunk}")
-    inputs = [args.image, args.trimap]
-    background = args.background
-    # A background is a file if it exists or looks like one, else a colour ("0.5,0.5,1").
-    is_file = background is not None and (
-        Path(background).exists() or background.lower().endswith(READ_EXTENSIONS)
-    )
-    if is_file:
-        if not Path(background).exists():
-            raise FileNotFoundError(f"background {background!r} does not exist")
-        inputs.append(background)
-    check_output_path(args.output, inputs=inputs)
-    image = open_image(args.image)
-    trimap = open_trimap(args.trimap, labels=args.labels)
-    if background is not None:
-        background = open_image(background) if is_file else parse_color(background)
-        if background.ndim > 1 and background.shape[:2] != image.shape[:2]:
-            raise ValueError(
-                f"background image is {background.shape[0]}x{background.shape[1]} but the "
-                f"image is {image.shape[0]}x{image.shape[1]}; resize it to the same size"
-            )
-    alpha = estimate_alpha(
-        image,
-        trimap,
-        model=args.model,
-        chunks=args.chunk,
-        global_size=args.global_size * 1e6,
-        device=args.device,
-        labels=args.labels,
-        compute=False,
-    )
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".hrmatt-", dir=Path(args.output).parent) as tmp:
-        # Alpha is read twice (global pass, then the blocks): compute it once.
-        with BlockProgress(alpha, enabled=not args.quiet, desc="alpha"):
-            if alpha.shape[0] * alpha.shape[1] <= _ALPHA_IN_MEMORY:
-                alpha = da.from_array(alpha.compute(), chunks=alpha.chunksize)
-            else:
-                store = str(Path(tmp) / "alpha.zarr")
-                alpha.to_zarr(store)
-                alpha = da.from_zarr(store)
-        fg = estimate_foreground(
-            image, alpha, chunks=max(args.chunk, _CHUNKS), device=args.device,
-            compute=False,
-        )  # fmt: skip
-        if background is None:
-            result, what = cutout(image, alpha, foreground=fg), "cutout"
-        else:
-            result, what = composite(fg, alpha, background), "composite"
-        out = save_image(result, args.output, inputs=inputs, progress=not args.quiet)
-    print(f"{what} written to {out}")
-    return 0

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["as_float_image", "image_channels", "is_dask", "to_float"]
+__all__ = ["as_float_alpha", "as_float_image", "image_channels", "is_dask", "to_float"]
 
 
 def is_dask(x) -> bool:
@@ -97,3 +97,32 @@ def to_float(image):
     if dt.kind == "u":
         return image.astype(np.float32) * np.float32(1.0 / np.iinfo(dt).max)
     return image
+
+
+def _check_alpha_block(a: np.ndarray) -> np.ndarray:
+    if np.isnan(a).any():
+        raise ValueError("alpha contains NaN; pass a matte with values in [0, 1]")
+    lo, hi = float(a.min(initial=0.0)), float(a.max(initial=0.0))
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(
+            f"alpha values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; "
+            "pass the matte from estimate_alpha or rescale it"
+        )
+    return np.clip(a, 0.0, 1.0, out=a)
+
+
+def as_float_alpha(alpha):
+    """Validate an alpha matte: (H, W) float32 in [0, 1], lazy when the input is."""
+    if alpha.ndim == 3 and alpha.shape[2] == 1:
+        alpha = alpha[..., 0]
+    if alpha.ndim != 2:
+        raise ValueError(f"alpha must be a 2D (H, W) matte, got shape {tuple(alpha.shape)}")
+    dt = np.dtype(alpha.dtype)
+    if dt == np.uint8 or dt == np.uint16:
+        return alpha.astype(np.float32) * np.float32(1.0 / np.iinfo(dt).max)
+    if dt.kind != "f":
+        raise ValueError(f"unsupported alpha dtype {dt}; use float in [0, 1], uint8 or uint16")
+    alpha = alpha.astype(np.float32)
+    if is_dask(alpha):
+        return alpha.map_blocks(_check_alpha_block, dtype=np.float32)
+    return _check_alpha_block(alpha.copy())

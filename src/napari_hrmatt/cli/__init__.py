@@ -25,7 +25,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "matte": ("napari_hrmatt.cli.matte", "compute the alpha matte of IMAGE from TRIMAP"),
     "cutout": (
-        "napari_hrmatt.foreground",
+        "napari_hrmatt.cli.cutout",
         "estimate the foreground colours and write a cut-out (RGBA) or a composite",
     ),
     "sample": (

@@ -1,0 +1,293 @@
+"""The steps of a run, shared by ``hrmatt cutout`` and the napari job.
+
+alpha (computed by the engine, or given) -> stored once -> foreground colours ->
+cut-out / composite. The alpha is read twice by the foreground pass (its global pass
+and its blocks), so it is computed once into a :class:`ResultStore` — numpy up to
+:data:`IN_MEMORY_PIXELS` pixels, a temporary Zarr store above that — and never
+recomputed.
+
+Every step is a generator that yields :class:`Progress` and returns its result, so the
+same code runs under a progress bar in the terminal (:func:`drive`) and in a napari
+thread worker, which may stop between blocks (cancel).
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "IN_MEMORY_PIXELS",
+    "Progress",
+    "ResultStore",
+    "Run",
+    "colour_outputs",
+    "drive",
+    "to_uint8",
+]
+
+# Results with more pixels than this (about 67 MP, 256 MiB of float32 alpha) go to a
+# temporary Zarr store instead of a numpy array.
+IN_MEMORY_PIXELS = 64 * 2**20
+
+# Pyramid levels are added until both sides fit in this many pixels (a typical OpenGL
+# texture limit is 4096-16384; 2048 keeps the coarsest level cheap to draw).
+PYRAMID_MAX_SIDE = 2048
+
+_TEMP_DIRS: list[Path] = []
+
+
+@atexit.register
+def _remove_temp_dirs() -> None:  # pragma: no cover - runs at interpreter exit
+    for path in _TEMP_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class Progress:
+    """One step of a run: ``done`` of ``total`` blocks, and what is being computed."""
+
+    done: int
+    total: int
+    description: str
+
+
+class ResultStore:
+    """Destination of a block-by-block computation: numpy, or a temporary Zarr store.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(H, W)`` or ``(H, W, C)``.
+    dtype : numpy dtype
+    chunks : (2,) tuple of int
+        Row/column block size of the computation (the Zarr chunk size).
+    in_memory_pixels : int, optional
+        Results with at most this many pixels (``H * W``) are kept in numpy;
+        default :data:`IN_MEMORY_PIXELS`.
+    directory : path, optional
+        Where the temporary Zarr store is made (default :func:`tempfile.gettempdir`,
+        i.e. ``TMPDIR``).
+
+    Notes
+    -----
+    A Zarr store is deleted by :meth:`discard` or when Python exits.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        dtype,
+        chunks: Sequence[int],
+        *,
+        in_memory_pixels: int | None = None,
+        directory=None,
+    ) -> None:
+        limit = IN_MEMORY_PIXELS if in_memory_pixels is None else in_memory_pixels
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.path: Path | None = None
+        if self.shape[0] * self.shape[1] <= limit:
+            self._array = np.zeros(self.shape, self.dtype)
+            return
+        import zarr
+
+        self.path = Path(tempfile.mkdtemp(prefix="napari-hrmatt-", suffix=".zarr", dir=directory))
+        _TEMP_DIRS.append(self.path)
+        self._group = zarr.open_group(str(self.path), mode="w")
+        zchunks = tuple(int(c) for c in chunks[:2]) + self.shape[2:]
+        self._array = self._group.create_array(
+            "0", shape=self.shape, chunks=zchunks, dtype=self.dtype, fill_value=0
+        )
+
+    @property
+    def array(self):
+        """The finest level as a writable array: numpy, or the Zarr array."""
+        return self._array
+
+    @property
+    def in_memory(self) -> bool:
+        """True when the result is a numpy array."""
+        return self.path is None
+
+    def __setitem__(self, index, block: np.ndarray) -> None:
+        self._array[index] = block
+
+    def pyramid_steps(self) -> Iterator[int]:
+        """Build the pyramid levels of a Zarr store, yielding after each level.
+
+        Each level is a 2 x 2 mean of the previous one, computed block by block from
+        the stored level (never the whole array in memory). Nothing happens for an
+        in-memory store.
+        """
+        if self.in_memory:
+            return
+        import dask.array as da
+
+        level, name = self._array, 0
+        while max(level.shape[:2]) > PYRAMID_MAX_SIDE:
+            src = da.from_zarr(level)
+            coarse = da.coarsen(np.mean, src.astype(np.float32), {0: 2, 1: 2}, trim_excess=True)
+            if self.dtype.kind in "ui":
+                coarse = da.round(coarse)
+            coarse = coarse.astype(self.dtype)
+            name += 1
+            level = self._group.create_array(
+                str(name), shape=coarse.shape, chunks=level.chunks, dtype=self.dtype, fill_value=0
+            )
+            # One dask block per Zarr chunk: parallel writers never share a chunk
+            # (a shared chunk would be a read-modify-write race).
+            da.store(coarse.rechunk(level.chunks), level, lock=False)
+            yield name
+
+    def data(self):
+        """The result: a numpy array, or a list of lazy dask levels (finest first)."""
+        if self.in_memory:
+            return self._array
+        import dask.array as da
+
+        levels = sorted(int(k) for k in self._group.array_keys())
+        return [da.from_zarr(self._group[str(k)]) for k in levels]
+
+    def finest(self, chunks: int):
+        """The finest level as a lazy dask array (blocks of ``chunks``)."""
+        import dask.array as da
+
+        if self.in_memory:
+            return da.from_array(self._array, chunks=(chunks, chunks) + self.shape[2:])
+        return da.from_zarr(self._array)
+
+    def discard(self) -> None:
+        """Free the memory or delete the temporary Zarr store."""
+        self._array = None
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+@dataclass
+class Run:
+    """Block counting and result stores of one run (alpha, then colour outputs).
+
+    Parameters
+    ----------
+    interactive : bool
+        Compute a few blocks at a time and yield after each block (so a GUI can
+        cancel between blocks); otherwise hand each array to dask in one go (faster,
+        full parallelism) and yield once it is stored.
+    pyramid : bool
+        Give Zarr-backed results a multiscale pyramid (for display).
+    progress_bar : bool
+        Show a tqdm bar on stderr per stored array (not interactive runs).
+    batch, in_memory_pixels, directory
+        See :func:`napari_hrmatt._blocks.iter_blocks` and :class:`ResultStore`.
+    """
+
+    interactive: bool = False
+    pyramid: bool = False
+    progress_bar: bool = False
+    batch: int | None = None
+    in_memory_pixels: int | None = None
+    directory: str | Path | None = None
+    stores: list[ResultStore] = field(default_factory=list)
+    done: int = 0
+    total: int = 0
+
+    def store(self, key: str, arr, dtype) -> Generator[Progress, None, ResultStore]:
+        """Compute the lazy array ``arr`` into a new :class:`ResultStore`."""
+        import dask.array as da
+
+        from ._blocks import BlockProgress, iter_blocks
+
+        # Channels in one block: a block is then exactly one chunk of the store.
+        arr = arr.rechunk(dict.fromkeys(range(2, arr.ndim), -1))
+        blocks = arr.npartitions
+        self.total += blocks
+        store = ResultStore(
+            arr.shape,
+            dtype,
+            arr.chunksize,
+            in_memory_pixels=self.in_memory_pixels,
+            directory=self.directory,
+        )
+        self.stores.append(store)
+        if self.interactive:
+            for index, block in iter_blocks(arr, batch=self.batch):
+                store[index] = block
+                self.done += 1
+                yield Progress(self.done, self.total, key)
+        else:
+            if not store.in_memory:
+                # One dask block per Zarr chunk, so parallel writers never share a chunk.
+                arr = arr.rechunk(store.array.chunks)
+            with BlockProgress(arr, enabled=self.progress_bar, desc=key):
+                da.store(arr, store.array, lock=False)
+            self.done += blocks
+            yield Progress(self.done, self.total, key)
+        if self.pyramid:
+            for _ in store.pyramid_steps():
+                yield Progress(self.done, self.total, f"{key}: pyramid")
+        return store
+
+    def alpha(self, image, trimap, **engine) -> Generator[Progress, None, ResultStore]:
+        """Global pass, then the alpha blocks into a store (``engine``: estimate_alpha's)."""
+        from .engine import estimate_alpha
+
+        yield Progress(self.done, self.total + 1, "global pass")
+        alpha = estimate_alpha(image, trimap, compute=False, **engine)
+        return (yield from self.store("alpha", alpha, np.float32))
+
+    def discard(self) -> None:
+        """Delete every result (after a cancel or an error)."""
+        for store in self.stores:
+            store.discard()
+        self.stores.clear()
+
+
+def colour_outputs(image, alpha, *, cutout=False, background=None, **foreground) -> dict:
+    """Lazy float outputs from an image and its (stored) alpha.
+
+    Parameters
+    ----------
+    image, alpha : dask arrays
+    cutout : bool
+        Add ``"cutout"``: RGBA, estimated foreground colours + alpha.
+    background : colour or (H, W[, C]) array, optional
+        Add ``"composite"``: the foreground over this background.
+    **foreground
+        Passed to :func:`napari_hrmatt.estimate_foreground` (``device``, ``chunks``).
+    """
+    from .compose import composite
+    from .compose import cutout as make_cutout
+    from .foreground import estimate_foreground
+
+    fg = estimate_foreground(image, alpha, compute=False, **foreground)
+    out = {}
+    if cutout:
+        out["cutout"] = make_cutout(image, alpha, foreground=fg)
+    if background is not None:
+        out["composite"] = composite(fg, alpha, background)
+    return out
+
+
+def to_uint8(arr):
+    """Float in [0, 1] -> uint8 (lazily); integer arrays pass through."""
+    if np.dtype(arr.dtype).kind == "f":
+        return (arr.clip(0, 1) * 255 + 0.5).astype(np.uint8)
+    return arr
+
+
+def drive(steps: Generator, on_progress: Callable[[Progress], None] | None = None):
+    """Run a step generator to its end, calling ``on_progress`` on every step; its result."""
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(step)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -75,14 +73,9 @@ def test_bad_shape(shape):
         make_sample(shape)
 
 
-def test_default_size_is_fast():
-    make_sample((64, 64))  # warm imports
-    t0 = time.perf_counter()
+def test_default_size():
     image, trimap, alpha = make_sample()
-    elapsed = time.perf_counter() - t0
-    assert image.shape == (1536, 2048, 3)
-    # Generous bound (shared CI cores); about 0.7 s on an idle core.
-    assert elapsed < 6.0
+    assert image.shape == (1536, 2048, 3) and trimap.shape == alpha.shape == (1536, 2048)
 
 
 def test_write_sample(tmp_path):

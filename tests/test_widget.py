@@ -12,7 +12,7 @@ import pytest
 napari = pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 
-from napari_hrmatt import _layers  # noqa: E402
+from napari_hrmatt import pipeline  # noqa: E402
 from napari_hrmatt._layers import as_dask  # noqa: E402
 from napari_hrmatt.engine import estimate_alpha  # noqa: E402
 from napari_hrmatt.sample import make_sample  # noqa: E402
@@ -93,7 +93,7 @@ def test_new_trimap_matches_image_and_has_class_colours(viewer):
 def test_new_large_trimap_is_a_paintable_zarr_array(viewer, monkeypatch):
     from napari_hrmatt._widget import TrimapWidget
 
-    monkeypatch.setattr(_layers, "IN_MEMORY_PIXELS", 0)
+    monkeypatch.setattr(pipeline, "IN_MEMORY_PIXELS", 0)
     w = TrimapWidget(viewer)
     w.image.value = viewer.layers["photo"]
     layer = w.new_trimap()
@@ -225,8 +225,8 @@ def test_own_weights_file_is_passed_and_checked(viewer, sample, qtbot, notificat
 
 
 def test_matting_large_result_is_lazy_multiscale(viewer, sample, qtbot, monkeypatch):
-    monkeypatch.setattr(_layers, "IN_MEMORY_PIXELS", 0)
-    monkeypatch.setattr(_layers, "_PYRAMID_MAX_SIDE", 64)
+    monkeypatch.setattr(pipeline, "IN_MEMORY_PIXELS", 0)
+    monkeypatch.setattr(pipeline, "PYRAMID_MAX_SIDE", 64)
     _, labels, _ = sample
     w = matting_widget(viewer, add_trimap(viewer, labels), chunk=64)
     w.run()
@@ -238,7 +238,7 @@ def test_matting_large_result_is_lazy_multiscale(viewer, sample, qtbot, monkeypa
 
 
 def test_cancel_mid_run_adds_no_layer(viewer, sample, qtbot, notifications, monkeypatch):
-    monkeypatch.setattr(_layers, "IN_MEMORY_PIXELS", 0)  # so a temp store exists to clean up
+    monkeypatch.setattr(pipeline, "IN_MEMORY_PIXELS", 0)  # so a temp store exists to clean up
     _, labels, _ = sample
     before = len(viewer.layers)
     w = matting_widget(viewer, add_trimap(viewer, labels), chunk=32)  # 3 x 4 blocks
@@ -250,7 +250,7 @@ def test_cancel_mid_run_adds_no_layer(viewer, sample, qtbot, notifications, monk
         show_progress(step)
         seen.append(step)
         if step.description == "alpha" and not stores:
-            stores.extend(w.job._stores)
+            stores.extend(w.job._run.stores)
             w.cancel()
 
     w._on_progress = cancel_after_first_block

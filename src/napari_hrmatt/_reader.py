@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _layers
+from . import _layers, pipeline
 
 __all__ = ["get_reader", "read_trimap", "read_zarr"]
 
@@ -81,7 +81,7 @@ def read_trimap(path: str | Sequence[str]) -> list[tuple]:
     -------
     layers : list of one LayerDataTuple
         ``(labels, kwargs, "labels")``: labels is (H, W) uint8, numpy up to
-        :data:`napari_hrmatt._layers.IN_MEMORY_PIXELS` pixels, else lazy dask.
+        :data:`napari_hrmatt.pipeline.IN_MEMORY_PIXELS` pixels, else lazy dask.
 
     Raises
     ------
@@ -113,7 +113,7 @@ def read_trimap(path: str | Sequence[str]) -> list[tuple]:
         labels_convention = vmax in (1, 2)
     grey = canonical_trimap(raw, labels=labels_convention)  # 0 / 128 / 255, lazy
     labels = trimap_to_labels(grey)
-    if raw.shape[0] * raw.shape[1] <= _layers.IN_MEMORY_PIXELS:
+    if raw.shape[0] * raw.shape[1] <= pipeline.IN_MEMORY_PIXELS:
         labels = np.asarray(labels.compute())
     return [_layers.trimap_layer(labels, name=Path(path).stem)]
 

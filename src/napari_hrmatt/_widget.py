@@ -29,7 +29,9 @@ from napari.layers import Image, Labels, Layer, Shapes
 from napari.utils.notifications import show_error, show_info
 
 from . import _layers
-from ._layers import Failure, Geometry, MattingJob, Progress, layer_geometry
+from ._job import Failure, MattingJob, Progress
+from ._layers import Geometry, layer_geometry
+from .pipeline import ResultStore
 
 if TYPE_CHECKING:
     import napari
@@ -48,13 +50,6 @@ COMPOSITE_COLORS = {
 
 # Pixels added around the visible part for "current view only" previews.
 VIEW_MARGIN = 16
-
-
-def _has_foreground() -> bool:
-    """True when :mod:`napari_hrmatt.foreground` (cutout / composite) is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("napari_hrmatt.foreground") is not None
 
 
 def _reports_errors(method):
@@ -213,7 +208,7 @@ class TrimapWidget(Container):
         image = self._require_image()
         _, shape = _layers.image_data(image)
         # A large trimap lives in a temporary Zarr array that napari paints into.
-        store = _layers.ResultStore(shape, np.uint8, (512, 512))
+        store = ResultStore(shape, np.uint8, (512, 512))
         layer = self._add_trimap(store.array, f"{image.name} trimap", layer_geometry(image))
         layer.selected_label = 2
         layer.mode = "paint"
@@ -354,20 +349,15 @@ class MattingWidget(Container):
             value=False,
             tooltip="matte only the visible part; context outside the view is ignored",
         )
-        has_fg = _has_foreground()
         self.cutout = CheckBox(
             text="add cutout (RGBA)",
             value=False,
-            enabled=has_fg,
-            tooltip="foreground colours + alpha"
-            if has_fg
-            else "needs napari_hrmatt.foreground (not installed)",
+            tooltip="foreground colours + alpha",
         )
         self.composite = ComboBox(
             label="composite over",
             choices=list(COMPOSITE_COLORS),
             value="none",
-            enabled=has_fg,
         )
         self.run_button = PushButton(text="Run matting")
         self.cancel_button = PushButton(text="Cancel", enabled=False)

@@ -12,6 +12,7 @@ import re
 
 __all__ = [
     "add_alpha_options",
+    "add_inputs_and_output",
     "add_device",
     "device",
     "engine_settings",
@@ -22,24 +23,35 @@ __all__ = [
 ]
 
 
-def positive_int(text: str) -> int:
+def _whole_number(text: str, minimum: int, condition: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {condition}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1, "at least 1")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _whole_number(text, 0, "0 or more")
+
+
+def add_inputs_and_output(parser: argparse.ArgumentParser, output: str) -> None:
+    """``IMAGE TRIMAP -o OUTPUT`` (``output``: what OUTPUT holds, for the help)."""
+    parser.add_argument("image", metavar="IMAGE", help="image file or Zarr store")
+    parser.add_argument("trimap", metavar="TRIMAP", help="trimap file (same height and width)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTPUT",
+        help=f"where to write {output}: .png, .tif/.tiff, .zarr or .ome.zarr",
+    )
 
 
 def megapixels(text: str) -> float:

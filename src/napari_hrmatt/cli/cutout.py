@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._options import add_alpha_options, alpha_kwargs, engine_settings
+from ._options import add_alpha_options, add_inputs_and_output, alpha_kwargs, engine_settings
 
 # Block edge of the foreground pass (at least this; its sweeps reach far, see
 # docs/foreground.md, so larger blocks waste less on overlap).
@@ -20,15 +20,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "as by 'hrmatt matte', or read from --alpha (e.g. the matte 'hrmatt matte' just "
         "wrote). Block by block: memory is bounded by the chunk size."
     )
-    p.add_argument("image", metavar="IMAGE", help="image file or Zarr store")
-    p.add_argument("trimap", metavar="TRIMAP", help="trimap file (same height and width)")
-    p.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="OUTPUT",
-        help="where to write: .png, .tif/.tiff, .zarr or .ome.zarr",
-    )
+    add_inputs_and_output(p, "the cut-out or composite")
     p.add_argument(
         "--alpha",
         metavar="ALPHA",

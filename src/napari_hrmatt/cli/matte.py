@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_alpha_options, alpha_kwargs, engine_settings
+from ._options import add_alpha_options, add_inputs_and_output, alpha_kwargs, engine_settings
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -19,15 +19,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "1 = background, 2 = foreground. Memory is bounded by the chunk size times "
         "the number of workers, whatever the image size."
     )
-    p.add_argument("image", metavar="IMAGE", help="image file or Zarr store")
-    p.add_argument("trimap", metavar="TRIMAP", help="trimap file (same height and width)")
-    p.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="OUTPUT",
-        help="where to write the alpha: .png, .tif/.tiff, .zarr or .ome.zarr",
-    )
+    add_inputs_and_output(p, "the alpha")
     add_alpha_options(p)
     p.add_argument(
         "--bit-depth",

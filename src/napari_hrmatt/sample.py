@@ -105,7 +105,7 @@ def make_sample(
     Notes
     -----
     Cost is a few linear passes over the image (spline upsampling, two small
-    Gaussian blurs, a max filter): about 0.5 s and 150 MB at the default size.
+    Gaussian blurs, a max filter).
 
     Examples
     --------

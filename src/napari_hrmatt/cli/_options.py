@@ -16,6 +16,7 @@ __all__ = [
     "device",
     "engine_settings",
     "megapixels",
+    "non_negative_float",
     "non_negative_int",
     "positive_int",
     "alpha_kwargs",
@@ -39,6 +40,16 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 

@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import peak_rss_mb, run_child, run_if_child  # noqa: E402
 from composites import DATA_DIR  # noqa: E402
-from napari_hrmatt.bench import DEV as DEV_IMAGES  # noqa: E402
+from napari_hrmatt.alphamatting import DEV as DEV_IMAGES  # noqa: E402
 
 
 def _set_threads(threads: int) -> None:

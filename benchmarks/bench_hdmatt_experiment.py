@@ -296,7 +296,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     import composites
-    from napari_hrmatt.bench import DEV
+    from napari_hrmatt.alphamatting import DEV
     from napari_hrmatt.models import parse_options
 
     options = parse_options(filter(None, args.model_options.split(",")))

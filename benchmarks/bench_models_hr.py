@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import run_child, run_if_child  # noqa: E402
-from napari_hrmatt.bench import HELDOUT  # noqa: E402
+from napari_hrmatt.alphamatting import HELDOUT  # noqa: E402
 
 
 def _child_solve(method: str, npz: str, out: str) -> None:

@@ -27,7 +27,7 @@ VAL_IMAGES = ("GT16", "GT17", "GT18")
 
 
 def score(model, root) -> dict:
-    from napari_hrmatt.bench import load_sample
+    from napari_hrmatt.alphamatting import load_sample
     from napari_hrmatt.metrics import evaluate
 
     rows = []
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    from napari_hrmatt.bench import find_dataset
+    from napari_hrmatt.alphamatting import find_dataset
     from napari_hrmatt.models.hdmatt import HDMattModel, HDMattNet, load_weights
 
     root = find_dataset(args.data_dir)

@@ -1,4 +1,5 @@
-"""Tests for napari_hrmatt.bench on a tiny alphamatting.com-shaped dataset made here."""
+"""Tests for napari_hrmatt.bench (and ``hrmatt bench``) on a tiny alphamatting.com-shaped
+dataset made here."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from napari_hrmatt import bench
+from napari_hrmatt.alphamatting import load_sample
+from napari_hrmatt.cli import main
 from napari_hrmatt.metrics import evaluate
+
+from ._alphamatting_data import make_dataset, trimap_of
 
 pytest.importorskip("pymatting")
 
@@ -19,59 +23,14 @@ NAMES = ("GT01", "GT02", "GT19")  # two dev images, one held out
 FAST = ["pymatting-cf", "hrmatt-cf"]
 
 
-def _sample(seed: int, h: int = 36, w: int = 44):
-    """A soft disc of one colour over a two-tone background: I = aF + (1 - a)B."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    r = np.hypot(yy - h / 2, xx - w / 2)
-    alpha = np.clip((12 - r) / 5 + 0.5, 0, 1)
-    fg = rng.uniform(0.5, 1.0, 3)
-    bg = np.where((xx // 11 % 2)[..., None] == 0, rng.uniform(0, 0.4, 3), rng.uniform(0, 0.4, 3))
-    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
-    return (image * 255).round().astype(np.uint8), (alpha * 255).round().astype(np.uint8)
-
-
-def _trimap(alpha8: np.ndarray, grow: int) -> np.ndarray:
-    from scipy import ndimage as ndi
-
-    unknown = (alpha8 > 0) & (alpha8 < 255)
-    unknown = ndi.binary_dilation(unknown, iterations=grow)
-    tri = np.where(alpha8 >= 128, 255, 0).astype(np.uint8)
-    tri[unknown] = 128
-    return tri
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """input/GT/Trimap1/Trimap2 PNGs in the alphamatting.com layout, palette trimaps."""
-    root = tmp_path_factory.mktemp("bench") / "alphamatting-training"
-    for sub in ("input_training_lowres", "gt_training_lowres"):
-        (root / sub).mkdir(parents=True)
-    for k in (1, 2):
-        (root / "trimap_training_lowres" / f"Trimap{k}").mkdir(parents=True)
-    for i, name in enumerate(NAMES):
-        image, alpha = _sample(i)
-        Image.fromarray(image).save(root / "input_training_lowres" / f"{name}.png")
-        # Stored as RGB with R = G = B, as the real GT files are.
-        Image.fromarray(np.stack([alpha] * 3, -1)).save(
-            root / "gt_training_lowres" / f"{name}.png"
-        )
-        for k in (1, 2):
-            tri = _palette_image(_trimap(alpha, grow=k))
-            tri.save(root / "trimap_training_lowres" / f"Trimap{k}" / f"{name}.png")
-    return root
+    return make_dataset(tmp_path_factory.mktemp("bench") / "alphamatting-training", NAMES)
 
 
-def _palette_image(tri: np.ndarray) -> Image.Image:
-    """A palette image whose indices are NOT the grey values of the trimap.
-
-    Index 0 -> white, 1 -> grey 128, 2 -> black: reading the raw indices instead of
-    converting would turn the foreground into background.
-    """
-    index = np.select([tri == 255, tri == 128], [0, 1], 2).astype(np.uint8)
-    im = Image.frombytes("P", index.shape[::-1], index.tobytes())
-    im.putpalette([255, 255, 255, 128, 128, 128, 0, 0, 0] + [0, 0, 0] * 253)
-    return im
+def hrmatt_bench(argv) -> int:
+    """``hrmatt bench ARGV``: the command line, exit status returned."""
+    return main(["bench", *argv])
 
 
 def _read_csv(path):
@@ -82,7 +41,7 @@ def _read_csv(path):
 @pytest.mark.parametrize("trimap", [1, 2])
 def test_bench_in_process_scores_every_image(dataset, tmp_path, capsys, trimap):
     out = tmp_path / "res.csv"
-    code = bench.main(
+    code = hrmatt_bench(
         [str(dataset.parent), "--trimap", str(trimap), "--methods", *FAST, "--out", str(out)]
         + ["--no-isolate"]
     )
@@ -103,8 +62,8 @@ def test_bench_in_process_scores_every_image(dataset, tmp_path, capsys, trimap):
         assert all(math.isfinite(float(r[k])) for k in bench.METRICS)
 
     # The CSV holds the metrics of what the method returns, on the right trimap ...
-    image, tri, gt = bench.load_sample(dataset, "GT02", trimap)
-    np.testing.assert_array_equal(tri, _trimap(gt, grow=trimap))  # palette decoded
+    image, tri, gt = load_sample(dataset, "GT02", trimap)
+    np.testing.assert_array_equal(tri, trimap_of(gt, grow=trimap))  # palette decoded
     expected = evaluate(bench.estimate("pymatting-cf", image, tri), gt, tri)
     row = next(r for r in rows if r["method"] == "pymatting-cf" and r["image"] == "GT02")
     for k in bench.METRICS:
@@ -116,7 +75,7 @@ def test_bench_in_process_scores_every_image(dataset, tmp_path, capsys, trimap):
 
 def test_bench_isolated_worker_measures_memory(dataset, tmp_path, capsys):
     out = tmp_path / "res.csv"
-    code = bench.main(
+    code = hrmatt_bench(
         [str(dataset), "--split", "heldout", "--methods", "pymatting-cf", "--out", str(out)]
     )
     assert code == 0
@@ -148,7 +107,7 @@ def test_timeout_drops_the_method(dataset):
 def test_image_selection(dataset, tmp_path, argv, images):
     out = tmp_path / "res.csv"
     args = [str(dataset), "--methods", "pymatting-cf", "--no-isolate", "--out", str(out)]
-    assert bench.main(args + argv) == 0
+    assert hrmatt_bench(args + argv) == 0
     assert [r["image"] for r in _read_csv(out)] == images
 
 
@@ -165,7 +124,7 @@ def test_image_selection(dataset, tmp_path, argv, images):
 )
 def test_bad_arguments_exit_2(dataset, tmp_path, capsys, argv, message):
     fill = {"missing": str(tmp_path / "nowhere"), "data": str(dataset)}
-    assert bench.main([a.format(**fill) for a in argv]) == 2
+    assert hrmatt_bench([a.format(**fill) for a in argv]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -226,16 +185,16 @@ def test_summary_means_and_best_marks():
 def test_merge_adds_earlier_rows(dataset, tmp_path, capsys):
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
     base = [str(dataset), "--split", "dev", "--no-isolate"]
-    assert bench.main(base + ["--methods", "pymatting-cf", "--out", str(first)]) == 0
+    assert hrmatt_bench(base + ["--methods", "pymatting-cf", "--out", str(first)]) == 0
     # Rows of another trimap are not merged into a Trimap1 table.
     other = tmp_path / "other.csv"
     assert (
-        bench.main(base + ["--methods", "pymatting-knn", "--trimap", "2", "--out", str(other)])
+        hrmatt_bench(base + ["--methods", "pymatting-knn", "--trimap", "2", "--out", str(other)])
         == 0
     )
     capsys.readouterr()
     args = ["--methods", "hrmatt-cf", "--merge", str(first), str(other), "--out", str(second)]
-    assert bench.main(base + args) == 0
+    assert hrmatt_bench(base + args) == 0
     table = capsys.readouterr().out
     assert "| dev | pymatting-cf | 2 |" in table and "| dev | hrmatt-cf | 2 |" in table
     assert "pymatting-knn" not in table
@@ -261,7 +220,7 @@ def test_method_options_reach_the_model(dataset, tmp_path):
     out = tmp_path / "res.csv"
     loose = "hrmatt-cf:tol=0.5,maxiter=2"
     args = [str(dataset), "--split", "heldout", "--no-isolate", "--out", str(out)]
-    assert bench.main(args + ["--methods", "hrmatt-cf", loose]) == 0
+    assert hrmatt_bench(args + ["--methods", "hrmatt-cf", loose]) == 0
     rows = {r["method"]: float(r["sad"]) for r in _read_csv(out)}
     assert set(rows) == {"hrmatt-cf", loose}
     assert rows[loose] > rows["hrmatt-cf"]

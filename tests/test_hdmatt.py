@@ -1,4 +1,4 @@
-"""Tests for the HDMatt-style network (models/hdmatt.py) and its training code (train.py).
+"""Tests for the HDMatt-style network (models/hdmatt); its training code: test_training.py.
 
 Everything runs on tiny randomly initialised networks and generated data; no weights,
 no downloads, no bench data.
@@ -6,7 +6,6 @@ no downloads, no bench data.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -40,17 +39,7 @@ from napari_hrmatt.models.hdmatt import (  # noqa: E402
     trimap_fractions,
     trimap_guided_attention,
 )
-from napari_hrmatt.train import (  # noqa: E402
-    PRESETS,
-    TrainConfig,
-    TrainingSamples,
-    border_ramp,
-    configure_parser,
-    make_config,
-    matting_loss,
-    run,
-    training_step,
-)
+from napari_hrmatt.training import PRESETS  # noqa: E402
 
 from .conftest import make_scene  # noqa: E402
 
@@ -443,105 +432,6 @@ def test_patch_pass_unaligned_origin_is_realigned():
     # Without the origin the encoder's grid is shifted and the pixels differ.
     shifted = model.refine(image[y0:], trimap[y0:], coarse[y0:])
     assert np.abs(shifted[keep:] - whole[y0 + keep :]).max() > 1e-3
-
-
-# --------------------------------------------------------------------------- training
-
-
-def test_training_config_refuses_held_out_images():
-    with pytest.raises(ValueError, match="held-out"):
-        TrainConfig(train_images=("GT01", "GT19"))
-    with pytest.raises(ValueError, match="held-out"):
-        make_config("gpu", {"val_images": ["GT27"]})
-    with pytest.raises(ValueError, match="disjoint"):
-        make_config("gpu", {"val_images": ["GT01"]})
-    with pytest.raises(ValueError, match="unknown training setting"):
-        make_config("gpu", {"learning_rate": 1})
-
-
-def test_samples_are_reproducible_composites():
-    cfg = make_config("tiny")
-    samples = TrainingSamples(cfg)
-    a, b, c = samples[3], samples[3], samples[4]
-    assert all(np.array_equal(a[k], b[k]) for k in a)
-    assert not np.array_equal(a["alpha"], c["alpha"])
-    s, cs = cfg.size, cfg.context_size
-    assert a["image"].shape == (3, s, s) and a["ctx_image"].shape == (3, cs, cs)
-    assert set(np.unique(a["trimap"])) <= {0, 128, 255}
-    assert np.allclose(a["ctx_fractions"].sum(0), 1)
-    for x in (a["alpha"], a["coarse"], a["fg"], a["bg"], a["image"]):
-        assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
-    composite = a["alpha"] * a["fg"] + (1 - a["alpha"]) * a["bg"]
-    assert np.abs(composite - a["image"]).mean() < 0.02  # noise + 8-bit rounding only
-    # Known trimap pixels agree with the truth.
-    assert (a["alpha"][a["trimap"] == 255] > 0.99).all()
-    assert (a["alpha"][a["trimap"] == 0] < 0.01).all()
-
-
-def test_loss_weights_unknown_pixels_with_a_border_ramp():
-    ramp = border_ramp(16, 4)
-    assert ramp[0, 0, 0, 8] == 0.5 / 4 and ramp[0, 0, 3, 8] == 3.5 / 4  # patch_pass's ramp
-    assert ramp[0, 0, 4, 8] == 1 and ramp[0, 0, 8, 8] == 1 and ramp[0, 0, 0, 0] == 0.5 / 4
-    alpha = torch.rand(1, 1, 16, 16)
-    fg, bg = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
-    image = alpha * fg + (1 - alpha) * bg
-    unknown = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
-    unknown[..., 4:12, 4:12] = True
-    exact, _ = matting_loss(alpha, alpha, image, fg, bg, unknown, ramp)
-    assert exact < 1e-5
-    wrong_outside = torch.where(unknown, alpha, 1 - alpha)  # errors on known pixels only
-    assert matting_loss(wrong_outside, alpha, image, fg, bg, unknown, ramp)[0] < 1e-5
-    loss, parts = matting_loss(1 - alpha, alpha, image, fg, bg, unknown, ramp)
-    assert loss > 0.1 and parts["alpha"] > 0 and parts["comp"] > 0
-
-
-def test_training_steps_lower_the_loss():
-    cfg = make_config("tiny", {"batch_size": 2})
-    samples = TrainingSamples(cfg)
-    batch = torch.utils.data.default_collate([samples[0], samples[1]])
-    torch.manual_seed(0)
-    net = HDMattNet(cfg.arch)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    losses = [training_step(net, opt, batch, cfg)["loss"] for _ in range(8)]
-    assert all(math.isfinite(v) for v in losses)
-    assert losses[-1] < 0.8 * losses[0]
-
-
-def _train_args(*argv):
-    return configure_parser(argparse.ArgumentParser()).parse_args(list(argv))
-
-
-def test_train_cli_runs_resumes_logs_and_exports(tmp_path, capsys):
-    out = tmp_path / "run"
-    base = ["--preset", "tiny", "--out", str(out), "--quiet", "--device", "cpu"]
-    # Stopped by the time limit after one step, then resumed to the end.
-    assert run(_train_args(*base, "--steps", "5", "--time-limit", "0")) == 0
-    assert (out / "last.pt").is_file()
-    assert run(_train_args(*base, "--steps", "5")) == 0
-    records = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
-    assert [(r["start_step"], r["end_step"], r["stopped"]) for r in records] == [
-        (0, 1, "time-limit"),
-        (1, 5, "done"),
-    ]
-    assert records[-1]["hardware"]["device"] == "cpu" and records[-1]["config"]["seed"] == 0
-    # Same config and seed in one go, fresh folder: the same weights (reproducible).
-    again = tmp_path / "again"
-    assert run(_train_args(*base[:2], "--out", str(again), *base[4:], "--steps", "5")) == 0
-    a = torch.load(out / "last.pt", weights_only=True)["model"]
-    b = torch.load(again / "last.pt", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    # Export and load as a model.
-    weights = tmp_path / "hdmatt.pt"
-    assert run(_train_args(*base, "--export", str(weights))) == 0
-    model = HDMattModel(device="cpu", weights=weights, coarse="none")
-    assert model.meta["steps"] == 5 and model.meta["receptive_radius"] > 0
-    # A resumed run must not silently change the recipe; held-out images are refused.
-    assert run(_train_args(*base, "--set", "lr=0.5")) == 2
-    assert run(_train_args(*base, "--set", 'val_images=["GT20"]')) == 2
-    err = capsys.readouterr().err
-    assert "different config" in err and "held-out" in err
-    assert run(_train_args("--preset", "tiny", "--print-config")) == 0
-    assert json.loads(capsys.readouterr().out)["size"] == PRESETS["tiny"]["size"]
 
 
 # --------------------------------------------------------------------------- shipped weights

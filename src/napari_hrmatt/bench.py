@@ -1,19 +1,12 @@
-"""``hrmatt bench``: the four matting errors on alphamatting.com, next to PyMatting.
+"""The four matting errors on alphamatting.com, next to PyMatting (``hrmatt bench``).
 
 Runs our models and PyMatting's solvers on the low-resolution alphamatting.com
-training set (Rhemann et al., CVPR 2009) with the same inputs, scores every
-result with :mod:`napari_hrmatt.metrics` (SAD, MSE, Grad, Conn over the unknown
-region, Deep Image Matting conventions), and prints one markdown table of
-per-method means, separately for the development images GT01-GT18 and the
-held-out images GT19-GT27, plus a per-image CSV.
-
-Expected layout (the alphamatting.com zips, as in ``shared/bench-data``)::
-
-    DATA_DIR/                     (or DATA_DIR/alphamatting-training/)
-      input_training_lowres/GT01.png ...
-      gt_training_lowres/GT01.png ...
-      trimap_training_lowres/Trimap1/GT01.png ...
-      trimap_training_lowres/Trimap2/GT01.png ...
+training set (:mod:`napari_hrmatt.alphamatting`: layout and the DEV / HELDOUT split)
+with the same inputs, scores every result with :mod:`napari_hrmatt.metrics` (SAD,
+MSE, Grad, Conn over the unknown region, Deep Image Matting conventions), and
+summarises per-method means, separately for the development images GT01-GT18 and
+the held-out images GT19-GT27, as one markdown table, plus a per-image CSV. The
+command line is :mod:`napari_hrmatt.cli.bench`.
 
 Timing and memory
 -----------------
@@ -31,7 +24,6 @@ monotone ``ru_maxrss`` is used and said so in the output.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import math
@@ -43,17 +35,22 @@ from pathlib import Path
 
 import numpy as np
 
+# The split and the file layout live in alphamatting.py; re-exported here because
+# they were part of this module's API.
+from .alphamatting import DEV, HELDOUT, find_dataset, list_samples, load_sample, split_of
+
 __all__ = [
     "DEV",
     "HELDOUT",
     "PYMATTING_METHODS",
-    "configure_parser",
-    "run",
-    "main",
     "find_dataset",
     "list_samples",
     "load_sample",
     "available_methods",
+    "check_methods",
+    "select_images",
+    "run_benchmark",
+    "read_merged",
     "estimate",
     "split_method",
     "measure",
@@ -62,10 +59,6 @@ __all__ = [
     "write_csv",
     "read_csv",
 ]
-
-DEV = tuple(f"GT{i:02d}" for i in range(1, 19))
-HELDOUT = tuple(f"GT{i:02d}" for i in range(19, 28))
-SPLITS = {"dev": DEV, "heldout": HELDOUT, "all": DEV + HELDOUT}
 
 # bench name -> pymatting function (pymatting >= 1.1)
 PYMATTING_METHODS = {
@@ -96,75 +89,6 @@ CSV_FIELDS = (
     "error",
 )
 METRICS = ("sad", "mse", "grad", "conn")
-
-_INPUT = "input_training_lowres"
-_GT = "gt_training_lowres"
-_TRIMAP = "trimap_training_lowres"
-
-
-# --------------------------------------------------------------------------- data
-
-
-def find_dataset(data_dir) -> Path:
-    """The alphamatting.com training folder inside ``data_dir`` (or ``data_dir`` itself).
-
-    Raises
-    ------
-    FileNotFoundError
-        With a message saying which folders were expected.
-    """
-    data_dir = Path(data_dir)
-    for root in (data_dir, data_dir / "alphamatting-training"):
-        if (root / _INPUT).is_dir() and (root / _GT).is_dir() and (root / _TRIMAP).is_dir():
-            return root
-    raise FileNotFoundError(
-        f"no alphamatting.com training data in {data_dir}: expected the folders "
-        f"{_INPUT}/, {_GT}/ and {_TRIMAP}/Trimap1|Trimap2/ there or in "
-        f"{data_dir / 'alphamatting-training'} (download the lowres training zips from "
-        "http://www.alphamatting.com/datasets.php)"
-    )
-
-
-def _paths(root: Path, name: str, trimap: int) -> tuple[Path, Path, Path]:
-    return (
-        root / _INPUT / f"{name}.png",
-        root / _TRIMAP / f"Trimap{trimap}" / f"{name}.png",
-        root / _GT / f"{name}.png",
-    )
-
-
-def list_samples(root: Path, split: str = "all", trimap: int = 1) -> list[str]:
-    """Names (``"GT01"``...) of the split whose input, trimap and GT files all exist."""
-    return [n for n in SPLITS[split] if all(p.is_file() for p in _paths(root, n, trimap))]
-
-
-def load_sample(root: Path, name: str, trimap: int = 1):
-    """Read one image, its trimap and its ground truth.
-
-    Returns
-    -------
-    image : (H, W, 3) array of uint8
-    trimap : (H, W) array of uint8 in {0, 128, 255}
-    gt : (H, W) array of uint8
-    """
-    from PIL import Image
-
-    from .trimap import canonical_trimap
-
-    img_p, tri_p, gt_p = _paths(root, name, trimap)
-    # Many of these PNGs are palette images: convert, never read raw indices.
-    with Image.open(img_p) as im:
-        image = np.asarray(im.convert("RGB"))
-    with Image.open(tri_p) as im:
-        tri = canonical_trimap(np.asarray(im.convert("L")))
-    with Image.open(gt_p) as im:
-        gt = np.asarray(im.convert("L"))
-    if not (image.shape[:2] == tri.shape == gt.shape):
-        raise ValueError(
-            f"{name}: input {image.shape[:2]}, trimap {tri.shape} and GT {gt.shape} differ"
-        )
-    return image, tri, gt
-
 
 # --------------------------------------------------------------------------- methods
 
@@ -306,14 +230,10 @@ def measure(fn: Callable, *args, **kwargs):
 # --------------------------------------------------------------------------- one method
 
 
-def _split_of(name: str) -> str:
-    return "dev" if name in DEV else "heldout"
-
-
 def _run_one(method, root, name, trimap_index, device) -> dict:
     from .metrics import evaluate
 
-    row = {"method": method, "image": name, "split": _split_of(name), "trimap": trimap_index}
+    row = {"method": method, "image": name, "split": split_of(name), "trimap": trimap_index}
     try:
         image, tri, gt = load_sample(root, name, trimap_index)
         row.update(height=tri.shape[0], width=tri.shape[1], unknown_px=int((tri == 128).sum()))
@@ -392,7 +312,7 @@ def _isolated(method, root, names, trimap_index, device, timeout, startup=60.0):
             yield {
                 "method": method,
                 "image": name,
-                "split": _split_of(name),
+                "split": split_of(name),
                 "trimap": trimap_index,
                 "status": status if k == 0 else "skipped",
                 "error": message if k == 0 else f"skipped after {status} on {names[done]}",
@@ -493,154 +413,122 @@ def read_csv(path) -> list[dict]:
     return rows
 
 
-# --------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------- a whole run
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``bench`` arguments to ``parser`` (a subparser of ``hrmatt``)."""
-    parser.description = (
-        "Score our models and PyMatting's solvers on the alphamatting.com lowres training "
-        "set: SAD, MSE, Grad, Conn (unknown region, DIM conventions), time and peak RSS."
-    )
-    parser.add_argument(
-        "data_dir",
-        type=Path,
-        help="folder holding input_training_lowres/, gt_training_lowres/ and "
-        "trimap_training_lowres/ (or its parent with alphamatting-training/)",
-    )
-    parser.add_argument(
-        "--split",
-        choices=sorted(SPLITS),
-        default="all",
-        help="dev = GT01-GT18, heldout = GT19-GT27 (default: all)",
-    )
-    parser.add_argument("--trimap", type=int, choices=(1, 2), default=1, help="Trimap1 or 2")
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        metavar="METHOD",
-        help="hrmatt-<model> and/or pymatting-{cf,knn,lkm,rw,lbdm} (default: all "
-        "available); hrmatt-<model>:key=value,... passes model options, e.g. "
-        "hrmatt-hdmatt:weights=my.pt",
-    )
-    parser.add_argument("--images", nargs="+", metavar="GTnn", help="only these images")
-    parser.add_argument("--limit", type=int, help="at most N images per split")
-    parser.add_argument("--out", type=Path, help="write per-image results to this CSV")
-    parser.add_argument(
-        "--merge",
-        nargs="+",
-        type=Path,
-        metavar="CSV",
-        help="add the rows of earlier --out files (same trimap and images; methods not "
-        "run now) to the table and the CSV, e.g. to add a model without re-running PyMatting",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=600.0,
-        help="seconds per image before a method is stopped and dropped (default 600)",
-    )
-    parser.add_argument("--device", default="auto", help="device for our models (auto/cpu/cuda)")
-    parser.add_argument(
-        "--no-isolate",
-        action="store_true",
-        help="run every method in this process (faster start; peak memory then "
-        "includes what earlier methods left behind)",
-    )
-    return parser
+def check_methods(methods: Sequence[str]) -> None:
+    """Raise ValueError for a method this installation cannot run or bad options.
 
-
-def run(args: argparse.Namespace) -> int:
-    """Run the benchmark; 0 on success, 1 if any image failed, 2 for bad arguments/data."""
-    try:
-        root = find_dataset(args.data_dir)
-    except FileNotFoundError as exc:
-        print(f"hrmatt bench: {exc}", file=sys.stderr)
-        return 2
+    Only ``hrmatt-<model>`` methods take ``:key=value`` options (:func:`split_method`).
+    """
     known = available_methods()
-    methods = args.methods or known
-    try:
-        unknown = [m for m in methods if split_method(m)[0] not in known]
-        options_on = [m for m in methods if ":" in m and not m.startswith("hrmatt-")]
-    except ValueError as exc:
-        print(f"hrmatt bench: {exc}", file=sys.stderr)
-        return 2
+    unknown = [m for m in methods if split_method(m)[0] not in known]
+    options_on = [m for m in methods if ":" in m and not m.startswith("hrmatt-")]
     if options_on:
-        print(
-            f"hrmatt bench: only hrmatt-<model> methods take options: {options_on}",
-            file=sys.stderr,
-        )
-        return 2
+        raise ValueError(f"only hrmatt-<model> methods take options: {options_on}")
     if unknown:
-        print(f"hrmatt bench: unknown method(s) {unknown}; available: {known}", file=sys.stderr)
-        return 2
-    names = list_samples(root, args.split, args.trimap)
-    if args.images:
-        missing = [n for n in args.images if n not in names]
+        raise ValueError(f"unknown method(s) {unknown}; available: {known}")
+
+
+def select_images(
+    root: Path,
+    split: str = "all",
+    trimap: int = 1,
+    *,
+    images: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[str]:
+    """The complete samples of ``split``, narrowed to ``images`` and ``limit`` per split.
+
+    Raises
+    ------
+    ValueError
+        A named image is not in the split, or no image is left.
+    """
+    names = list_samples(root, split, trimap)
+    if images:
+        missing = [n for n in images if n not in names]
         if missing:
-            print(
-                f"hrmatt bench: {missing} not found in split {args.split!r} of {root}",
-                file=sys.stderr,
-            )
-            return 2
-        names = [n for n in names if n in set(args.images)]
-    if args.limit is not None:
-        names = [n for s in (DEV, HELDOUT) for n in [m for m in names if m in s][: args.limit]]
+            raise ValueError(f"{missing} not found in split {split!r} of {root}")
+        names = [n for n in names if n in set(images)]
+    if limit is not None:
+        names = [n for s in (DEV, HELDOUT) for n in [m for m in names if m in s][:limit]]
     if not names:
-        print(f"hrmatt bench: no complete image/trimap/GT triple in {root}", file=sys.stderr)
-        return 2
+        raise ValueError(f"no complete image/trimap/GT triple in {root}")
+    return names
 
-    from tqdm.auto import tqdm
 
-    merged: list[dict] = []
-    for path in args.merge or ():
+def read_merged(
+    paths: Iterable, trimap: int, names: Sequence[str], methods: Sequence[str]
+) -> list[dict]:
+    """Rows of earlier :func:`write_csv` files for ``names`` on ``trimap``, except ``methods``
+    (those are being run again)."""
+    rows: list[dict] = []
+    for path in paths:
         try:
-            merged += [
+            rows += [
                 r
                 for r in read_csv(path)
-                if r.get("trimap") == args.trimap
+                if r.get("trimap") == trimap
                 and r.get("image") in names
                 and r.get("method") not in methods
             ]
         except OSError as exc:
-            print(f"hrmatt bench: cannot read {path}: {exc}", file=sys.stderr)
-            return 2
+            raise ValueError(f"cannot read {path}: {exc}") from exc
+    return rows
 
+
+def run_benchmark(
+    root: Path,
+    methods: Sequence[str],
+    names: Sequence[str],
+    *,
+    trimap: int = 1,
+    device: str = "auto",
+    timeout: float = 600.0,
+    isolate: bool = True,
+    progress: bool = True,
+) -> list[dict]:
+    """Every method on every image; one result row per (method, image).
+
+    Parameters
+    ----------
+    root : Path
+        :func:`~napari_hrmatt.alphamatting.find_dataset`'s folder.
+    methods, names : sequence of str
+        Methods (:func:`estimate`) and images (``"GT01"``...).
+    trimap : int
+        alphamatting.com Trimap1 or 2.
+    device : str
+        Device for our models.
+    timeout : float
+        Seconds per image before an isolated method is stopped and dropped.
+    isolate : bool
+        Run each method in its own process (see the module notes on memory); else in
+        this one (faster start; the peak then includes what earlier methods left).
+    progress : bool
+        A progress bar on stderr.
+
+    Returns
+    -------
+    list of dict
+        Rows with :data:`CSV_FIELDS`; ``status`` is ``ok``, ``error``, ``timeout``
+        or ``skipped``.
+    """
+    from tqdm.auto import tqdm
+
+    names = list(names)
     rows: list[dict] = []
-    with tqdm(total=len(methods) * len(names), unit="img", file=sys.stderr) as bar:
+    with tqdm(
+        total=len(methods) * len(names), unit="img", file=sys.stderr, disable=not progress
+    ) as bar:
         for method in methods:
             bar.set_description(method)
-            if args.no_isolate:
-                it = _iter_method(method, root, names, args.trimap, args.device)
+            if isolate:
+                it = _isolated(method, root, names, trimap, device, timeout)
             else:
-                it = _isolated(method, root, names, args.trimap, args.device, args.timeout)
+                it = _iter_method(method, root, names, trimap, device)
             for row in it:
                 rows.append(row)
                 bar.update(1)
-    rows += merged
-    probes = sorted({r["memory_probe"] for r in rows if r.get("memory_probe")})
-    print(
-        f"alphamatting.com lowres, Trimap{args.trimap}, {len(names)} images; "
-        f"errors over the unknown region (MSE x1e3); peak RSS per call from "
-        f"{'/'.join(probes) or '-'}{', in-process' if args.no_isolate else ''}"
-        + (f"; {len(merged)} rows merged from {len(args.merge)} CSV file(s)" if merged else "")
-        + "\n"
-    )
-    print(format_table(summarize(rows)))
-    failed = [r for r in rows if r.get("status") != "ok"]
-    for r in failed:
-        print(f"{r['method']} {r['image']}: {r['status']}: {r.get('error', '')}", file=sys.stderr)
-    if args.out is not None:
-        write_csv(rows, args.out)
-        print(f"\nper-image results: {args.out}")
-    return 1 if any(r.get("status") == "error" for r in rows) else 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m napari_hrmatt.bench DATA_DIR ...``"""
-    parser = configure_parser(argparse.ArgumentParser(prog="hrmatt bench"))
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return rows

@@ -33,10 +33,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "write the bundled sample image and trimap (generated, no download)",
     ),
     "bench": (
-        "napari_hrmatt.bench",
+        "napari_hrmatt.cli.bench",
         "score models against PyMatting on the alphamatting.com training set",
     ),
-    "train": ("napari_hrmatt.train", "train the HDMatt-style network (see docs/deep_model.md)"),
+    "train": (
+        "napari_hrmatt.cli.train",
+        "train the HDMatt-style network (see docs/deep_model.md)",
+    ),
 }
 
 EXIT_BAD_INPUT = 2

@@ -17,6 +17,7 @@ __all__ = [
     "device",
     "engine_settings",
     "megapixels",
+    "non_negative_float",
     "non_negative_int",
     "positive_int",
     "alpha_kwargs",
@@ -52,6 +53,16 @@ def add_inputs_and_output(parser: argparse.ArgumentParser, output: str) -> None:
         metavar="OUTPUT",
         help=f"where to write {output}: .png, .tif/.tiff, .zarr or .ome.zarr",
     )
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def megapixels(text: str) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_hrmatt import patch_pass  # noqa: E402
-from napari_hrmatt.global_pass import GlobalContext  # noqa: E402
+from napari_hrmatt.global_pass import GlobalContext, global_pass  # noqa: E402
 from napari_hrmatt.models import (  # noqa: E402
     _REGISTRY,
     get_model,
@@ -24,24 +23,19 @@ from napari_hrmatt.models import (  # noqa: E402
     list_models,
     register_model,
 )
+from napari_hrmatt.models.closed_form import ClosedFormModel  # noqa: E402
 from napari_hrmatt.models.hdmatt import (  # noqa: E402
-    CPC_MODES,
-    HDMattConfig,
     HDMattModel,
     HDMattNet,
     MissingContextError,
-    WeightsError,
-    count_parameters,
     load_weights,
     receptive_radius,
     save_weights,
-    select_context,
-    trimap_fractions,
-    trimap_guided_attention,
 )
 from napari_hrmatt.training import PRESETS  # noqa: E402
 
 from .conftest import make_scene  # noqa: E402
+from .test_hdmatt_network import tiny_net  # noqa: E402
 
 TINY = PRESETS["tiny"]["arch"]
 
@@ -53,210 +47,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_net(cpc="tgnl", seed=0) -> HDMattNet:
-    """A tiny network in eval mode with non-trivial BatchNorm statistics."""
-    torch.manual_seed(seed)
-    net = HDMattNet({**TINY, "cpc": cpc})
-    g = torch.Generator().manual_seed(seed)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
-    # The residual head starts at zero (output == coarse alpha): give it weights so
-    # the tests see the whole network.
-    torch.nn.init.normal_(net.decoder.head.weight, std=0.3, generator=g)
-    return net.eval()
-
-
-def test_untrained_residual_network_returns_the_coarse_alpha():
-    torch.manual_seed(0)
-    net = HDMattNet(TINY).eval()
-    image, fractions, coarse = random_inputs(1, 40, 48)
-    coarse = coarse * 1.4 - 0.2  # some values outside [0, 1]: clamped
-    pool = net.context_pool(image, fractions, coarse)
-    out = net(image, fractions, coarse, pool)
-    assert torch.equal(out, coarse.clamp(0, 1))
-
-
-def test_residual_clamp_passes_gradient_where_coarse_is_saturated():
-    net = tiny_net("none")
-    with torch.no_grad():
-        net.decoder.head.bias.fill_(-10.0)  # coarse + head < 0 at every pixel: all clamped
-    image, fractions, _ = random_inputs(1, 32, 32)
-    coarse = torch.zeros(1, 1, 32, 32)  # coarse says 0 everywhere ...
-    out = net.train()(image, fractions, coarse)
-    assert (out == 0).all()
-    ((out - 0.5) ** 2).sum().backward()  # ... the truth says 0.5
-    # A plain clamp would give zero gradient here; the straight-through one pushes up.
-    assert net.decoder.head.bias.grad.item() < 0
-
-
-def test_sigmoid_head_variant_still_available():
-    torch.manual_seed(0)
-    net = HDMattNet({**TINY, "coarse_residual": False}).eval()
-    image, fractions, coarse = random_inputs(1, 40, 48)
-    pool = net.context_pool(image, fractions, coarse)
-    out = net(image, fractions, coarse, pool)
-    assert out.shape == (1, 1, 40, 48) and not torch.equal(out, coarse)
-    assert (out > 0).all() and (out < 1).all()
-
-
-def random_inputs(b, h, w, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    image = torch.rand(b, 3, h, w, generator=g)
-    codes = torch.tensor([0, 128, 255], dtype=torch.uint8)
-    trimap = codes[torch.randint(0, 3, (b, 1, h, w), generator=g)]
-    coarse = torch.rand(b, 1, h, w, generator=g)
-    return image, trimap_fractions(trimap), coarse
-
-
-# --------------------------------------------------------------------------- network
-
-
-@pytest.mark.parametrize("cpc", CPC_MODES)
-def test_forward_shapes(cpc):
-    net = tiny_net(cpc)
-    image, fractions, coarse = random_inputs(2, 44, 52)  # not multiples of 8
-    ctx = random_inputs(1, 40, 56, seed=1)
-    with torch.no_grad():
-        pool = net.context_pool(*ctx)
-        alpha = net(image, fractions, coarse, pool)
-    assert (pool is None) == (cpc == "none")
-    assert alpha.shape == (2, 1, 44, 52)
-    assert torch.isfinite(alpha).all() and alpha.min() >= 0 and alpha.max() <= 1
-    assert alpha.std() > 1e-3  # not a constant
-
-
-def test_config_checks():
-    with pytest.raises(ValueError, match="cpc"):
-        HDMattConfig(cpc="attention")
-    with pytest.raises(ValueError, match="odd"):
-        HDMattConfig(query_window=4)
-    with pytest.raises(ValueError, match="unknown HDMatt"):
-        HDMattConfig.from_dict({"width": 3})
-    cfg = HDMattConfig.from_dict(json.loads(json.dumps(HDMattConfig().to_dict())))
-    assert cfg == HDMattConfig()
-
-
-def test_network_needs_pool_with_cpc():
-    net = tiny_net("tgnl")
-    with pytest.raises(MissingContextError, match="context pool"):
-        net(*random_inputs(1, 16, 16))
-
-
-def test_module_docstring_states_computed_numbers():
-    """The parameter count, radius and overlap in the docstring are the computed ones."""
-    doc = hdmatt.__doc__
-    params = int(re.search(r"\*\*([\d,]+) parameters\*\*", doc)[1].replace(",", ""))
-    radius = int(re.search(r"radius of \*\*(\d+) pixels\*\*", doc)[1])
-    overlap = int(re.search(r"overlap by\s+\*\*(\d+) pixels\*\*", doc)[1])
-    assert count_parameters(HDMattNet()) == params
-    assert receptive_radius(HDMattConfig()) == radius
-    assert overlap == 8 * math.ceil(radius / 8)
-
-
-# --------------------------------------------------------------------------- CPC / TGNL
-
-
-def test_select_context_orders_and_renormalises():
-    scores = torch.tensor([[0.1, 3.0, -1.0, 2.0, 0.5]])
-    weights, index = select_context(scores, 3)
-    assert index.tolist() == [[1, 3, 4]]
-    assert torch.allclose(weights.sum(-1), torch.ones(1))
-    assert (weights[0, :-1] >= weights[0, 1:]).all()
-
-
-def _identity_cpc(channels=8, top_k=3):
-    cfg = HDMattConfig(**{**TINY, "key_width": channels, "top_k": top_k, "query_window": 3})
-    cpc = hdmatt.CrossPatchContext(channels, cfg)
-    with torch.no_grad():
-        for conv in (cpc.query_key, cpc.context_key):
-            conv.weight.copy_(torch.eye(channels)[:, :, None, None])
-            conv.bias.zero_()
-    return cpc
-
-
-def test_cpc_picks_most_correlated_patch():
-    """Context patch j* carries the feature of the query's unknown region; a decoy
-    patch carries the (stronger) feature of the query's *known* region. CPC must pick
-    j* first: the descriptor uses unknown cells only."""
-    c, p = 8, 2
-    cpc = _identity_cpc(c)
-    basis = torch.eye(c)
-    # Context: a 4 x 4 grid of 2 x 2-cell patches (patch k at row k // 4, column k % 4)
-    # of weak random features; patch 5 matches the query, patch 2 half matches, and
-    # patch 11 (the decoy) matches the query's known cells, strongly.
-    g = torch.Generator().manual_seed(0)
-    ctx = 0.1 * torch.randn(1, c, 8, 8, generator=g)
-
-    def put(k, feature):
-        i, j = divmod(k, 4)
-        ctx[0, :, i * p : (i + 1) * p, j * p : (j + 1) * p] = feature[:, None, None]
-
-    target, near, decoy = 5, 2, 11
-    put(target, basis[5])
-    put(near, 0.6 * basis[5] + 0.8 * basis[1])
-    put(decoy, 5 * basis[3])
-    regions = torch.zeros(1, 3, 8, 8)
-    regions[:, 1] = 1  # all unknown
-    pool = cpc.pool(ctx, regions)
-    # Query: unknown cells look like basis[5]; known cells look like basis[3] (decoy).
-    query = basis[3, :, None, None].expand(c, 6, 6).clone()[None] * 5
-    unknown = torch.zeros(1, 1, 6, 6)
-    unknown[..., 2:4, 2:4] = 1
-    query[0, :, 2:4, 2:4] = basis[5, :, None, None]
-    weights, index = cpc.select(query, unknown, pool)
-    centre = index.reshape(6, 6, -1)[2:4, 2:4]
-    assert (centre[..., 0] == target).all()
-    assert (centre[..., 1] == near).all()  # then the half match
-    assert decoy not in centre
-    assert torch.allclose(weights.sum(-1), torch.ones(1))
-
-
-def _random_pool(p=4, length=4, ck=8, cv=6, regions=None, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    keys = torch.randn(1, p, length, ck, generator=g)
-    values = torch.randn(1, p, length, cv, generator=g)
-    if regions is None:
-        regions = torch.rand(1, p, length, 3, generator=g)
-        regions = regions / regions.sum(-1, keepdim=True)
-    return keys, values, regions
-
-
-@pytest.mark.parametrize("missing", [0, 2, (0, 2)], ids=["no-bg", "no-fg", "unknown-only"])
-def test_tgnl_with_a_region_missing_from_the_context(missing):
-    """HDMatt notes contexts without foreground or background: the missing region's
-    branch gives zeros, the others stay finite, and gradients stay finite too."""
-    keys, values, regions = _random_pool()
-    regions[..., list(np.atleast_1d(missing))] = 0
-    regions = regions / regions.sum(-1, keepdim=True)
-    query = torch.randn(1, 5, 8, requires_grad=True)
-    weights, index = select_context(torch.randn(1, 5, 4), 3)
-    out = trimap_guided_attention(query, keys, values, regions, index, weights)
-    assert out.shape == (1, 5, 18) and torch.isfinite(out).all()
-    parts = dict(zip(["unknown", "fg", "bg"], out.split(6, -1), strict=True))
-    for gone in np.atleast_1d(missing):
-        name = {0: "bg", 2: "fg"}[int(gone)]
-        assert (parts[name] == 0).all()
-    assert parts["unknown"].abs().sum() > 0
-    out.sum().backward()
-    assert torch.isfinite(query.grad).all() and query.grad.abs().sum() > 0
-
-
-def test_tgnl_single_region_equals_plain_non_local():
-    """With only unknown cells in the context, TGNL's unknown branch is the plain
-    non-local attention (and the known branches are zero)."""
-    regions = torch.zeros(1, 4, 4, 3)
-    regions[..., 1] = 1
-    keys, values, regions = _random_pool(regions=regions)
-    query = torch.randn(1, 7, 8)
-    weights, index = select_context(torch.randn(1, 7, 4), 3)
-    guided = trimap_guided_attention(query, keys, values, regions, index, weights)
-    plain = trimap_guided_attention(query, keys, values, regions, index, weights, guided=False)
-    assert torch.allclose(guided[..., :6], plain, atol=1e-6)
-    assert (guided[..., 6:] == 0).all()
 
 
 # --------------------------------------------------------------------------- model
@@ -303,48 +93,38 @@ def test_refine_with_cpc_needs_the_global_context():
         model.refine(image, trimap, np.full(trimap.shape, 0.5, np.float32))
 
 
-# --------------------------------------------------------------------------- weights
+@pytest.mark.parametrize("coarse_size", [1e6, 2000], ids=["full-res", "factor-2"])
+def test_coarse_prior_is_the_closed_form_global_pass(coarse_size):
+    """coarse="cf": the prior is the engine's closed-form global pass at coarse_size, upsampled.
+    An untrained residual network returns its coarse input, so global_alpha shows it."""
+    from napari_hrmatt.trimap import known_alpha
+
+    net = tiny_net("none")
+    torch.nn.init.zeros_(net.decoder.head.weight)  # untrained: output == coarse input
+    model = _model(net, coarse="cf", coarse_size=coarse_size)
+    image, trimap, _ = make_scene(60, 72, seed=9)
+    context = global_pass(image, trimap, model=ClosedFormModel(), global_size=coarse_size)
+    expected = np.where(trimap == 128, context.alpha_at(0, 0, *trimap.shape), known_alpha(trimap))
+    assert (context.factor > 1) == (coarse_size < 60 * 72)
+    np.testing.assert_allclose(model.global_alpha(image, trimap), expected, atol=1e-5)
+    # The test can fail: without the prior the output is 0 in the unknown region.
+    assert np.abs(_model(net).global_alpha(image, trimap) - expected).max() > 0.05
 
 
-def test_save_load_round_trip(tmp_path):
-    net = tiny_net("tgnl", seed=4)
-    path = save_weights(net, tmp_path / "w.pt", meta={"steps": 7})
-    loaded, meta = load_weights(path)
-    assert meta == {"steps": 7} and loaded.config == net.config
-    # The file is plain tensors and values: torch's safe loader reads it.
-    assert torch.load(path, weights_only=True)["format"] == hdmatt.WEIGHTS_FORMAT
-    inputs = random_inputs(1, 40, 40)
-    with torch.no_grad():
-        pool = net.context_pool(*random_inputs(1, 32, 32, seed=1))
-        pool2 = loaded.context_pool(*random_inputs(1, 32, 32, seed=1))
-        assert torch.equal(net(*inputs, pool), loaded(*inputs, pool2))
-    model = HDMattModel(device="cpu", weights=str(path), coarse="none")
-    image, trimap, _ = make_scene(40, 48, seed=5)
-    expected = _model(net).global_alpha(image, trimap)
-    np.testing.assert_array_equal(model.global_alpha(image, trimap), expected)
+def test_coarse_prior_falls_back_to_the_trimap_when_too_coarse():
+    """Known regions thinner than a coarse cell: the engine's global pass refuses; the
+    model uses no prior (0 in the unknown region) instead of failing."""
+    from napari_hrmatt.trimap import TrimapError, known_alpha
 
-
-def test_missing_and_mismatched_weights(tmp_path):
-    with pytest.raises(FileNotFoundError, match="hrmatt train"):
-        HDMattModel(device="cpu", weights=tmp_path / "nope.pt")
-    path = save_weights(tiny_net(), tmp_path / "w.pt")
-    payload = torch.load(path, weights_only=True)
-    payload["arch"]["widths"] = [4, 8, 8, 16]  # record no longer matches the tensors
-    torch.save(payload, tmp_path / "bad.pt")
-    with pytest.raises(WeightsError, match="does not match"):
-        load_weights(tmp_path / "bad.pt")
-    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
-    with pytest.raises(WeightsError, match="not an HDMatt weights file"):
-        load_weights(tmp_path / "other.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(WeightsError, match="could not be read"):
-        load_weights(tmp_path / "junk.pt")
-
-
-def test_never_registered_without_weights():
-    """The network is only exposed as a model once trained weights ship."""
-    if "hdmatt" in list_models():
-        assert hdmatt.DEFAULT_WEIGHTS.is_file()
+    net = tiny_net("none")
+    torch.nn.init.zeros_(net.decoder.head.weight)  # untrained: output == coarse input
+    model = _model(net, coarse="cf", coarse_size=100)
+    image, _, _ = make_scene(64, 64, seed=9)
+    trimap = np.full((64, 64), 128, np.uint8)
+    trimap[0], trimap[32] = 0, 255  # one-pixel lines: under half of every 7x7 cell
+    with pytest.raises(TrimapError):
+        global_pass(image, trimap, model=ClosedFormModel(), global_size=100)
+    np.testing.assert_array_equal(model.global_alpha(image, trimap), known_alpha(trimap))
 
 
 # --------------------------------------------------------------------------- engine

@@ -1,4 +1,5 @@
-"""Tests for the HDMatt-style network (models/hdmatt); its training code: test_training.py.
+"""Tests for the HDMatt model on the engine (models/hdmatt/model.py); the network and weights
+format: test_hdmatt_network.py, test_hdmatt_weights.py; training: test_training.py.
 
 Everything runs on tiny randomly initialised networks and generated data; no weights,
 no downloads, no bench data.
@@ -6,7 +7,6 @@ no downloads, no bench data.
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -26,18 +26,14 @@ from napari_hrmatt.models import (  # noqa: E402
 from napari_hrmatt.models.closed_form import ClosedFormModel  # noqa: E402
 from napari_hrmatt.models.hdmatt import (  # noqa: E402
     HDMattModel,
-    HDMattNet,
     MissingContextError,
     load_weights,
     receptive_radius,
     save_weights,
 )
-from napari_hrmatt.training import PRESETS  # noqa: E402
 
 from .conftest import make_scene  # noqa: E402
 from .test_hdmatt_network import tiny_net  # noqa: E402
-
-TINY = PRESETS["tiny"]["arch"]
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,7 @@ from napari_hrmatt.models.hdmatt import (
 )
 
 DEEP_MODEL_DOC = Path(__file__).parents[1] / "docs" / "deep_model.md"
-#: The architecture of the training preset "tiny" (napari_hrmatt.train.PRESETS).
+#: The architecture of the training preset "tiny" (napari_hrmatt.training.PRESETS).
 TINY = {
     "widths": [4, 8, 8, 12],
     "blocks": [1, 1, 1],

@@ -1,8 +1,8 @@
 """Streaming PNG encoder: scanlines from an iterator of row blocks, adaptive filtering, zlib.
 
 Chosen over pypng (which writes from a row iterator too) because pypng never filters
-scanlines: on a smooth 16-bit matte its files are about 2.3 times larger for about the
-same time (docs/usage.md, "Writing large PNGs").
+scanlines: its files of a smooth 16-bit matte are much larger, at about the same speed
+(measured in docs/usage.md, "Writing large PNGs").
 """
 
 from __future__ import annotations

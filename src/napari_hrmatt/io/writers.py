@@ -203,7 +203,8 @@ def save_image(
         8 or 16: float data is stored as ``round(x * 255)`` or ``round(x * 65535)``
         in every format, integers are rescaled between 8 and 16 bits (``x * 257``).
     pyramid : bool
-        Zarr only: add 2x-downsampled levels (2 x 2 means) down to one chunk.
+        Zarr only: add 2x-downsampled levels (2 x 2 means) down to one chunk, by
+        :func:`napari_hrmatt.io.ome.build_pyramid` (odd edges: ``ceil(n / 2)``).
     progress : bool
         Show a progress bar over blocks on stderr.
     chunks : int, optional

@@ -176,6 +176,45 @@ def test_large_zarr_reads_back_as_lazy_multiscale(tmp_path):
     assert data[0].shape == (3000, 2500) and data[1].shape[0] < 3000
 
 
+def _ome_group(path, image, axes, scales, translation):
+    """An OME-NGFF 0.4 group written by hand: one array per scale, ``image[..., ::2^i, ::2^i]``."""
+    import zarr
+
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    datasets = []
+    for i, scale in enumerate(scales):
+        group.create_array(str(i), data=image[..., :: 2**i, :: 2**i])
+        datasets.append(
+            {
+                "path": str(i),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": scale},
+                    {"type": "translation", "translation": translation},
+                ],
+            }
+        )
+    group.attrs["multiscales"] = [
+        {"version": "0.4", "axes": [{"name": a} for a in axes], "datasets": datasets}
+    ]
+
+
+def test_read_ome_zarr_geometry_and_channels_from_metadata(tmp_path):
+    """Axes, levels, scale and translation come from the file (io.ome.read_multiscales)."""
+    image = np.random.default_rng(4).integers(0, 256, (3, 40, 52), dtype=np.uint8)
+    path = tmp_path / "cells.ome.zarr"
+    _ome_group(path, image, "cyx", [[1.0, 0.5, 0.25], [1.0, 1.0, 0.5]], [0.0, 3.0, 7.0])
+    assert get_reader(str(path)) is read_zarr
+    ((data, kwargs, kind),) = read_zarr(str(path))
+    assert kind == "image" and kwargs["name"] == "cells" and kwargs["multiscale"]
+    assert kwargs["scale"] == (0.5, 0.25) and kwargs["translate"] == (3.0, 7.0)
+    assert kwargs["rgb"] and data[0].shape == (40, 52, 3)  # channels moved last
+    np.testing.assert_array_equal(np.asarray(data[0]), np.moveaxis(image, 0, -1))
+    assert data[1].shape == (20, 26, 3)
+    # a z axis is not ours
+    _ome_group(tmp_path / "stack.ome.zarr", image, "zyx", [[1.0, 1.0, 1.0]], [0.0, 0.0, 0.0])
+    assert get_reader(str(tmp_path / "stack.ome.zarr")) is None
+
+
 # --------------------------------------------------------------------------- plugin
 
 

@@ -121,18 +121,16 @@ def read_trimap(path: str | Sequence[str]) -> list[tuple]:
 # --------------------------------------------------------------------------- zarr
 
 
-def _group_attrs(node) -> dict:
-    attrs = dict(node.attrs)
-    return dict(attrs.get("ome", attrs))  # OME-NGFF 0.5 nests under "ome"
-
-
 def _zarr_layout(p: Path):
     """Describe a Zarr directory we can show, or None.
 
     Returns ``("array", None)`` for a plain 2D / (H, W, C) array, or
-    ``("multiscale", multiscales[0])`` for an OME-Zarr group with y/x (and c) axes.
+    ``("multiscale", multiscale)`` (:class:`napari_hrmatt.io.ome.Multiscale`) for an
+    OME-Zarr group with y/x (and c) axes.
     """
     import zarr
+
+    from .io.ome import read_multiscales
 
     try:
         node = zarr.open(str(p), mode="r")
@@ -141,24 +139,10 @@ def _zarr_layout(p: Path):
     if isinstance(node, zarr.Array):
         ok = node.ndim == 2 or (node.ndim == 3 and node.shape[-1] <= 4)
         return ("array", None) if ok else None
-    multiscales = _group_attrs(node).get("multiscales")
-    if not multiscales:
-        return None
-    ms = multiscales[0]
-    axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", ["y", "x"])]
-    if sorted(axes) not in (["x", "y"], ["c", "x", "y"]):
+    ms = read_multiscales(node)
+    if ms is None or sorted(ms.axes) not in (["x", "y"], ["c", "x", "y"]):
         return None
     return "multiscale", ms
-
-
-def _level_transform(dataset: dict, axes: list[str]) -> tuple[list, list]:
-    scale, translate = [1.0] * len(axes), [0.0] * len(axes)
-    for t in dataset.get("coordinateTransformations", []):
-        if t.get("type") == "scale":
-            scale = [float(v) for v in t["scale"]]
-        elif t.get("type") == "translation":
-            translate = [float(v) for v in t["translation"]]
-    return scale, translate
 
 
 def read_zarr(path: str | Sequence[str]) -> list[tuple]:
@@ -189,15 +173,15 @@ def read_zarr(path: str | Sequence[str]) -> list[tuple]:
         geometry = _layers.Geometry()
     else:
         group = zarr.open_group(str(p), mode="r")
-        axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", ["y", "x"])]
+        axes = ms.axes
         yx = [axes.index("y"), axes.index("x")]
         levels = []
-        for dataset in ms["datasets"]:
-            level = da.from_zarr(group[dataset["path"]])
+        for dataset in ms.levels:
+            level = da.from_zarr(group[dataset.path])
             if "c" in axes:  # OME-NGFF puts channels before y, x; napari wants them last
                 level = da.moveaxis(level, axes.index("c"), -1)
             levels.append(level)
-        scale, translate = _level_transform(ms["datasets"][0], axes)
+        scale, translate = ms.levels[0].scale, ms.levels[0].translation
         geometry = _layers.Geometry(
             (scale[yx[0]], scale[yx[1]]), (translate[yx[0]], translate[yx[1]])
         )

@@ -122,29 +122,17 @@ class ResultStore:
     def pyramid_steps(self) -> Iterator[int]:
         """Build the pyramid levels of a Zarr store, yielding after each level.
 
-        Each level is a 2 x 2 mean of the previous one, computed block by block from
-        the stored level (never the whole array in memory). Nothing happens for an
+        The levels come from :func:`napari_hrmatt.io.ome.build_pyramid` (the one
+        pyramid builder, also behind saved OME-Zarr files): 2 x 2 means computed block
+        by block from the stored level, odd edges rounded up. Nothing happens for an
         in-memory store.
         """
         if self.in_memory:
             return
-        import dask.array as da
+        from .io.ome import build_pyramid
 
-        level, name = self._array, 0
-        while max(level.shape[:2]) > PYRAMID_MAX_SIDE:
-            src = da.from_zarr(level)
-            coarse = da.coarsen(np.mean, src.astype(np.float32), {0: 2, 1: 2}, trim_excess=True)
-            if self.dtype.kind in "ui":
-                coarse = da.round(coarse)
-            coarse = coarse.astype(self.dtype)
-            name += 1
-            level = self._group.create_array(
-                str(name), shape=coarse.shape, chunks=level.chunks, dtype=self.dtype, fill_value=0
-            )
-            # One dask block per Zarr chunk: parallel writers never share a chunk
-            # (a shared chunk would be a read-modify-write race).
-            da.store(coarse.rechunk(level.chunks), level, lock=False)
-            yield name
+        channel_axis = 2 if len(self.shape) == 3 else None
+        yield from build_pyramid(self._group, channel_axis=channel_axis, max_side=PYRAMID_MAX_SIDE)
 
     def data(self):
         """The result: a numpy array, or a list of lazy dask levels (finest first)."""

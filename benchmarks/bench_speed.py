@@ -89,7 +89,7 @@ def _run(cmd: list[str], env: dict, core: int | None) -> float:
 
 def _env(threads: int | None, **extra) -> dict:
     env = dict(os.environ)
-    src = str(ROOT / "src")
+    src = env.pop("HRMATT_BENCH_SRC", str(ROOT / "src"))
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     if threads is not None:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -190,7 +190,12 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=DATA_DIR)
     parser.add_argument("--core", type=int, default=1, help="CPU core both methods run on")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both")
+    parser.add_argument(
+        "--src", type=Path, default=None, help="package source tree to time (before/after)"
+    )
     args = parser.parse_args(argv)
+    if args.src is not None:
+        os.environ["HRMATT_BENCH_SRC"] = str(args.src)
     if not (args.data / "alphamatting-training").is_dir():
         print(f"no alphamatting-training data in {args.data}; nothing to measure")
         return 1

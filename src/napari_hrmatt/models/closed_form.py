@@ -457,6 +457,11 @@ class ClosedFormModel:
         Regularisation epsilon of the colour-line model (PyMatting's default, 1e-7).
     maxiter, tol : int, float
         Multigrid-preconditioned CG limits per solve (relative residual ``tol``).
+    global_tol : float, optional
+        Relative residual of the global pass's whole-image solve, which starts from the
+        coarse-to-fine cascade's guess (``solve_closed_form``); default ``3 * tol``.
+        With that start 3e-5 matched PyMatting's SAD on the dev photos where 1e-5 was
+        needed from a flat start (docs/engine.md, "Performance").
     dtype : {"float32", "float64"}
         Working precision of CG (the stencil is built in float64 either way).
     prior : float
@@ -482,9 +487,11 @@ class ClosedFormModel:
         tol=1e-5,
         dtype="float32",
         prior=1e-3,
+        global_tol=None,
     ):
         self.device = torch.device(device)
         self.radius, self.eps, self.maxiter, self.tol = int(radius), float(eps), maxiter, tol
+        self.global_tol = 3.0 * float(tol) if global_tol is None else float(global_tol)
         self.dtype = getattr(torch, dtype)
         if not float(prior) >= 0:
             raise ValueError(f"prior must be 0 or more, got {prior!r}")
@@ -505,7 +512,7 @@ class ClosedFormModel:
             radius=self.radius,
             eps=self.eps,
             maxiter=self.maxiter,
-            tol=self.tol,
+            tol=self.global_tol,
             dtype=self.dtype,
         )
         return alpha.float().cpu().numpy()

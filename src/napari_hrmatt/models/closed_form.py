@@ -100,17 +100,28 @@ class _Stencil:
     def diagonal(self) -> torch.Tensor:
         return self.coef[self.center]
 
+    def _terms(self, h: int, w: int):
+        """``(coefficient view, output rows, output cols, input rows, input cols)`` per
+        off-centre offset, for an ``h x w`` grid (cached: the views are reused)."""
+        key = (h, w, self.coef)
+        cached = getattr(self, "_cache_key", None)
+        if cached is None or cached[:2] != key[:2] or cached[2] is not self.coef:
+            terms = []
+            for k, (dy, dx) in enumerate(self.offsets):
+                if k == self.center or abs(dy) >= h or abs(dx) >= w:
+                    continue
+                yd, ys = slice(max(-dy, 0), h - max(dy, 0)), slice(max(dy, 0), h - max(-dy, 0))
+                xd, xs = slice(max(-dx, 0), w - max(dx, 0)), slice(max(dx, 0), w - max(-dx, 0))
+                terms.append((self.coef[k, yd, xd], yd, xd, ys, xs))
+            self._cache_key, self._cache_terms = key, terms
+        return self._cache_terms
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # In place on views: no padded copy of x, no zero-filled output. Neighbours that
         # fall outside the array contribute nothing (their coefficients are zero anyway).
-        h, w = x.shape
         out = self.coef[self.center] * x
-        for k, (dy, dx) in enumerate(self.offsets):
-            if k == self.center or abs(dy) >= h or abs(dx) >= w:
-                continue
-            yd, ys = slice(max(-dy, 0), h - max(dy, 0)), slice(max(dy, 0), h - max(-dy, 0))
-            xd, xs = slice(max(-dx, 0), w - max(dx, 0)), slice(max(dx, 0), w - max(-dx, 0))
-            out[yd, xd].addcmul_(self.coef[k, yd, xd], x[ys, xs])
+        for c, yd, xd, ys, xs in self._terms(*x.shape):
+            out[yd, xd].addcmul_(c, x[ys, xs])
         return out
 
     def coarsen(self) -> _Stencil:

@@ -113,3 +113,32 @@ def test_prior_zero_is_the_plain_solve_and_negative_is_refused(small):
     assert np.abs(strong - g)[trimap == 128].max() < 1e-2  # the prior wins
     with pytest.raises(ValueError, match="prior must be 0 or more"):
         ClosedFormModel(prior=-1)
+
+
+def test_cascade_and_crop_reach_the_same_solution():
+    """The cascade only changes the initial guess and the crop only drops rows and
+    columns no window of an unknown pixel reaches: converged, all agree."""
+    image, trimap, _ = make_scene(72, 96, seed=5, band=6)
+    trimap = trimap.copy()
+    trimap[:, :20] = 0  # a wide known margin, so the crop is a real crop
+    im, t = torch.tensor(np.moveaxis(image, -1, 0)).double(), torch.tensor(trimap)
+    kw = {"tol": 1e-10, "maxiter": 3000, "dtype": torch.float64}
+    plain = solve_closed_form(im, t, cascade=0, **kw).numpy()
+    cascaded = solve_closed_form(im, t, cascade=2, **kw).numpy()
+    np.testing.assert_allclose(cascaded, plain, atol=1e-6)
+    theirs = pymatting.estimate_alpha_cf(image.astype(np.float64), trimap / 255.0)
+    assert np.abs(plain - theirs).mean() < 1e-3  # the crop did not change the problem
+
+
+def test_thread_policy():
+    from napari_hrmatt._threads import free_cores, solver_threads
+
+    assert free_cores(load=0.0, cores=2) == 2
+    assert free_cores(load=1.2, cores=2) == 1
+    assert free_cores(load=9.0, cores=2) == 1
+    before = torch.get_num_threads()
+    with solver_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be 1 or more"), solver_threads(0):
+        pass

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import dask.array as da
 import numpy as np
 
+from ._threads import solver_threads
 from .trimap import BACKGROUND, FOREGROUND, UNKNOWN, TrimapError
 
 __all__ = ["GlobalContext", "global_pass", "downsample_factor"]
@@ -165,7 +166,10 @@ def global_pass(
     if isinstance(model, str):
         model = get_model(model, device)
     if has_unknown and (small_trimap == UNKNOWN).any():
-        alpha = model.global_alpha(small_image, small_trimap)
+        # Only the cores nobody else is using: a parallel region waits for its slowest
+        # thread, so one busy core would stall every step of the solve (_threads.py).
+        with solver_threads():
+            alpha = model.global_alpha(small_image, small_trimap)
     else:
         alpha = np.where(small_trimap == FOREGROUND, 1.0, fg).astype(np.float32)
     # Models that read more than the coarse alpha (e.g. a deep model's pool of context

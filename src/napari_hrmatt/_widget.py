@@ -31,7 +31,12 @@ from napari.utils.notifications import show_error, show_info
 from . import _layers
 from ._job import Failure, MattingJob, Progress
 from ._layers import Geometry, layer_geometry
+from ._threads import use_passive_wait
 from .pipeline import ResultStore
+
+# Idle solver threads sleep instead of spinning and stealing the GUI's core; takes effect
+# only if torch is not loaded yet (napari imports this module before any run).
+use_passive_wait()
 
 if TYPE_CHECKING:
     import napari

@@ -80,6 +80,9 @@ def error(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``hrmatt`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    from .._threads import use_passive_wait
+
+    use_passive_wait()  # before anything imports torch (docs/engine.md, "Threads")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     try:

@@ -86,30 +86,26 @@ def window_knn(
             cy0, cy1 = max(y0 - radius, 0), min(y1 + radius, h)
             cx0, cx1 = max(x0 - radius, 0), min(x1 + radius, w)
             lab = label[cy0:cy1, cx0:cx1]
-            cy, cx = torch.nonzero(lab, as_tuple=True)
-            if cy.numel() == 0:
-                continue
-            clab = lab[cy, cx]
-            qy, qx, cy, cx = qy + y0, qx + x0, cy + cy0, cx + cx0
-            q, c = qy * w + qx, cy * w + cx
-            fq, fc = flat[:, q].T, flat[:, c].T
-            dd = torch.addmm((fc * fc).sum(1)[None, :], fq, fc.T, alpha=-2)
-            dd += (fq * fq).sum(1)[:, None]
-            dd.clamp_(min=0)
-            far = ((qy[:, None] - cy[None, :]).abs_() > radius) | (
-                (qx[:, None] - cx[None, :]).abs_() > radius
-            )
-            far |= q[:, None] == c[None, :]
-            dd.masked_fill_(far, float("inf"))
+            qy, qx = qy.int() + y0, qx.int() + x0
+            q = (qy * w + qx).long()
+            fq = flat[:, q].T
             rows = order[q]
             for g, (index, dist2) in enumerate(out):
-                dg = (
-                    dd
-                    if len(groups) == 1
-                    else dd.masked_fill(clab[None, :] != g + 1, float("inf"))
-                )
+                cy, cx = torch.nonzero(lab == g + 1, as_tuple=True)
+                if cy.numel() == 0:
+                    continue
+                cy, cx = cy.int() + cy0, cx.int() + cx0
+                c = (cy * w + cx).long()
+                fc = flat[:, c].T
+                dd = torch.addmm((fc * fc).sum(1)[None, :], fq, fc.T, alpha=-2)
+                dd += (fq * fq).sum(1)[:, None]
+                dd.clamp_(min=0)
+                far = (qy[:, None] - cy[None, :]).abs_() > radius
+                far |= (qx[:, None] - cx[None, :]).abs_() > radius
+                far |= q[:, None] == c[None, :]
+                dd.masked_fill_(far, float("inf"))
                 kk = min(k, c.numel())
-                val, arg = torch.topk(dg, kk, dim=1, largest=False, sorted=True)
+                val, arg = torch.topk(dd, kk, dim=1, largest=False, sorted=True)
                 index[rows, :kk] = torch.where(torch.isinf(val), -1, c[arg])
                 dist2[rows, :kk] = val
     return out if isinstance(candidate, (list, tuple)) else out[0]
@@ -153,7 +149,8 @@ def lle_weights(
         g = e @ e.transpose(1, 2) + reg * eye
         # A missing neighbour is decoupled (identity row) and its weight zeroed below.
         g = torch.where((ok[:, :, None] & ok[:, None, :]) | eye.bool(), g, 0.0)
-        wt = torch.linalg.solve(g, ok.double()[..., None])[..., 0] * ok
+        # G + reg I is symmetric positive definite: a Cholesky solve.
+        wt = torch.cholesky_solve(ok.double()[..., None], torch.linalg.cholesky(g))[..., 0] * ok
         total = wt.sum(1, keepdim=True)
         out[s : s + batch] = torch.where(total.abs() > 1e-12, wt / total, 0.0)
     return out

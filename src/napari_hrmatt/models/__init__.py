@@ -35,6 +35,9 @@ _REGISTRY: dict[str, str] = {
     # Trained by us on CPU (docs/deep_model.md). An option, not the default: better than
     # "cf" on the held-out lowres photos, worse on held-out high-resolution composites.
     "hdmatt": "napari_hrmatt.models.hdmatt:HDMattModel",
+    # Information-flow matting (Aksoy et al. 2017), docs/ifm.md: an option, see there
+    # for the quality bar it is measured against.
+    "ifm": "napari_hrmatt.models.ifm:InformationFlowModel",
 }
 
 

@@ -1,0 +1,156 @@
+"""Windowed k-nearest-neighbour search and locally-linear-embedding weights, in torch.
+
+Used by the information-flow model (:mod:`.ifm`). Neighbours of a pixel are searched in a
+feature space (colour plus scaled position) but only among the pixels of a
+``(2R+1) x (2R+1)`` window around it: the candidate set of a pixel then depends on the
+image within ``R`` pixels only, never on how the image was cut into blocks, which is
+what lets a block grown by at least ``R`` reproduce the rows of a whole-image solve.
+
+The search is tiled brute force: queries are taken ``tile x tile`` at a time against the
+candidates of the tile grown by ``R``, so memory is ``O(tile^2 (tile + 2R)^2)`` whatever
+the image size, and the work is dense matrix products and ``topk`` (fast on CPU and GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["window_knn", "lle_weights"]
+
+
+def window_knn(
+    feat: torch.Tensor,
+    query: torch.Tensor,
+    candidate: torch.Tensor | list[torch.Tensor],
+    k: int,
+    radius: int,
+    *,
+    tile: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor] | list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``k`` nearest candidates of every query pixel within a square window.
+
+    Parameters
+    ----------
+    feat : (D, H, W) tensor of float
+        Feature vector of every pixel.
+    query : (H, W) tensor of bool
+        Pixels to find neighbours for.
+    candidate : (H, W) tensor of bool, or a list of them
+        Pixels that may be neighbours (a pixel is never its own neighbour). With a list,
+        one search per mask sharing the distance computation (e.g. foreground and
+        background candidates) and a list of results.
+    k : int
+        Neighbours per query.
+    radius : int
+        Candidates of pixel ``(i, j)`` lie in ``|dy| <= radius`` and ``|dx| <= radius``.
+    tile : int
+        Queries per tile side (memory and speed knob only: the result does not depend
+        on it, up to ties in distance).
+
+    Returns
+    -------
+    index : (N, k) tensor of int64
+        Flat (row-major) index of each neighbour of the ``N`` query pixels (in row-major
+        order), ``-1`` where fewer than ``k`` candidates lie in the window.
+    dist2 : (N, k) tensor of float
+        Squared feature distances, ascending; ``inf`` where ``index`` is ``-1``.
+    """
+    groups = candidate if isinstance(candidate, (list, tuple)) else [candidate]
+    d, h, w = feat.shape
+    dev = feat.device
+    qpos = torch.nonzero(query.reshape(-1)).squeeze(1)
+    n = qpos.numel()
+    out = [
+        (
+            torch.full((n, k), -1, dtype=torch.int64, device=dev),
+            torch.full((n, k), float("inf"), dtype=feat.dtype, device=dev),
+        )
+        for _ in groups
+    ]
+    if n == 0 or k == 0:
+        return out if isinstance(candidate, (list, tuple)) else out[0]
+    flat = feat.reshape(d, -1)
+    label = torch.zeros((h, w), dtype=torch.int8, device=dev)  # 1 + group of a candidate
+    for g, mask in enumerate(groups):
+        label[mask] = g + 1
+    # Row of each query in the output: queries are numbered in row-major order.
+    order = torch.full((h * w,), -1, dtype=torch.int64, device=dev)
+    order[qpos] = torch.arange(n, device=dev)
+    for y0 in range(0, h, tile):
+        y1 = min(y0 + tile, h)
+        for x0 in range(0, w, tile):
+            x1 = min(x0 + tile, w)
+            qy, qx = torch.nonzero(query[y0:y1, x0:x1], as_tuple=True)
+            if qy.numel() == 0:
+                continue
+            cy0, cy1 = max(y0 - radius, 0), min(y1 + radius, h)
+            cx0, cx1 = max(x0 - radius, 0), min(x1 + radius, w)
+            lab = label[cy0:cy1, cx0:cx1]
+            qy, qx = qy.int() + y0, qx.int() + x0
+            q = (qy * w + qx).long()
+            fq = flat[:, q].T
+            rows = order[q]
+            for g, (index, dist2) in enumerate(out):
+                cy, cx = torch.nonzero(lab == g + 1, as_tuple=True)
+                if cy.numel() == 0:
+                    continue
+                cy, cx = cy.int() + cy0, cx.int() + cx0
+                c = (cy * w + cx).long()
+                fc = flat[:, c].T
+                dd = torch.addmm((fc * fc).sum(1)[None, :], fq, fc.T, alpha=-2)
+                dd += (fq * fq).sum(1)[:, None]
+                dd.clamp_(min=0)
+                far = (qy[:, None] - cy[None, :]).abs_() > radius
+                far |= (qx[:, None] - cx[None, :]).abs_() > radius
+                far |= q[:, None] == c[None, :]
+                dd.masked_fill_(far, float("inf"))
+                kk = min(k, c.numel())
+                val, arg = torch.topk(dd, kk, dim=1, largest=False, sorted=True)
+                index[rows, :kk] = torch.where(torch.isinf(val), -1, c[arg])
+                dist2[rows, :kk] = val
+    return out if isinstance(candidate, (list, tuple)) else out[0]
+
+
+def lle_weights(
+    colour: torch.Tensor,
+    index: torch.Tensor,
+    points: torch.Tensor,
+    reg: float,
+    *,
+    batch: int = 32768,
+) -> torch.Tensor:
+    """Locally-linear-embedding weights of Roweis and Saul.
+
+    For every query ``p`` the weights minimise ``|c_p - sum_q w_q c_q|^2 + reg |w|^2``
+    subject to ``sum_q w_q = 1``: with the local Gram matrix
+    ``G_ab = (c_a - c_p) . (c_b - c_p)`` the solution is ``w = (G + reg I)^-1 1``
+    normalised to sum 1. Missing neighbours (``index == -1``) get weight 0.
+
+    Parameters
+    ----------
+    colour : (C, H*W) tensor
+        Colour of every pixel (flat).
+    index : (N, K) tensor of int64
+        Neighbours (flat indices, ``-1`` = none).
+    points : (N,) tensor of int64
+        Flat index of each query.
+    reg : float
+        Tikhonov regulariser (needed: ``K`` exceeds the colour dimension).
+    """
+    n, k = index.shape
+    out = torch.zeros((n, k), dtype=torch.float64, device=colour.device)
+    eye = torch.eye(k, dtype=torch.float64, device=colour.device)
+    for s in range(0, n, batch):
+        idx = index[s : s + batch]
+        ok = idx >= 0
+        nb = colour[:, idx.clamp(min=0)].permute(1, 2, 0).double()  # (n, K, C)
+        e = nb - colour[:, points[s : s + batch]].T.double()[:, None, :]
+        e = e * ok[..., None]
+        g = e @ e.transpose(1, 2) + reg * eye
+        # A missing neighbour is decoupled (identity row) and its weight zeroed below.
+        g = torch.where((ok[:, :, None] & ok[:, None, :]) | eye.bool(), g, 0.0)
+        # G + reg I is symmetric positive definite: a Cholesky solve.
+        wt = torch.cholesky_solve(ok.double()[..., None], torch.linalg.cholesky(g))[..., 0] * ok
+        total = wt.sum(1, keepdim=True)
+        out[s : s + batch] = torch.where(total.abs() > 1e-12, wt / total, 0.0)
+    return out

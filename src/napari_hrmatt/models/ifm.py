@@ -1,0 +1,393 @@
+"""Information-flow matting (Aksoy, Aydin and Pollefeys [1]_) in torch, CPU or CUDA.
+
+Alpha minimises a sum of quadratic "information flows" over the unknown pixels ``U``:
+
+.. math::
+
+    E(\\alpha) = \\sigma_{CM} \\sum_{p \\in U} \\Big(\\alpha_p - \\sum_{q} w^{CM}_{pq}
+        \\alpha_q\\Big)^2
+      + \\sigma_{KU} \\sum_{p \\in U} \\eta_p (\\alpha_p - w^F_p)^2
+      + \\sigma_{UU} \\sum_{p \\in U} \\sum_{q} w^{U}_{pq} (\\alpha_p - \\alpha_q)^2
+      + \\sigma_L\\, \\alpha^T L \\alpha
+
+- **colour mixture**: ``w^CM`` are locally-linear-embedding weights (sum 1) that
+  reconstruct the colour of ``p`` from its ``k_cm`` nearest neighbours in the feature space
+  ``[colour, x / xy_scale, y / xy_scale]``;
+- **known to unknown**: the ``k_ku`` nearest foreground and ``k_ku`` nearest background
+  pixels (same features) reconstruct ``p``'s colour with LLE weights; the foreground share
+  ``w^F_p`` estimates alpha and ``eta_p = |F_p - B_p|^2 / C`` (the distance of the
+  weighted foreground and background colours) is the confidence of that estimate;
+- **intra unknown**: ``k_uu`` nearest unknown pixels in ``[colour, x / (20 xy_scale),
+  y / (20 xy_scale)]`` with ``w^U = max(1 - |f_p - f_q|_1, 0)``, symmetrised;
+- **local**: the closed-form matting Laplacian ``L`` (:mod:`.closed_form`'s stencil).
+
+Known pixels are hard (Dirichlet) constraints, where the paper uses a soft weight of 100;
+the paper's trimap trimming and post-processing are not part of this model.
+
+The normal equations ``A alpha_U = b`` are solved by conjugate gradients preconditioned
+with the multigrid V-cycle of :mod:`.closed_form`, built on the local stencil plus the
+diagonal of the non-local terms (``precond_diag`` times it). Neighbours are searched only
+within a window of ``search`` (``search_known`` for known neighbours) pixels around each
+pixel (:func:`._knn.window_knn`): see docs/ifm.md for why and for the cost.
+
+References
+----------
+.. [1] Y. Aksoy, T. O. Aydin, M. Pollefeys, "Designing Effective Inter-Pixel Information
+       Flow for Natural Image Matting", CVPR 2017. :doi:`10.1109/CVPR.2017.32`
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
+from ._knn import lle_weights, window_knn
+from .closed_form import _cf_stencil, _crop_to_unknown, _Multigrid, _restrict_to_unknown
+
+__all__ = ["InformationFlowModel", "ifm_system", "solve_ifm"]
+
+
+class _NonLocal:
+    """Colour-mixture and intra-unknown flows as a matrix-free operator on a flat grid.
+
+    Colour mixture: rows ``p`` (unknown) of ``I - W``; the operator is
+    ``sigma_cm (I - W)^T (I - W)``. Intra-U: edges ``(p, q, w)``; the operator is the graph
+    Laplacian of ``sigma_uu (W + W^T)``.
+    """
+
+    def __init__(self, n, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w):
+        self.n, self.sigma_cm = n, sigma_cm
+        self.cm_rows, self.cm_index, self.cm_w = cm_rows, cm_index, cm_w
+        self.uu_p = uu_rows[:, None].expand_as(uu_index).reshape(-1)
+        self.uu_q, self.uu_w = uu_index.reshape(-1), uu_w.reshape(-1)
+
+    def to(self, dtype):
+        self.cm_w, self.uu_w = self.cm_w.to(dtype), self.uu_w.to(dtype)
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        r = self.sigma_cm * (x[self.cm_rows] - (self.cm_w * x[self.cm_index]).sum(1))
+        out.index_add_(0, self.cm_rows, r)
+        out.index_add_(0, self.cm_index.reshape(-1), (-self.cm_w * r[:, None]).reshape(-1))
+        d = self.uu_w * (x[self.uu_p] - x[self.uu_q])
+        out.index_add_(0, self.uu_p, d)
+        out.index_add_(0, self.uu_q, -d)
+        return out
+
+    def diagonal(self, dtype) -> torch.Tensor:
+        out = torch.zeros(self.n, dtype=dtype, device=self.cm_w.device)
+        ones = torch.full(self.cm_rows.shape, self.sigma_cm, dtype=dtype, device=out.device)
+        out.index_add_(0, self.cm_rows, ones)
+        cm = self.sigma_cm * self.cm_w.to(dtype) ** 2
+        out.index_add_(0, self.cm_index.reshape(-1), cm.reshape(-1))
+        out.index_add_(0, self.uu_p, self.uu_w.to(dtype))
+        out.index_add_(0, self.uu_q, self.uu_w.to(dtype))
+        return out
+
+    def dense(self) -> np.ndarray:
+        """The operator as a dense matrix (tests only: ``n`` columns of products)."""
+        eye = torch.eye(self.n, dtype=self.cm_w.dtype, device=self.cm_w.device)
+        return torch.stack([self(e) for e in eye], 1).cpu().numpy()
+
+
+def _valid(index, rows):
+    """Missing neighbours (-1) point at the query itself: with weight 0 they add nothing."""
+    return torch.where(index >= 0, index, rows[:, None])
+
+
+def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
+    """The flows of one image (crop): local stencil, non-local operator, K-to-U terms.
+
+    Parameters
+    ----------
+    image : (C, H, W) tensor of float64 in [0, 1]
+    trimap : (H, W) tensor of uint8
+        ``UNKNOWN`` pixels are solved for; foreground/background candidates for the
+        K-to-U flow are the ``FOREGROUND``/``BACKGROUND`` pixels.
+    opts : dict
+        The model's parameters (see :class:`InformationFlowModel`).
+
+    Returns
+    -------
+    stencil : ``_Stencil``
+        ``sigma_l L`` (float64, not yet restricted to the unknown pixels).
+    nonlocal_op : ``_NonLocal``
+        Colour-mixture plus intra-U operator, already scaled by its sigmas.
+    eta, alpha_ku : (H, W) tensors of float64
+        ``sigma_ku eta_p`` and the K-to-U alpha estimate ``w^F_p`` (0 outside ``U``).
+    """
+    c, h, w = image.shape
+    unknown, fg, bg = trimap == UNKNOWN, trimap == FOREGROUND, trimap == BACKGROUND
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=image.dtype, device=image.device),
+        torch.arange(w, dtype=image.dtype, device=image.device),
+        indexing="ij",
+    )
+    xy = torch.stack([yy, xx]) / opts["xy_scale"]
+    colour = image.reshape(c, -1)
+    everything = torch.ones_like(unknown)
+    rows = torch.nonzero(unknown.reshape(-1)).squeeze(1)
+    search, search_known = opts["search"], opts["search_known"]
+
+    # Colour mixture: LLE weights over the k_cm nearest pixels in [colour, xy].
+    feat = torch.cat([image, xy]).float()
+    cm_index, _ = window_knn(feat, unknown, everything, opts["k_cm"], search)
+    cm_w = lle_weights(colour, cm_index, rows, opts["lle_reg"])
+    cm_index = _valid(cm_index, rows)
+
+    # Known to unknown: k_ku foreground and k_ku background neighbours, one LLE fit.
+    (f_index, _), (b_index, _) = window_knn(feat, unknown, [fg, bg], opts["k_ku"], search_known)
+    ku_w = lle_weights(colour, torch.cat([f_index, b_index], 1), rows, opts["lle_reg"])
+    k = opts["k_ku"]
+    wf, wb = ku_w[:, :k], ku_w[:, k:]
+    has_both = (f_index[:, 0] >= 0) & (b_index[:, 0] >= 0)
+    f_col = _weighted_colour(colour, f_index, wf)
+    b_col = _weighted_colour(colour, b_index, wb)
+    eta_u = (((f_col - b_col) ** 2).sum(1) / c).clamp(0, 1) * has_both
+    eta = torch.zeros(h * w, dtype=image.dtype, device=image.device)
+    alpha_ku = torch.zeros_like(eta)
+    eta[rows] = opts["sigma_ku"] * eta_u
+    alpha_ku[rows] = wf.sum(1).clamp(0, 1) * has_both
+
+    # Intra unknown: k_uu nearest unknown pixels, position down-weighted 20x.
+    feat_u = torch.cat([image, xy / 20]).float()
+    uu_index, _ = window_knn(feat_u, unknown, unknown, opts["k_uu"], search)
+    ok = uu_index >= 0
+    uu_index = _valid(uu_index, rows)
+    fq = torch.cat([image, xy / 20]).reshape(c + 2, -1)
+    l1 = (fq[:, uu_index] - fq[:, rows][:, :, None]).abs().sum(0)
+    uu_w = (1 - l1).clamp(min=0) * ok * opts["sigma_uu"]
+
+    nonlocal_op = _NonLocal(h * w, opts["sigma_cm"], rows, cm_index, cm_w, rows, uu_index, uu_w)
+    stencil = _cf_stencil(image, opts["radius"], opts["eps"], dtype=torch.float64)
+    stencil.coef *= opts["sigma_l"]
+    return stencil, nonlocal_op, eta.reshape(h, w), alpha_ku.reshape(h, w)
+
+
+def _weighted_colour(colour, index, weights):
+    """``sum_q |w_q| c_q / sum_q |w_q|`` over valid neighbours (their plain mean if all 0)."""
+    ok = index >= 0
+    nb = colour[:, index.clamp(min=0)]  # (C, N, K)
+    wt = weights.abs() * ok
+    plain = ok.to(wt.dtype)
+    total = wt.sum(1, keepdim=True)
+    wt = torch.where(total > 1e-6, wt, plain)
+    return ((nb * wt[None]).sum(2) / wt.sum(1).clamp(min=1e-12)[None]).T  # (N, C)
+
+
+def _pcg(apply, precond, b, y, maxiter, tol):
+    """Preconditioned conjugate gradients for ``apply(y) = b`` from ``y``; (y, iterations)."""
+    res = b - apply(y)
+    z = precond(res)
+    p = z.clone()
+    rz = (res * z).sum()
+    threshold = tol * max(float(torch.linalg.vector_norm(b)), 1e-30)
+    it = 0
+    for it in range(1, maxiter + 1):  # noqa: B007 - the count is reported
+        if float(torch.linalg.vector_norm(res)) <= threshold:
+            it -= 1
+            break
+        ap = apply(p)
+        pap = (p * ap).sum()
+        if pap <= 0:
+            break
+        step = rz / pap
+        y = y + step * p
+        res = res - step * ap
+        z = precond(res)
+        rz_new = (res * z).sum()
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    return y, it
+
+
+def solve_ifm(
+    image: torch.Tensor,
+    trimap: torch.Tensor,
+    x: torch.Tensor,
+    opts: dict,
+    *,
+    prior: float = 0.0,
+    target: torch.Tensor | None = None,
+    dtype=torch.float32,
+):
+    """Minimise the information-flow energy over the ``UNKNOWN`` pixels of ``trimap``.
+
+    ``x`` (H, W) holds the values of the known pixels (and an initial guess elsewhere,
+    replaced by the K-to-U estimate where that has any confidence). With ``prior > 0`` the
+    energy gains ``prior |alpha - target|^2`` over the unknown pixels. Returns the alpha
+    (not clamped) and the number of CG iterations.
+    """
+    h, w = trimap.shape
+    stencil, nl, eta, alpha_ku = ifm_system(image, trimap, opts)
+    unknown = trimap == UNKNOWN
+    u = unknown.to(dtype)
+    x = x.to(dtype)
+    known_part = (x * (1 - u)).double()
+    b = -(stencil(known_part) + nl(known_part.reshape(-1)).reshape(h, w)) + eta * alpha_ku
+    diag = eta.clone()
+    if prior > 0:
+        b = b + prior * target.double()
+        diag += prior
+    b = (b * u).to(dtype)
+    # Preconditioner: multigrid on sigma_l L + diag(eta + prior + precond_diag * D_nl).
+    d_nl = nl.diagonal(torch.float64).reshape(h, w)
+    stencil.coef[stencil.center] += diag + opts["precond_diag"] * d_nl
+    stencil.coef = stencil.coef.to(dtype)
+    op = _restrict_to_unknown(stencil, unknown)
+    precond = _Multigrid(op)
+    nl.to(dtype)
+    shift = (-opts["precond_diag"] * d_nl).to(dtype) * u  # A = P - c D_nl + NL
+
+    def apply(y):
+        return (op(y) + nl(y.reshape(-1)).reshape(h, w) + shift * y) * u
+
+    # Start from the K-to-U estimate in the global pass, from the global alpha in a block.
+    start = x if prior > 0 else torch.where(eta > 0, alpha_ku.to(dtype), x)
+    y, it = _pcg(apply, lambda r: precond(r) * u, b, start * u, opts["maxiter"], opts["tol"])
+    return x * (1 - u) + y * u, it
+
+
+_POSITIVE_INT = ("k_cm", "k_ku", "k_uu", "radius", "maxiter")
+_NONNEGATIVE = ("sigma_cm", "sigma_ku", "sigma_uu", "sigma_l", "prior", "precond_diag")
+_POSITIVE = ("eps", "lle_reg", "xy_scale", "tol")
+
+
+class InformationFlowModel:
+    """Information-flow matting (Aksoy et al. 2017) solved with multigrid-PCG in torch.
+
+    Parameters
+    ----------
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (already resolved by ``get_model``).
+    k_cm, k_ku, k_uu : int
+        Neighbours of the colour-mixture (20), known-to-unknown (7 foreground and 7
+        background) and intra-unknown (5) flows: the paper's values.
+    sigma_cm, sigma_ku, sigma_uu, sigma_l : float
+        Weights of the four flows: the paper's 1, 0.05, 0.01 and 1.
+    radius, eps : int, float
+        Window radius and epsilon of the local (closed-form) flow.
+    lle_reg : float
+        Regulariser of the locally-linear-embedding fits (1e-3).
+    xy_scale : float
+        Pixels per unit of position in the neighbour features: the paper divides
+        coordinates by the image size; we use a fixed length (about a global-pass image
+        side) so that a block's features do not depend on the block.
+    search, search_known : int
+        Half-size, in pixels, of the window searched for colour-mixture and intra-U
+        neighbours, and for known (foreground/background) neighbours.
+    maxiter, tol : int, float
+        CG limits per solve (relative residual ``tol``).
+    dtype : {"float32", "float64"}
+        Working precision of CG (the operators are built in float64).
+    prior : float
+        Weight of the global alpha as a soft prior in the patch pass, as in ``"cf"``.
+    precond_diag : float
+        Share of the non-local diagonal put in the multigrid preconditioner (1: all).
+    """
+
+    name = "ifm"
+
+    def __init__(
+        self,
+        device="cpu",
+        k_cm=20,
+        k_ku=7,
+        k_uu=5,
+        sigma_cm=1.0,
+        sigma_ku=0.05,
+        sigma_uu=0.01,
+        sigma_l=1.0,
+        radius=1,
+        eps=1e-7,
+        lle_reg=1e-3,
+        xy_scale=500.0,
+        search=20,
+        search_known=40,
+        maxiter=1000,
+        tol=1e-5,
+        dtype="float32",
+        prior=1e-3,
+        precond_diag=1.0,
+    ):
+        self.device = torch.device(device)
+        given = dict(locals())
+        opts = {}
+        for key in _POSITIVE_INT + ("search", "search_known"):
+            value = given[key]
+            low = 0 if key.startswith("search") else 1
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+            opts[key] = int(value)
+        for key in _NONNEGATIVE + _POSITIVE:
+            try:
+                value = float(given[key])
+            except (TypeError, ValueError):
+                value = math.nan
+            ok = value > 0 if key in _POSITIVE else value >= 0
+            if not (ok and math.isfinite(value)):
+                kind = "a number > 0" if key in _POSITIVE else "a number >= 0"
+                raise ValueError(f"{key} must be {kind}, got {given[key]!r}")
+            opts[key] = value
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.dtype = getattr(torch, dtype)
+        self.prior = opts.pop("prior")
+        self.opts = opts
+
+    def _margin(self) -> int:
+        return max(self.opts["search"], self.opts["search_known"], 2 * self.opts["radius"])
+
+    def _solve(self, image, trimap, alpha, *, prior=0.0):
+        """Solve the crop around the unknown pixels of ``trimap``; ``alpha`` holds knowns."""
+        box = _crop_to_unknown(trimap == UNKNOWN, self._margin())
+        if box is None:
+            return alpha
+        im = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image[box], -1, 0)))
+        im = im.to(device=self.device, dtype=torch.float64)
+        t = torch.as_tensor(np.ascontiguousarray(trimap[box])).to(self.device)
+        x = torch.as_tensor(alpha[box], dtype=torch.float64, device=self.device)
+        x, _ = solve_ifm(im, t, x, self.opts, prior=prior, target=x, dtype=self.dtype)
+        alpha[box] = x.clamp_(0, 1).cpu().numpy()
+        return alpha
+
+    def global_alpha(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+        trimap = np.asarray(trimap, dtype=np.uint8)
+        alpha = np.where(trimap == UNKNOWN, 0.5, trimap / 255.0)
+        return self._solve(image, trimap, alpha).astype(np.float32)
+
+    def refine(self, image, trimap, coarse, fixed_border=(False, False, False, False)):
+        trimap = np.array(trimap, dtype=np.uint8)
+        # Interior cuts: the outermost ring of unknown pixels is pinned to the global alpha
+        # (a Dirichlet condition, as in "cf"). Pinned pixels are marked with a label that
+        # is neither unknown nor a foreground/background candidate of the K-to-U flow.
+        top, bottom, left, right = fixed_border
+        ring = np.zeros(trimap.shape, bool)
+        ring[0, :] |= top
+        ring[-1, :] |= bottom
+        ring[:, 0] |= left
+        ring[:, -1] |= right
+        alpha = np.where(trimap == UNKNOWN, coarse, trimap / 255.0).astype(np.float64)
+        ring &= trimap == UNKNOWN
+        trimap[ring] = _PINNED
+        return self._solve(image, trimap, alpha, prior=self.prior).astype(np.float32)
+
+    def overlap(self, factor: int) -> int:
+        """Overlap for seam-free stitching, derived from the solver's reach.
+
+        As for ``"cf"``, ``4 * factor`` pixels let the error of the pinned edge (about one
+        global-pass pixel) decay; on top of that every row reaches ``search`` (and
+        ``search_known``) pixels through its non-local neighbours, and ``2r`` through the
+        local flow, so kept pixels see the same rows as in a whole-image solve.
+        """
+        reach = self._margin()
+        return int(8 * math.ceil((4 * max(factor, 1) + reach) / 8))
+
+
+# A label for pinned cut pixels: known (not UNKNOWN) but neither FOREGROUND nor BACKGROUND.
+_PINNED = 64
+assert _PINNED not in (UNKNOWN, FOREGROUND, BACKGROUND)

@@ -1,0 +1,264 @@
+"""Information-flow matting: each flow against a direct dense construction, the windowed
+neighbour search against brute force, the solve against scipy's sparse direct solver,
+chunked == whole through the engine, and option checking."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+from napari_hrmatt import estimate_alpha
+from napari_hrmatt.models import get_model
+from napari_hrmatt.models._knn import window_knn
+from napari_hrmatt.models.ifm import InformationFlowModel, ifm_system, solve_ifm
+
+from .conftest import has_cuda, make_scene
+
+# Small windows keep the tiny problems non-trivial (some queries lack candidates).
+SMALL = {"search": 4, "search_known": 5, "xy_scale": 20.0}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 14 x 17 image of random colours (no ties in distance) and a ragged band trimap."""
+    rng = np.random.default_rng(7)
+    image = rng.random((14, 17, 3))
+    trimap = np.zeros((14, 17), np.uint8)
+    trimap[:, 11:] = 255
+    trimap[:, 5:11] = 128
+    trimap[3:6, 3:5] = 128
+    trimap[9, 12] = 128
+    return image, trimap
+
+
+def _system(image, trimap, **options):
+    opts = InformationFlowModel(**{**SMALL, **options}).opts
+    im = torch.as_tensor(np.moveaxis(image, -1, 0).copy(), dtype=torch.float64)
+    return ifm_system(im, torch.as_tensor(trimap), opts), opts
+
+
+def _brute_knn(feat, query, candidate, k, radius):
+    """Nearest candidates per query pixel (row-major) in the window, plain numpy."""
+    h, w = query.shape
+    flat = feat.reshape(feat.shape[0], -1).T
+    out = []
+    for p in np.flatnonzero(query):
+        py, px = divmod(p, w)
+        cands = [
+            q
+            for q in np.flatnonzero(candidate)
+            if q != p and abs(q // w - py) <= radius and abs(q % w - px) <= radius
+        ]
+        d = ((flat[cands] - flat[p]) ** 2).sum(1)
+        order = np.argsort(d, kind="stable")[:k]
+        out.append([cands[i] for i in order] + [-1] * (k - len(order)))
+    return np.array(out, dtype=np.int64).reshape(-1, k)
+
+
+def _lle(colour, p, nbs, reg):
+    nbs = [q for q in nbs if q >= 0]
+    e = colour[nbs] - colour[p]
+    wt = np.linalg.solve(e @ e.T + reg * np.eye(len(nbs)), np.ones(len(nbs)))
+    return dict(zip(nbs, wt / wt.sum(), strict=True))
+
+
+def _features(image, scale, xy_weight=1.0):
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    return np.concatenate([np.moveaxis(image, -1, 0), xy_weight * np.stack([yy, xx]) / scale])
+
+
+@pytest.mark.parametrize("tile", [3, 8])
+@pytest.mark.parametrize("radius", [2, 5])
+def test_window_knn_matches_brute_force(radius, tile):
+    rng = np.random.default_rng(radius)
+    feat = rng.random((5, 13, 19))
+    query = rng.random((13, 19)) < 0.4
+    candidate = rng.random((13, 19)) < 0.5
+    index, dist2 = window_knn(
+        torch.as_tensor(feat), torch.as_tensor(query), torch.as_tensor(candidate), 6, radius,
+        tile=tile,
+    )  # fmt: skip
+    expected = _brute_knn(feat, query, candidate, 6, radius)
+    np.testing.assert_array_equal(index.numpy(), expected)
+    assert np.isinf(dist2.numpy()[expected < 0]).all()
+    # Grouped search (shared distances) equals separate searches.
+    groups = window_knn(
+        torch.as_tensor(feat), torch.as_tensor(query),
+        [torch.as_tensor(candidate), torch.as_tensor(~candidate)], 6, radius, tile=tile,
+    )  # fmt: skip
+    np.testing.assert_array_equal(groups[0][0].numpy(), expected)
+    np.testing.assert_array_equal(
+        groups[1][0].numpy(), _brute_knn(feat, query, ~candidate, 6, radius)
+    )
+
+
+def test_colour_mixture_flow_matches_dense(tiny):
+    image, trimap = tiny
+    (_, nl, _, _), opts = _system(image, trimap, sigma_uu=0.0, sigma_cm=0.7)
+    unknown = (trimap == 128).ravel()
+    colour = image.reshape(-1, 3)
+    nbs = _brute_knn(_features(image, opts["xy_scale"]), trimap == 128, trimap >= 0, 20, 4)
+    n = unknown.size
+    rows = np.zeros((unknown.sum(), n))  # rows p in U of (I - W)
+    for r, (p, nb) in enumerate(zip(np.flatnonzero(unknown), nbs, strict=True)):
+        rows[r, p] = 1
+        for q, wq in _lle(colour, p, nb, opts["lle_reg"]).items():
+            rows[r, q] -= wq
+    np.testing.assert_allclose(nl.dense(), 0.7 * rows.T @ rows, atol=1e-9)
+
+
+def test_intra_unknown_flow_matches_dense(tiny):
+    image, trimap = tiny
+    (_, nl, _, _), opts = _system(image, trimap, sigma_cm=0.0, sigma_uu=0.3)
+    feat = _features(image, opts["xy_scale"], 1 / 20)
+    flat = feat.reshape(5, -1).T
+    nbs = _brute_knn(feat, trimap == 128, trimap == 128, 5, 4)
+    w = np.zeros((trimap.size, trimap.size))
+    for p, nb in zip(np.flatnonzero(trimap == 128), nbs, strict=True):
+        for q in nb[nb >= 0]:
+            w[p, q] = 0.3 * max(1 - np.abs(flat[p] - flat[q]).sum(), 0)
+    sym = w + w.T
+    np.testing.assert_allclose(nl.dense(), np.diag(sym.sum(1)) - sym, atol=1e-9)
+
+
+def test_known_to_unknown_flow_matches_direct(tiny):
+    image, trimap = tiny
+    (_, _, eta, alpha_ku), opts = _system(image, trimap, sigma_ku=0.2)
+    feat = _features(image, opts["xy_scale"])
+    colour = image.reshape(-1, 3)
+    unknown = trimap == 128
+    f_nb = _brute_knn(feat, unknown, trimap == 255, 7, 5)
+    b_nb = _brute_knn(feat, unknown, trimap == 0, 7, 5)
+    exp_eta, exp_alpha = np.zeros(trimap.size), np.zeros(trimap.size)
+    for p, fn, bn in zip(np.flatnonzero(unknown), f_nb, b_nb, strict=True):
+        if fn[0] < 0 or bn[0] < 0:
+            continue  # no foreground or no background pixel in the window: no K-to-U flow
+        wt = _lle(colour, p, np.concatenate([fn, bn]), opts["lle_reg"])
+        fw = np.array([wt[q] for q in fn if q >= 0])
+        bw = np.array([wt[q] for q in bn if q >= 0])
+        f_col = (np.abs(fw)[:, None] * colour[fn[fn >= 0]]).sum(0) / np.abs(fw).sum()
+        b_col = (np.abs(bw)[:, None] * colour[bn[bn >= 0]]).sum(0) / np.abs(bw).sum()
+        exp_eta[p] = 0.2 * min(((f_col - b_col) ** 2).sum() / 3, 1)
+        exp_alpha[p] = np.clip(fw.sum(), 0, 1)
+    assert (exp_eta > 0).sum() > 10 and (exp_eta[unknown.ravel()] == 0).any()
+    np.testing.assert_allclose(eta.numpy().ravel(), exp_eta, atol=1e-9)
+    np.testing.assert_allclose(alpha_ku.numpy().ravel(), exp_alpha, atol=1e-9)
+
+
+def test_local_flow_is_the_matting_laplacian(tiny):
+    pymatting = pytest.importorskip("pymatting")
+    image, trimap = tiny
+    (stencil, _, _, _), _ = _system(image, trimap, sigma_l=0.4)
+    eye = torch.eye(trimap.size, dtype=torch.float64)
+    dense = torch.stack([stencil(e.reshape(trimap.shape)).ravel() for e in eye], 1).numpy()
+    expected = 0.4 * pymatting.cf_laplacian(image, epsilon=1e-7, radius=1).toarray()
+    np.testing.assert_allclose(dense, expected, atol=1e-9 * np.abs(expected).max())
+
+
+def _dense_problem(image, trimap, **options):
+    (stencil, nl, eta, alpha_ku), opts = _system(image, trimap, **options)
+    eye = torch.eye(trimap.size, dtype=torch.float64)
+    a = torch.stack([stencil(e.reshape(trimap.shape)).ravel() + nl(e) for e in eye], 1).numpy()
+    a += np.diag(eta.numpy().ravel())
+    return a, eta.numpy().ravel() * alpha_ku.numpy().ravel(), opts
+
+
+@pytest.mark.parametrize("prior", [0.0, 0.05])
+def test_solve_matches_scipy_spsolve(tiny, prior):
+    image, trimap = tiny
+    a, rhs, opts = _dense_problem(image, trimap)
+    u = (trimap == 128).ravel()
+    known = np.where(u, 0.0, trimap.ravel() / 255.0)
+    target = np.random.default_rng(1).random(trimap.size)
+    a_uu = sp.csr_matrix(a[np.ix_(u, u)] + prior * np.eye(u.sum()))
+    b = -a[np.ix_(u, ~u)] @ known[~u] + rhs[u] + prior * target[u]
+    expected = known.copy()
+    expected[u] = spla.spsolve(a_uu, b)
+    im = torch.as_tensor(np.moveaxis(image, -1, 0).copy())
+    x = torch.as_tensor(np.where(u, target, known).reshape(trimap.shape))
+    got, it = solve_ifm(
+        im, torch.as_tensor(trimap), x, dict(opts, tol=1e-12, maxiter=5000),
+        prior=prior, target=x, dtype=torch.float64,
+    )  # fmt: skip
+    assert 0 < it < 5000
+    np.testing.assert_allclose(got.numpy().ravel(), expected, atol=1e-8)
+
+
+def test_flows_beat_closed_form_on_the_synthetic_scene():
+    """Not a benchmark, a sanity check that the flows help where they should: on a
+    composite whose foreground/background colours repeat, ifm's error is below cf's."""
+    image, trimap, truth = make_scene(64, 80, seed=2)
+    unknown = trimap == 128
+    err = {}
+    for name in ("cf", "ifm"):
+        alpha = get_model(name, "cpu").global_alpha(image, trimap)
+        err[name] = np.abs(alpha - truth)[unknown].mean()
+    assert err["ifm"] < err["cf"]
+
+
+TIGHT = {"tol": 1e-7, "maxiter": 3000, "search": 6, "search_known": 8}
+
+
+@pytest.fixture(scope="module")
+def whole(scene):
+    image, trimap, _ = scene
+    return estimate_alpha(
+        image, trimap, model="ifm", chunks=10_000, global_size=800, model_options=TIGHT
+    )
+
+
+def _chunked(scene, overlap):
+    image, trimap, _ = scene
+    return estimate_alpha(
+        image, trimap, model="ifm", chunks=37, overlap=overlap, global_size=800,
+        model_options=TIGHT,
+    )  # fmt: skip
+
+
+def test_chunked_equals_whole_at_derived_overlap(scene, whole):
+    """Same stated tolerance as for "cf" (tests/test_engine.py): mean < 3e-3, max < 0.15."""
+    assert get_model("ifm", "cpu", **TIGHT).overlap(4) == 24
+    diff = np.abs(_chunked(scene, None) - whole)
+    assert diff.mean() < 3e-3
+    assert diff.max() < 0.15
+
+
+@pytest.mark.parametrize("overlap", [0, 2])
+def test_too_small_overlap_shows_seams(scene, whole, overlap):
+    diff = np.abs(_chunked(scene, overlap) - whole)
+    assert diff.mean() >= 3e-3
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"k_cm": 0}, "k_cm must be an integer >= 1"),
+        ({"k_uu": 2.5}, "k_uu must be an integer >= 1"),
+        ({"search": -1}, "search must be an integer >= 0"),
+        ({"sigma_ku": -0.1}, "sigma_ku must be a number >= 0"),
+        ({"lle_reg": 0}, "lle_reg must be a number > 0"),
+        ({"xy_scale": "wide"}, "xy_scale must be a number > 0"),
+        ({"prior": float("nan")}, "prior must be a number >= 0"),
+        ({"dtype": "float16"}, "dtype must be 'float32' or 'float64'"),
+    ],
+)
+def test_bad_options_are_one_clear_error(options, message):
+    with pytest.raises(ValueError, match=message):
+        InformationFlowModel(**options)
+
+
+def test_registry_and_unknown_option():
+    assert get_model("ifm", "cpu").name == "ifm"
+    with pytest.raises(ValueError, match="has no option"):
+        get_model("ifm", "cpu", window=3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_cuda(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    image, trimap, _ = make_scene(40, 52, seed=3, band=3)
+    cpu = get_model("ifm", "cpu").global_alpha(image, trimap)
+    gpu = get_model("ifm", "cuda").global_alpha(image, trimap)
+    assert np.abs(cpu - gpu).max() < 1e-3

@@ -94,7 +94,11 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 def add_alpha_options(parser: argparse.ArgumentParser) -> None:
     """The options of the alpha engine (model, blocks, global pass, device, workers)."""
-    parser.add_argument("--model", default="cf", help="matting model (default: cf, closed-form)")
+    parser.add_argument(
+        "--model",
+        default="cf",
+        help="matting model: cf (closed-form, default), ifm (information flow), hdmatt (network)",
+    )
     parser.add_argument(
         "--model-option",
         action="append",

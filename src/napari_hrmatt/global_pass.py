@@ -19,7 +19,13 @@ import numpy as np
 
 from .trimap import BACKGROUND, FOREGROUND, UNKNOWN, TrimapError
 
-__all__ = ["GlobalContext", "global_pass", "downsample_factor"]
+__all__ = [
+    "GlobalContext",
+    "downsample_factor",
+    "downsample_inputs",
+    "global_pass",
+    "solve_global",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +69,17 @@ class GlobalContext:
         bot = a[r1][:, c0] * (1 - wc) + a[r1][:, c1] * wc
         return (top * (1 - wr[:, None]) + bot * wr[:, None]).astype(np.float32)
 
+    def cells(self, y0: int, x0: int, h: int, w: int) -> tuple[slice, slice]:
+        """The cells of :attr:`alpha` that :meth:`alpha_at` reads for the same window."""
+        f = self.factor
+        if f == 1:
+            return slice(y0, y0 + h), slice(x0, x0 + w)
+        out = []
+        for start, n, size in ((y0, h, self.alpha.shape[0]), (x0, w, self.alpha.shape[1])):
+            i0, i1, _ = _linear_weights(np.array([start, start + n - 1]), f, size)
+            out.append(slice(int(i0[0]), int(i1[1]) + 1))
+        return out[0], out[1]
+
 
 def _linear_weights(coords: np.ndarray, f: int, n: int):
     # Full-res pixel centre y + 0.5 sits at low-res coordinate (y + 0.5) / f - 0.5.
@@ -91,6 +108,24 @@ def _area_downsample(x: da.Array, f: int) -> da.Array:
     step = max(f, (max(x.chunksize[:2]) // f) * f)
     x = x.rechunk((step, step) + x.chunksize[2:])
     return da.coarsen(np.mean, x, {0: f, 1: f})
+
+
+def downsample_inputs(image, trimap, *, global_size: float = 1_000_000):
+    """The lazy inputs of the global pass: ``(small_image, fractions, factor)``.
+
+    ``small_image`` is the ``f x f`` area mean of the image, ``fractions`` the
+    fractions of foreground and background pixels in every cell (last axis), both
+    dask arrays; computing them reads the inputs once, block by block. Split from
+    :func:`global_pass` so that a caller can compute them in the same pass as other
+    reads of the inputs (the run store fingerprints its blocks in it).
+    """
+    h, w = trimap.shape
+    f = downsample_factor((h, w), global_size)
+    t = da.asarray(trimap)
+    fractions = _area_downsample(
+        da.stack([t == FOREGROUND, t == BACKGROUND], axis=-1).astype(np.float32), f
+    )
+    return _area_downsample(da.asarray(image), f), fractions, f
 
 
 def global_pass(
@@ -131,18 +166,35 @@ def global_pass(
     Reads image and trimap once, block by block (peak memory ~ a few chunks plus the
     ``global_size`` copy); solving costs about as much as one ``global_size`` image.
     """
+    small_image, fractions, f = downsample_inputs(image, trimap, global_size=global_size)
+    small_image, fractions = da.compute(small_image, fractions)
+    return solve_global(
+        small_image,
+        fractions,
+        factor=f,
+        shape=trimap.shape,
+        model=model,
+        global_size=global_size,
+        device=device,
+    )
+
+
+def solve_global(
+    small_image: np.ndarray,
+    fractions: np.ndarray,
+    *,
+    factor: int,
+    shape: tuple[int, int],
+    model="cf",
+    global_size: float = 1_000_000,
+    device: str = "auto",
+) -> GlobalContext:
+    """Solve the downsampled problem (the computed :func:`downsample_inputs`)."""
     from .models import get_model
 
-    h, w = trimap.shape
-    f = downsample_factor((h, w), global_size)
-    t = da.asarray(trimap)
-    # Fractions of foreground / background pixels in every f x f cell.
-    fractions = _area_downsample(
-        da.stack([t == FOREGROUND, t == BACKGROUND], axis=-1).astype(np.float32), f
-    )
-    small_image = _area_downsample(da.asarray(image), f)
-    small_image, fractions = da.compute(small_image, fractions)
-    small_image = small_image.astype(np.float32)
+    h, w = shape
+    f = factor
+    small_image = np.asarray(small_image).astype(np.float32)
     fg, bg = fractions[..., 0], fractions[..., 1]
     if fg.max() == 0 and bg.max() == 0:
         raise TrimapError(

@@ -104,6 +104,8 @@ class RunReport:
     def summary(self) -> str:
         if self.up_to_date:
             return f"{self.path} is up to date ({self.blocks} blocks, none recomputed)"
+        if self.reused == 0 and self.computed == self.blocks:
+            return f"computed all {self.blocks} blocks"
         why = ", ".join(f"{n} {k}" for k, n in sorted(self.reasons.items()) if n)
         return (
             f"{self.reused} of {self.blocks} blocks already done; recomputed "

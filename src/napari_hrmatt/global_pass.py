@@ -25,6 +25,7 @@ __all__ = [
     "downsample_inputs",
     "global_pass",
     "solve_global",
+    "update_global",
 ]
 
 
@@ -195,6 +196,83 @@ def solve_global(
     h, w = shape
     f = factor
     small_image = np.asarray(small_image).astype(np.float32)
+    small_trimap, has_unknown = _small_trimap(fractions, global_size, f)
+    fg = fractions[..., 0]
+    if isinstance(model, str):
+        model = get_model(model, device)
+    if has_unknown and (small_trimap == UNKNOWN).any():
+        alpha = model.global_alpha(small_image, small_trimap)
+    else:
+        alpha = np.where(small_trimap == FOREGROUND, 1.0, fg).astype(np.float32)
+    return _context(model, small_image, small_trimap, alpha, f, (h, w), has_unknown)
+
+
+def update_global(
+    context: GlobalContext,
+    small_image: np.ndarray,
+    fractions: np.ndarray,
+    changed: np.ndarray,
+    *,
+    model,
+    global_size: float = 1_000_000,
+    margin: int = 48,
+    max_fraction: float = 0.25,
+) -> GlobalContext | None:
+    """The context after a local edit of the inputs, re-solved only around the edit.
+
+    ``changed`` (low-resolution cells whose downsampled inputs differ from the ones
+    ``context`` was solved from) is boxed and grown by ``margin`` cells; the model
+    re-solves that box with the old alpha pinned around it (``model.update_global``).
+    Returns None (solve it all) when the model cannot, or the box covers more than
+    ``max_fraction`` of the cells.
+
+    Notes
+    -----
+    The effect of an edit on the closed-form solution decays away from it: known pixels
+    around a thin unknown band screen it. ``margin`` cells keep what lies beyond the box
+    within the run store's tolerance of a full re-solve (the run-store benchmark checks
+    the final alpha against a fresh run).
+    """
+    if not hasattr(model, "update_global") or not changed.any():
+        return None
+    small_trimap, has_unknown = _small_trimap(fractions, global_size, context.factor)
+    if not (has_unknown and context.has_unknown and (small_trimap == UNKNOWN).any()):
+        return None
+    ys, xs = np.nonzero(changed)
+    n, m = changed.shape
+    box = (
+        slice(max(0, ys.min() - margin), min(n, ys.max() + 1 + margin)),
+        slice(max(0, xs.min() - margin), min(m, xs.max() + 1 + margin)),
+    )
+    if (box[0].stop - box[0].start) * (box[1].stop - box[1].start) > max_fraction * n * m:
+        return None
+    small_image = np.asarray(small_image, np.float32)
+    alpha = model.update_global(small_image, small_trimap, context.alpha, box)
+    return _context(
+        model, small_image, small_trimap, alpha, context.factor, context.shape, has_unknown
+    )
+
+
+def _context(model, small_image, small_trimap, alpha, f, shape, has_unknown) -> GlobalContext:
+    # Models that read more than the coarse alpha (e.g. a deep model's pool of context
+    # patches) build it here, once per image.
+    extras = (
+        model.context_extras(small_image, small_trimap, alpha)
+        if hasattr(model, "context_extras")
+        else {}
+    )
+    return GlobalContext(
+        alpha=np.asarray(alpha, np.float32),
+        factor=f,
+        shape=tuple(shape),
+        trimap=small_trimap,
+        has_unknown=has_unknown,
+        extras=extras,
+    )
+
+
+def _small_trimap(fractions: np.ndarray, global_size: float, f: int):
+    """The low-resolution trimap from fg/bg fractions, and whether any pixel is unknown."""
     fg, bg = fractions[..., 0], fractions[..., 1]
     if fg.max() == 0 and bg.max() == 0:
         raise TrimapError(
@@ -214,24 +292,4 @@ def solve_global(
                 f"the known regions of the trimap are too thin to be seen at the global "
                 f"working size ({global_size:.3g} px, factor {f}); raise global_size"
             )
-    if isinstance(model, str):
-        model = get_model(model, device)
-    if has_unknown and (small_trimap == UNKNOWN).any():
-        alpha = model.global_alpha(small_image, small_trimap)
-    else:
-        alpha = np.where(small_trimap == FOREGROUND, 1.0, fg).astype(np.float32)
-    # Models that read more than the coarse alpha (e.g. a deep model's pool of context
-    # patches) build it here, once per image.
-    extras = (
-        model.context_extras(small_image, small_trimap, alpha)
-        if hasattr(model, "context_extras")
-        else {}
-    )
-    return GlobalContext(
-        alpha=np.asarray(alpha, np.float32),
-        factor=f,
-        shape=(h, w),
-        trimap=small_trimap,
-        has_unknown=has_unknown,
-        extras=extras,
-    )
+    return small_trimap, has_unknown

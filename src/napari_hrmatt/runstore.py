@@ -94,6 +94,8 @@ class RunReport:
     reasons: dict = field(default_factory=dict)
     global_solved: bool = False
     was_complete: bool = True
+    #: largest move of the global context over a block kept under a newer context
+    kept_context_move: float = 0.0
     notes: list = field(default_factory=list)
 
     @property
@@ -107,10 +109,13 @@ class RunReport:
         if self.reused == 0 and self.computed == self.blocks:
             return f"computed all {self.blocks} blocks"
         why = ", ".join(f"{n} {k}" for k, n in sorted(self.reasons.items()) if n)
-        return (
+        text = (
             f"{self.reused} of {self.blocks} blocks already done; recomputed "
             f"{self.computed} blocks" + (f" ({why})" if why else "")
         )
+        if self.kept_context_move:
+            text += f"; the global context of kept blocks moved <= {self.kept_context_move:.1e}"
+        return text
 
 
 # ------------------------------------------------------------------ fingerprints
@@ -361,10 +366,11 @@ def _load_context(group, version: int):
     )
 
 
-def _save_context(group, version: int, context, inputs: str) -> None:
+def _save_context(group, version: int, context, inputs: str, small: dict) -> None:
     node = group.require_group(f"context/{version}")
-    for name in ("alpha", "trimap"):
-        data = getattr(context, name)
+    # the downsampled inputs too: the next edit is found (and re-solved) cell by cell
+    arrays = {"alpha": context.alpha, "trimap": context.trimap, **small}
+    for name, data in arrays.items():
         node.create_array(name, shape=data.shape, dtype=data.dtype, overwrite=True)[...] = data
     # Written last: a version without "inputs" is unfinished and never used.
     node.attrs.update(
@@ -372,6 +378,27 @@ def _save_context(group, version: int, context, inputs: str) -> None:
         shape=list(context.shape),
         has_unknown=context.has_unknown,
         inputs=inputs,
+    )
+
+
+def _edited_context(group, small_image, fractions, model, global_size):
+    """The store's current context re-solved around the cells whose inputs changed, or
+    None (no usable previous context, or too much changed: solve it all)."""
+    from .global_pass import update_global
+
+    version = dict(group.attrs)[_ATTR].get("context", 0)
+    try:
+        node = group[f"context/{version}"]
+        old_image, old_fractions = node["image"][...], node["fractions"][...]
+    except KeyError:
+        return None
+    small_image = np.asarray(small_image, np.float32)
+    if old_image.shape != small_image.shape or old_fractions.shape != fractions.shape:
+        return None
+    changed = (old_image != small_image).any(axis=-1) | (old_fractions != fractions).any(-1)
+    old = _load_context(group, version)
+    return update_global(
+        old, small_image, fractions, changed, model=model, global_size=global_size
     )
 
 
@@ -524,17 +551,20 @@ def run_steps(
                 context.extras.update(extras)
         else:
             yield Progress(0, report.blocks + 1, "global pass")  # the slow step
-            context = solve_global(
-                small_image,
-                fractions,
-                factor=f,
-                shape=tri.shape,
-                model=model_obj,
-                global_size=global_size,
-                device=device,
-            )
+            context = _edited_context(group, small_image, fractions, model_obj, global_size)
+            if context is None:
+                context = solve_global(
+                    small_image,
+                    fractions,
+                    factor=f,
+                    shape=tri.shape,
+                    model=model_obj,
+                    global_size=global_size,
+                    device=device,
+                )
             current = max(versions, default=0) + 1
-            _save_context(group, current, context, inputs)
+            small = {"image": np.asarray(small_image, np.float32), "fractions": fractions}
+            _save_context(group, current, context, inputs, small)
             report.global_solved = True
         group.attrs[_ATTR] = {**dict(group.attrs)[_ATTR], "context": current}
         old_contexts: dict = {}
@@ -560,6 +590,8 @@ def run_steps(
                     cells = context.cells(y.start, x.start, y.stop - y.start, x.stop - x.start)
                     moved = np.abs(old_contexts[record[2]][cells] - context.alpha[cells]).max()
                     why = "context" if moved > CONTEXT_TOLERANCE else None
+                    if why is None:
+                        report.kept_context_move = max(report.kept_context_move, float(moved))
             if why:
                 reasons[why] += 1
                 dirty.append(ij)

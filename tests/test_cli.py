@@ -371,7 +371,7 @@ def test_interrupted_zarr_run_resumes(files, reference, capsys, monkeypatch):
     """Ctrl-C in a Zarr run keeps the finished blocks; the same command finishes the rest."""
     import napari_hrmatt.runstore as runstore
 
-    solve = runstore._solve_block
+    solve = runstore.solve_block
 
     calls = []
 
@@ -384,11 +384,11 @@ def test_interrupted_zarr_run_resumes(files, reference, capsys, monkeypatch):
     image, trimap = files
     out = image.parent / "alpha.zarr"
     argv = ["matte", str(image), str(trimap), "-o", str(out), *FAST, "--workers", "1"]
-    monkeypatch.setattr(runstore, "_solve_block", interrupted)
+    monkeypatch.setattr(runstore, "solve_block", interrupted)
     assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
     assert _leftovers(image.parent) == {"alpha.zarr"}  # no lock file left behind
-    monkeypatch.setattr(runstore, "_solve_block", solve)
+    monkeypatch.setattr(runstore, "solve_block", solve)
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "3 of 6 blocks already done; recomputed 3 blocks (3 missing)"

@@ -135,8 +135,8 @@ def test_second_writer_is_refused(tmp_path, problem):
         """
         import sys, time
         from pathlib import Path
-        from napari_hrmatt.runstore import _Lock
-        _Lock(Path(sys.argv[1])).acquire()
+        from napari_hrmatt._runfiles import Lock
+        Lock(Path(sys.argv[1])).acquire()
         print("locked", flush=True)
         time.sleep(60)
         """,

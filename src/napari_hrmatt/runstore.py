@@ -38,19 +38,24 @@ global context once (scattered).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
 import shutil
-import socket
-import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ._runfiles import (
+    RECORD,
+    Lock,
+    StoreLocked,
+    checksum,
+    digest,
+    inspect_block,
+    open_array,
+    solve_block,
+    write_pyramid,
+)
 from .pipeline import Progress, drive
 
 __all__ = [
@@ -71,12 +76,7 @@ FORMAT = 1
 # inside the 2/255 the issue allows; and a global re-solve after a local edit moves far
 # blocks' context by much less (measured in docs/engine.md), so they are kept.
 CONTEXT_TOLERANCE = 1 / 510
-_RECORD = 48  # fingerprint 16, checksum 16, context version 8 (uint64), flags 1, pad 7
 _ATTR = "hrmatt_run"
-
-
-class StoreLocked(RuntimeError):
-    """Another process is writing the same run store."""
 
 
 class SettingsMismatch(ValueError):
@@ -116,135 +116,6 @@ class RunReport:
         if self.kept_context_move:
             text += f"; the global context of kept blocks moved <= {self.kept_context_move:.1e}"
         return text
-
-
-# ------------------------------------------------------------------ fingerprints
-
-
-def _digest(*parts) -> bytes:
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            h.update(f"{part.shape}{part.dtype.str}".encode())
-            h.update(np.ascontiguousarray(part).data)
-        else:
-            h.update(str(part).encode())
-    return h.digest()
-
-
-def _inspect(image_block, trimap_block) -> tuple[bytes, bool]:
-    """Fingerprint of a grown input block, and whether it has an unknown pixel."""
-    from .trimap import UNKNOWN
-
-    return _digest(image_block, trimap_block), bool((trimap_block == UNKNOWN).any())
-
-
-def _checksum(path: str, core) -> bytes | None:
-    """Checksum of the stored alpha of one block core; None if it cannot be read."""
-    try:
-        return _digest(_array(path, "0")[core])
-    except Exception:  # noqa: BLE001 - a truncated or corrupt chunk is just "not done"
-        return None
-
-
-def _array(path: str, name: str):
-    import zarr
-
-    return zarr.open_array(str(Path(path) / name), mode="r+")
-
-
-# ------------------------------------------------------------------ the block task
-
-
-def _encode(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    x = np.clip(alpha, 0, 1)
-    if dtype.kind == "f":
-        return x.astype(np.float32)
-    return np.rint(x * np.iinfo(dtype).max).astype(dtype)
-
-
-def _solve_block(image_block, trimap_block, *, path, index, grid, context, version, engine):
-    """Solve one grown block, write its core, then its record (the last write)."""
-    from .patch_pass import refine_block
-
-    i, j = index
-    fingerprint, uses_context = _inspect(image_block, trimap_block)
-    origin, keep = grid.locate(i, j)
-    core = grid.core(i, j)
-    if context.factor == 1 and context.has_unknown:
-        # The global pass solved the image at full resolution already (as the engine).
-        alpha = context.alpha[core]
-        uses_context = True
-    else:
-        dtype = image_block.dtype if image_block.dtype in (np.uint8, np.uint16) else np.float32
-        stacked = np.concatenate(
-            [image_block.astype(dtype), trimap_block[..., None].astype(dtype)], axis=2
-        )
-        alpha = refine_block(stacked, context=context, origin=origin, **engine)[keep]
-    out = _array(path, "0")
-    block = _encode(alpha, np.dtype(out.dtype))
-    out[core] = block
-    record = np.zeros(_RECORD, np.uint8)
-    record[:16] = np.frombuffer(fingerprint, np.uint8)
-    record[16:32] = np.frombuffer(_digest(block), np.uint8)
-    record[32:40] = np.frombuffer(np.uint64(version).tobytes(), np.uint8)
-    record[40] = uses_context
-    _array(path, "blocks")[i, j] = record
-    return 1
-
-
-# ------------------------------------------------------------------ the lock
-
-
-class _Lock:
-    """An exclusive ``flock`` on ``.<name>.lock`` beside the store.
-
-    The kernel drops the lock when its process dies (SIGKILL, power loss), so a lock
-    is never stale; the file names the holder for the refusal message and is removed
-    on release. After locking we check that the path still names the file we locked
-    (a releasing holder may have just unlinked it).
-    """
-
-    def __init__(self, store: Path):
-        self.file = store.with_name(f".{store.name}.lock")
-        self._fd = None
-
-    def acquire(self) -> None:
-        import fcntl
-
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                try:
-                    owner = json.loads(self.file.read_text() or "{}")
-                except (OSError, ValueError):
-                    owner = {}
-                who = f"process {owner.get('pid', '?')} on {owner.get('host', '?')}"
-                raise StoreLocked(
-                    f"{str(self.file.with_name(self.file.name[1:-5]))!r} is being written by "
-                    f"{who}; wait for that run to finish (two runs may not write one store)"
-                ) from None
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.file).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.file.unlink()
-            os.close(self._fd)
-            self._fd = None
 
 
 # ------------------------------------------------------------------ the store
@@ -325,8 +196,8 @@ def _prepare(path: Path, settings: dict, force: bool, report: RunReport):
         )
         group.create_array(
             "blocks",
-            shape=(len(rows), len(cols), _RECORD),
-            chunks=(1, 1, _RECORD),
+            shape=(len(rows), len(cols), RECORD),
+            chunks=(1, 1, RECORD),
             dtype=np.uint8,
             fill_value=0,
             compressors=None,
@@ -340,7 +211,7 @@ def _prepare(path: Path, settings: dict, force: bool, report: RunReport):
 
 def _read_records(path: Path, grid) -> dict:
     records = {}
-    blocks = _array(str(path), "blocks")
+    blocks = open_array(str(path), "blocks")
     for i, j in grid:
         try:
             rec = np.asarray(blocks[i, j])
@@ -420,53 +291,6 @@ def _client():
         return None
 
 
-def _write_pyramid(group, pyramid: bool, name: str) -> None:
-    import dask.array as da
-    from ome_zarr.format import FormatV05
-
-    with warnings.catch_warnings():
-        # ome_zarr.writer instantiates its deprecated Scaler at import; not our concern.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from ome_zarr.writer import write_multiscales_metadata
-
-    for key in [k for k in group.array_keys() if k.isdigit() and k != "0"]:
-        del group[key]
-    level, index = group["0"], 0
-    edge = level.chunks
-    datasets = []
-    while True:
-        s = float(2**index)
-        datasets.append(
-            {
-                "path": str(index),
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": [s, s]},
-                    {"type": "translation", "translation": [(s - 1) / 2] * 2},
-                ],
-            }
-        )
-        if not pyramid or max(level.shape) <= max(edge):
-            break
-        src = da.from_zarr(level)
-        padded = da.pad(src, [(0, level.shape[0] % 2), (0, level.shape[1] % 2)], mode="edge")
-        coarse = da.coarsen(np.mean, padded.astype(np.float32), {0: 2, 1: 2})
-        if np.dtype(level.dtype).kind == "u":
-            coarse = da.round(coarse)
-        index += 1
-        level = group.create_array(
-            str(index),
-            shape=coarse.shape,
-            chunks=tuple(min(e, n) for e, n in zip(edge, coarse.shape, strict=True)),
-            dtype=level.dtype,
-            fill_value=0,
-            dimension_names=["y", "x"],
-        )
-        # One dask block per Zarr chunk: parallel writers never share a chunk.
-        da.store(coarse.astype(level.dtype).rechunk(level.chunks), level, lock=False)
-    axes = [{"name": a, "type": "space"} for a in ("y", "x")]
-    write_multiscales_metadata(group, datasets, fmt=FormatV05(), axes=axes, name=name)
-
-
 def run_steps(
     image,
     trimap,
@@ -523,7 +347,7 @@ def run_steps(
     engine = {"model": model, "device": device, "model_options": options}
     settings = _settings(engine, tri.shape, raw.shape[2], dtype, grid, factor)
     report = RunReport(path=path, blocks=len(list(grid)))
-    lock = _Lock(path)
+    lock = Lock(path)
     lock.acquire()
     try:
         group = _prepare(path, settings, force, report)
@@ -535,13 +359,13 @@ def run_steps(
         # the recorded blocks and the checksums of their stored alpha.
         checks = {
             ij: (
-                dask.delayed(_inspect)(raw[grid.grown(*ij)], tri[grid.grown(*ij)]),
-                dask.delayed(_checksum)(store, grid.core(*ij)),
+                dask.delayed(inspect_block)(raw[grid.grown(*ij)], tri[grid.grown(*ij)]),
+                dask.delayed(checksum)(store, grid.core(*ij)),
             )
             for ij in records
         }
         small_image, fractions, checks = dask.compute(small_image, fractions, checks)
-        inputs = _digest(small_image, fractions).hex()
+        inputs = digest(small_image, fractions).hex()
         versions = _context_versions(group)
         current = max((v for v, h in versions.items() if h == inputs), default=0)
         if current:
@@ -602,7 +426,7 @@ def run_steps(
         )
         if not report.up_to_date:
             # The levels (or just the OME metadata) are rebuilt from the stored level 0.
-            _write_pyramid(group, pyramid, path.name)
+            write_pyramid(group, pyramid, path.name)
         # Forget contexts no block refers to any more.
         used = {r[2] for r in _read_records(path, grid).values()} | {current}
         for version in versions:
@@ -626,7 +450,7 @@ def _compute(dirty, raw, tri, store, grid, context, version, engine, batch, prog
     # On a cluster the context travels once (scattered), not inside every task.
     shared = client.scatter(context, broadcast=True) if client else dask.delayed(context)
     tasks = [
-        dask.delayed(_solve_block, pure=False)(
+        dask.delayed(solve_block, pure=False)(
             raw[grid.grown(i, j)],
             tri[grid.grown(i, j)],
             path=store,

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import zarr
 
+from napari_hrmatt.cli import main
 from napari_hrmatt.engine import estimate_alpha
 from napari_hrmatt.runstore import (
     SettingsMismatch,
@@ -223,4 +224,60 @@ def test_two_worker_processes_same_result_small_graph(tmp_path):
         # the same pixels from memory go inside the graph: the check can fail
         with pytest.raises(UserWarning, match="large graph"):
             matte_to_store(image, trimap, tmp_path / "numpy.zarr", **settings)
-    np.testing.assert_allclose(open_run(tmp_path / "alpha.zarr")[0].compute(), expected, atol=1e-6)
+        # the command line on the same cluster, by address
+        argv = ["matte", str(tmp_path / "image.zarr"), str(tmp_path / "trimap.zarr"), "-o",
+                str(tmp_path / "cli.zarr"), "--chunk", "96", "--global-size", "0.02", "-q",
+                "--scheduler", cluster.scheduler_address]  # fmt: skip
+        assert main(argv) == 0
+    alpha = open_run(tmp_path / "alpha.zarr")[0].compute()
+    np.testing.assert_allclose(alpha, expected, atol=1e-6)
+    np.testing.assert_array_equal(open_run(tmp_path / "cli.zarr")[0].compute(), alpha)
+
+
+def test_unreachable_scheduler_is_one_clear_error(tmp_path, capsys):
+    image, trimap = _scene(40, 40)
+    zarr.create_array(tmp_path / "image.zarr", data=image)
+    zarr.create_array(tmp_path / "trimap.zarr", data=trimap)
+    argv = ["matte", str(tmp_path / "image.zarr"), str(tmp_path / "trimap.zarr"), "-o",
+            str(tmp_path / "a.zarr"), "--scheduler", "tcp://127.0.0.1:9"]  # fmt: skip
+    assert main(argv) == 2
+    assert "cannot reach the dask scheduler at 'tcp://127.0.0.1:9'" in capsys.readouterr().err
+
+
+def test_windowed_global_resolve_matches_a_full_one(scene):
+    """update_global re-solves a box around an edit, keeps the rest, and lands within the
+    run store's tolerance of solving the whole global problem again."""
+    from napari_hrmatt.global_pass import solve_global, update_global
+    from napari_hrmatt.models import get_model
+
+    image, trimap, _ = scene  # 96 x 128, used here as the downsampled problem (f = 1)
+    model = get_model("cf", "cpu")
+
+    def fractions(t):
+        return np.stack([t == 255, t == 0], -1).astype(np.float32)
+
+    kwargs = {"factor": 1, "shape": trimap.shape, "model": model, "global_size": 1e9}
+    old = solve_global(image, fractions(trimap), **kwargs)
+    edited = trimap.copy()
+    edited[40:56, 56:64][edited[40:56, 56:64] == 128] = 255  # part of the band painted fg
+    changed = edited != trimap
+    assert changed.any()
+    new = update_global(
+        old, image, fractions(edited), changed, model=model, margin=32, max_fraction=1
+    )
+    assert new is not None
+    box = np.zeros(changed.shape, bool)
+    box[40 - 32 : 56 + 32, 56 - 32 : 64 + 32] = True
+    np.testing.assert_array_equal(new.alpha[~box], old.alpha[~box])
+    full = solve_global(image, fractions(edited), **kwargs)
+    unknown = edited == 128
+    diff = np.abs(new.alpha - full.alpha)[unknown]
+    assert diff.mean() < 1e-3 and diff.max() < 2 / 255
+    # keeping the old context would not do, nor a box too tight: the check can fail
+    assert np.abs(old.alpha - full.alpha)[unknown].max() > 2 / 255
+    tight = update_global(
+        old, image, fractions(edited), changed, model=model, margin=8, max_fraction=1
+    )
+    assert np.abs(tight.alpha - full.alpha)[unknown].max() > 2 / 255
+    # too large an edit (or a model without update_global): solve it all
+    assert update_global(old, image, fractions(edited), changed, model=model, margin=64) is None

@@ -228,10 +228,11 @@ def update_global(
 
     Notes
     -----
-    The effect of an edit on the closed-form solution decays away from it: known pixels
-    around a thin unknown band screen it. ``margin`` cells keep what lies beyond the box
-    within the run store's tolerance of a full re-solve (the run-store benchmark checks
-    the final alpha against a fresh run).
+    The effect of an edit on the closed-form solution decays away from it, slowest along
+    an unknown band (no known pixel there to screen it). On the test scene solved as a
+    global problem, with part of its band painted foreground (alpha moved by up to 0.76),
+    the largest error of the windowed solve against a full one fell from 0.22 at a
+    margin of 8 cells to 0.017 at 24, 3e-3 at 32 and 7e-4 at 48 (docs/engine.md).
     """
     if not hasattr(model, "update_global") or not changed.any():
         return None

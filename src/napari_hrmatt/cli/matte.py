@@ -108,7 +108,7 @@ def _cluster(address: str | None):
     except ImportError:
         raise ValueError("--scheduler needs the 'distributed' package") from None
     try:
-        client = Client(address, timeout="10s")
+        client = Client(address, timeout="5s")
     except OSError as exc:
         raise ValueError(f"cannot reach the dask scheduler at {address!r}: {exc}") from None
     with client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import zarr
 
+from napari_hrmatt._runfiles import write_pyramid
 from napari_hrmatt.cli import main
 from napari_hrmatt.engine import estimate_alpha
 from napari_hrmatt.runstore import (
@@ -87,6 +89,13 @@ def test_trimap_edit_recomputes_exactly_the_blocks_it_touches(tmp_path, problem)
     unknown = edited == 128
     diff = np.abs(open_run(out)[0].compute() - fresh)[unknown]
     assert diff.mean() < 1e-3 and diff.max() < 2 / 255
+    # the pyramid cells above the recomputed blocks were updated: as if rebuilt whole
+    levels = [level.compute() for level in open_run(out)]
+    assert len(levels) == 4
+    shutil.copytree(out, tmp_path / "copy.zarr")
+    write_pyramid(zarr.open_group(str(tmp_path / "copy.zarr")), True, "copy.zarr")
+    for level, rebuilt in zip(levels, open_run(tmp_path / "copy.zarr"), strict=True):
+        np.testing.assert_array_equal(level, rebuilt.compute())
 
 
 def test_truncated_chunk_is_recomputed(tmp_path, problem):

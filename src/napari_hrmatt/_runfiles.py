@@ -27,6 +27,7 @@ __all__ = [
     "inspect_block",
     "open_array",
     "solve_block",
+    "update_pyramid",
     "write_pyramid",
 ]
 
@@ -211,3 +212,35 @@ def write_pyramid(group, pyramid: bool, name: str) -> None:
         da.store(coarse.astype(level.dtype).rechunk(level.chunks), level, lock=False)
     axes = [{"name": a, "type": "space"} for a in ("y", "x")]
     write_multiscales_metadata(group, datasets, fmt=FormatV05(), axes=axes, name=name)
+
+
+def _halve(block: np.ndarray, dtype) -> np.ndarray:
+    """2 x 2 means (an odd last row/column padded by replication), as write_pyramid."""
+    h, w = block.shape
+    block = np.pad(block, [(0, h % 2), (0, w % 2)], mode="edge").astype(np.float32)
+    mean = block.reshape(block.shape[0] // 2, 2, block.shape[1] // 2, 2).mean(axis=(1, 3))
+    return (np.round(mean) if np.dtype(dtype).kind == "u" else mean).astype(dtype)
+
+
+def update_pyramid(group, regions) -> bool:
+    """Recompute only the pyramid cells above ``regions`` (level-0 ``(rows, cols)``
+    slices); False (nothing written) if the levels are not there to update."""
+    levels = sorted(int(k) for k in group.array_keys() if k.isdigit())
+    if levels != list(range(len(levels))) or len(levels) < 2:
+        return False
+    below = group["0"]
+    for index in levels[1:]:
+        level = group[str(index)]
+        if level.shape != tuple((n + 1) // 2 for n in below.shape):
+            return False
+        coarse = []
+        for rows, cols in regions:
+            # the even-aligned source window, clipped to the level below
+            r = slice(rows.start // 2, (rows.stop + 1) // 2)
+            c = slice(cols.start // 2, (cols.stop + 1) // 2)
+            src = below[2 * r.start : min(2 * r.stop, below.shape[0]),
+                        2 * c.start : min(2 * c.stop, below.shape[1])]  # fmt: skip
+            level[r, c] = _halve(np.asarray(src), level.dtype)
+            coarse.append((r, c))
+        regions, below = coarse, level
+    return True

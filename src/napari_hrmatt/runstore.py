@@ -54,6 +54,7 @@ from ._runfiles import (
     inspect_block,
     open_array,
     solve_block,
+    update_pyramid,
     write_pyramid,
 )
 from .pipeline import Progress, drive
@@ -424,8 +425,11 @@ def run_steps(
         yield from _compute(
             dirty, raw, tri, store, grid, context, current, engine, batch, progress
         )
-        if not report.up_to_date:
-            # The levels (or just the OME metadata) are rebuilt from the stored level 0.
+        # A few blocks after a complete run: only the pyramid cells above them change.
+        # Else the levels (or just the OME metadata) are rebuilt from level 0.
+        few = report.was_complete and pyramid and len(dirty) <= report.blocks // 2
+        updated = few and update_pyramid(group, [grid.core(*ij) for ij in dirty])
+        if not updated and not report.up_to_date:
             write_pyramid(group, pyramid, path.name)
         # Forget contexts no block refers to any more.
         used = {r[2] for r in _read_records(path, grid).values()} | {current}

@@ -290,3 +290,17 @@ def test_windowed_global_resolve_matches_a_full_one(scene):
     assert np.abs(tight.alpha - full.alpha)[unknown].max() > 2 / 255
     # too large an edit (or a model without update_global): solve it all
     assert update_global(old, image, fractions(edited), changed, model=model, margin=64) is None
+
+
+def test_estimate_alpha_with_a_store(tmp_path, problem):
+    image, trimap = problem
+    out = tmp_path / "alpha.zarr"
+    alpha = estimate_alpha(image, trimap, store=out, **FAST)
+    assert isinstance(alpha, np.ndarray)
+    np.testing.assert_array_equal(alpha, estimate_alpha(image, trimap, **FAST))
+    stamps = _chunk_stamps(out)
+    lazy = estimate_alpha(image, trimap, store=out, compute=False, **FAST)
+    assert _chunk_stamps(out) == stamps  # nothing recomputed
+    np.testing.assert_array_equal(lazy.compute(), alpha)
+    with pytest.raises(ValueError, match="stitch='trim' only"):
+        estimate_alpha(image, trimap, store=out, stitch="blend", **FAST)

@@ -87,7 +87,10 @@ def test_matte_round_trip(files, reference, capsys, name, extra, dtype):
     finally:
         torch.set_num_threads(threads)  # --workers changes it for the whole process
     assert code == 0, capsys.readouterr().err
-    assert capsys.readouterr().out.strip() == f"alpha written to {out}"
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"alpha written to {out}"
+    # a Zarr output is a resumable run store, which says what it computed
+    assert lines[:-1] == (["computed all 6 blocks"] if "zarr" in name else [])
     alpha = open_image(out).compute()
     assert alpha.dtype == dtype and alpha.shape == reference.shape
     if dtype == np.float32:
@@ -358,11 +361,43 @@ def test_keyboard_interrupt_exits_130_without_partial_output(files, capsys, monk
 
     monkeypatch.setattr(napari_hrmatt.engine, "estimate_alpha", interrupted)
     image, trimap = files
-    for name in ("alpha.tif", "alpha.zarr"):
-        argv = ["matte", str(image), str(trimap), "-o", str(image.parent / name), *FAST]
-        assert main([*argv, "--workers", "1"]) == 130
-        assert "interrupted" in capsys.readouterr().err
-        assert _leftovers(image.parent) == set()
+    argv = ["matte", str(image), str(trimap), "-o", str(image.parent / "alpha.tif"), *FAST]
+    assert main([*argv, "--workers", "1"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert _leftovers(image.parent) == set()
+
+
+def test_interrupted_zarr_run_resumes(files, reference, capsys, monkeypatch):
+    """Ctrl-C in a Zarr run keeps the finished blocks; the same command finishes the rest."""
+    import napari_hrmatt.runstore as runstore
+
+    solve = runstore.solve_block
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # the fourth of six blocks (one worker: one at a time)
+            raise KeyboardInterrupt
+        return solve(*args, **kwargs)
+
+    image, trimap = files
+    out = image.parent / "alpha.zarr"
+    argv = ["matte", str(image), str(trimap), "-o", str(out), *FAST, "--workers", "1"]
+    monkeypatch.setattr(runstore, "solve_block", interrupted)
+    assert main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert _leftovers(image.parent) == {"alpha.zarr"}  # no lock file left behind
+    monkeypatch.setattr(runstore, "solve_block", solve)
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "3 of 6 blocks already done; recomputed 3 blocks (3 missing)"
+    np.testing.assert_allclose(open_image(out).compute(), reference, atol=1e-5)
+    assert main(argv) == 0
+    assert (
+        capsys.readouterr().out.splitlines()[0]
+        == f"{out} is up to date (6 blocks, none recomputed)"
+    )
 
 
 # --------------------------------------------------------------------------- help, plugins

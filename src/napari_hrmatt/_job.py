@@ -14,6 +14,7 @@ pyramid that napari shows lazily), and the colour outputs read that stored alpha
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,12 @@ class MattingJob:
         Blocks computed at a time (default: one per CPU core).
     in_memory_pixels : int, optional
         See :class:`napari_hrmatt.pipeline.ResultStore`.
+    store : path, optional
+        A run store (:mod:`napari_hrmatt.runstore`) the alpha is computed into and kept
+        in. Give the same path to the next job on the same image and trimap: only the
+        blocks an edit changed are computed again (progress counts only those). A
+        store from other settings (chunk size, model, a cropped view) is recomputed.
+        The caller owns it: :meth:`discard` leaves it in place.
     """
 
     image: Any
@@ -87,6 +94,7 @@ class MattingJob:
     background: tuple[float, float, float] | None = None
     batch: int | None = None
     in_memory_pixels: int | None = None
+    store: Any = None
     _run: Run | None = field(default=None, init=False, repr=False)
 
     def steps(self) -> Iterator[Progress]:
@@ -124,18 +132,30 @@ class MattingJob:
         )
         image = as_dask(self.image, self.chunks)
         trimap = as_dask(self.trimap, self.chunks)
-        alpha = yield from run.alpha(
-            image,
-            trimap,
-            model=self.model,
-            chunks=self.chunks,
-            overlap=self.overlap,
-            global_size=self.global_size,
-            device=self.device,
-            labels=self.labels,
-            model_options=self.model_options,
-        )
-        results = {"alpha": alpha.data()}
+        engine = {
+            "model": self.model,
+            "chunks": self.chunks,
+            "overlap": self.overlap,
+            "global_size": self.global_size,
+            "device": self.device,
+            "labels": self.labels,
+            "model_options": self.model_options,
+        }
+        if self.store is None:
+            alpha = yield from run.alpha(image, trimap, **engine)
+            results = {"alpha": alpha.data()}
+            finest = alpha.finest(self.chunks)
+        else:
+            from .runstore import SettingsMismatch, open_run, run_steps
+
+            batch = self.batch or os.cpu_count() or 1
+            try:
+                yield from run_steps(image, trimap, self.store, batch=batch, **engine)
+            except SettingsMismatch:  # a cache for the widget: recompute, never refuse
+                yield from run_steps(image, trimap, self.store, batch=batch, force=True, **engine)
+            levels = open_run(self.store)
+            results = {"alpha": levels if len(levels) > 1 else levels[0]}
+            finest = levels[0]
         if self.cutout or self.background is not None:
             # Foreground colours read the alpha just stored (never recompute it).
             background = None
@@ -143,7 +163,7 @@ class MattingJob:
                 background = np.asarray(self.background, np.float32)
             outputs = colour_outputs(
                 image,
-                alpha.finest(self.chunks),
+                finest,
                 cutout=self.cutout,
                 background=background,
             )

@@ -28,6 +28,8 @@ def estimate_alpha(
     progress: bool = False,
     model_options: dict | None = None,
     stitch: str = "trim",
+    store=None,
+    force: bool = False,
 ):
     """Estimate the alpha matte of an image of any size from its trimap.
 
@@ -64,6 +66,14 @@ def estimate_alpha(
     stitch : {"trim", "blend"}
         How blocks are joined: keep each block's core (default), or cross-fade neighbours
         with linear ramps over the overlap (see :func:`napari_hrmatt.refine`).
+    store : str or Path, optional
+        A Zarr run store (``.zarr``) to compute into, resumably: blocks it already holds
+        for the same inputs and settings are not computed again (after an interruption,
+        or an edit of the trimap: only the blocks it changed). The patch pass then runs
+        eagerly, and the alpha returned is read from the store. Needs a model name and
+        ``stitch="trim"``. See :mod:`napari_hrmatt.runstore`.
+    force : bool
+        With ``store``: recompute every block.
 
     Returns
     -------
@@ -96,6 +106,27 @@ def estimate_alpha(
     lazy = is_dask(image) or is_dask(trimap)
     if compute is None:
         compute = not lazy
+    if store is not None:
+        from .runstore import matte_to_store, open_run
+
+        if stitch != "trim":
+            raise ValueError("a run store (store=...) joins blocks with stitch='trim' only")
+        matte_to_store(
+            image,
+            trimap,
+            store,
+            model=model,
+            chunks=chunks,
+            overlap=overlap,
+            global_size=global_size,
+            device=device,
+            labels=labels,
+            model_options=model_options,
+            force=force,
+            progress=progress,
+        )
+        alpha = open_run(store)[0]
+        return alpha.compute() if compute else alpha
     raw = image_channels(image, stacklevel=3)
     img = to_float(raw)
     tri = canonical_trimap(trimap, labels=labels)

@@ -560,6 +560,35 @@ class ClosedFormModel:
         alpha[box] = x.clamp_(0, 1).cpu().numpy()
         return alpha.astype(np.float32)
 
+    def update_global(self, image, trimap, alpha, box) -> np.ndarray:
+        """The global alpha after an edit inside ``box``: re-solved there, kept elsewhere.
+
+        ``alpha`` (the previous global alpha) outside ``box`` and on its interior edge
+        ring is a Dirichlet condition; inside, the previous alpha warm-starts CG. No
+        prior (this is the global problem). Used by run stores after a local trimap edit.
+        """
+        rows, cols = box
+        h, w = trimap.shape
+        sub = np.array(trimap[box], dtype=np.uint8)
+        unknown = sub == UNKNOWN
+        init = np.where(unknown, alpha[box], sub / 255.0)
+        ring = np.zeros(sub.shape, bool)
+        ring[0, :] |= rows.start > 0
+        ring[-1, :] |= rows.stop < h
+        ring[:, 0] |= cols.start > 0
+        ring[:, -1] |= cols.stop < w
+        sub[ring & unknown] = FOREGROUND  # "known", its value taken from `init`
+        out = np.array(alpha, np.float32)
+        if not (sub == UNKNOWN).any():
+            out[box] = init
+            return out
+        im, t = self._tensors(image[box], sub)
+        x0 = torch.as_tensor(init, dtype=self.dtype, device=self.device)
+        stencil = _working_stencil(im, self.radius, self.eps, self.dtype)
+        x, _ = _pcg(stencil, x0, t == UNKNOWN, self.maxiter, self.global_tol)
+        out[box] = x.clamp_(0, 1).cpu().numpy()
+        return out
+
     def overlap(self, factor: int) -> int:
         """Overlap for seam-free stitching, derived from the solver's reach.
 

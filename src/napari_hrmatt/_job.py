@@ -70,6 +70,9 @@ class MattingJob:
         Blocks computed at a time (default: one per CPU core).
     in_memory_pixels : int, optional
         See :class:`napari_hrmatt.pipeline.ResultStore`.
+    info : dict, optional
+        What makes this run (image and trimap names, settings), kept in the output
+        layers' ``metadata["napari_hrmatt_run"]``.
     """
 
     image: Any
@@ -87,7 +90,17 @@ class MattingJob:
     background: tuple[float, float, float] | None = None
     batch: int | None = None
     in_memory_pixels: int | None = None
+    info: dict | None = None
     _run: Run | None = field(default=None, init=False, repr=False)
+
+    @property
+    def plan(self) -> list[str]:
+        """The steps this job will go through, in order (``Progress.description``)."""
+        return (
+            ["global pass", "alpha"]
+            + (["cutout"] if self.cutout else [])
+            + (["composite"] if self.background is not None else [])
+        )
 
     def steps(self) -> Iterator[Progress]:
         """Run the job; yields :class:`Progress`, returns layers or a :class:`Failure`."""
@@ -151,14 +164,15 @@ class MattingJob:
                 store = yield from run.store(key, to_uint8(arr), np.uint8)
                 results[key] = store.data()
 
-        g = self.geometry
-        layers = [alpha_layer(results["alpha"], name=f"{self.name} alpha", geometry=g)]
+        g, info = self.geometry, self.info
+        layers = [alpha_layer(results["alpha"], name=f"{self.name} alpha", geometry=g, run=info)]
         if "cutout" in results:
-            layers.append(cutout_layer(results["cutout"], name=f"{self.name} cutout", geometry=g))
-        if "composite" in results:
             layers.append(
-                composite_layer(results["composite"], name=f"{self.name} composite", geometry=g)
+                cutout_layer(results["cutout"], name=f"{self.name} cutout", geometry=g, run=info)
             )
+        if "composite" in results:
+            name = f"{self.name} composite"
+            layers.append(composite_layer(results["composite"], name=name, geometry=g, run=info))
         run.stores.clear()  # the layers own the results now
         return layers
 

@@ -52,10 +52,14 @@ def _run(matting, timeout: float = 1800) -> float:
     return time.perf_counter() - start
 
 
-def _rss_mb() -> float:
+def _rss_mb() -> str:
+    """Resident memory now, and the peak so far (what the issue's numbers were)."""
+    import resource
+
     import psutil
 
-    return psutil.Process().memory_info().rss / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return f"{psutil.Process().memory_info().rss / 2**20:.0f} MB (peak {peak:.0f} MB)"
 
 
 def _viewer(shape, size):
@@ -177,7 +181,7 @@ def measure(args) -> None:
     shape = tuple(args.shape)
     viewer, _, (dock, matting) = _viewer(shape, args.size)
     matting.replace.value = False  # three separate results, as the issue measured
-    print(f"sample {shape[1]} x {shape[0]}; RSS at start {_rss_mb():.0f} MB")
+    print(f"sample {shape[1]} x {shape[0]}; RSS at start {_rss_mb()}")
     _zoom_on_edge(viewer, shape)
     matting.view_only.value = True
     rows, cols = matting._visible_slices(viewer.layers["hrmatt sample"], shape)
@@ -191,13 +195,13 @@ def measure(args) -> None:
     matting.view_only.value = False
     for k in range(3):
         seconds = _run(matting)
-        print(f"full run {k + 1}: {seconds:.1f} s, RSS {_rss_mb():.0f} MB")
+        print(f"full run {k + 1}: {seconds:.1f} s, RSS {_rss_mb()}")
     for layer in [ly for ly in viewer.layers if "alpha" in ly.name and "truth" not in ly.name]:
         viewer.layers.remove(layer)
-    _pump(0.5)
-    print(f"after closing the result layers: RSS {_rss_mb():.0f} MB")
+    _pump(1.0)
+    print(f"after closing the result layers: RSS {_rss_mb()}")
     release_memory()
-    print(f"after release_memory() again: RSS {_rss_mb():.0f} MB")
+    print(f"after release_memory() again: RSS {_rss_mb()}")
     viewer.close()
 
 

@@ -663,3 +663,21 @@ def test_view_preview_uses_a_smaller_global_pass(viewer, sample, monkeypatch):
     job = w.make_job()
     assert job.global_size == min(1_000_000, _widget.PREVIEW_GLOBAL_SIZE)
     assert job.info["view"] == [8, 60, 4, 90] and job.name == "photo (view)"
+
+
+def test_closing_a_result_gives_memory_back(viewer, qtbot, monkeypatch):
+    """Gap 8: removing a result layer trims the allocator (after napari lets go of it)."""
+    from napari_hrmatt import _widget
+    from napari_hrmatt._layers import alpha_layer
+
+    calls = []
+    monkeypatch.setattr(_widget, "release_memory", lambda: calls.append(1))
+    _widget.MattingWidget(viewer)
+    viewer.add_image(np.zeros((8, 8), np.uint8), name="not ours")
+    data, kwargs, _ = alpha_layer(np.zeros((8, 8), np.float32), name="photo alpha")
+    viewer.add_image(data, **kwargs)
+    del viewer.layers["not ours"]
+    qtbot.wait(400)
+    assert calls == []
+    del viewer.layers["photo alpha"]
+    qtbot.waitUntil(lambda: calls == [1], timeout=2000)

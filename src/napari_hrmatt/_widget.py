@@ -117,8 +117,12 @@ def release_memory() -> None:
 
 
 def _release_if_output(event) -> None:
-    if is_output(event.value):  # a result the user closed: give its memory back
-        release_memory()
+    if is_output(event.value):
+        # A result the user closed: give its memory back once napari (selection,
+        # canvas, layer list) has let go of the layer, i.e. after this event.
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(200, release_memory)
 
 
 def _swatch(label: int) -> str:

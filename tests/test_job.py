@@ -147,12 +147,12 @@ def test_job_with_a_run_store_recomputes_only_edited_blocks(small, tmp_path):
     store = tmp_path / "run.zarr"
     settings = {"chunks": 32, "global_size": 2000, "batch": 1, "store": store}
     steps, _ = run_job(MattingJob(image, labels, labels=True, name="s", **settings))
-    assert [s.done for s in steps if s.description == "blocks"] == list(range(1, 13))
+    assert [s.done for s in steps if s.description == "alpha"] == list(range(1, 13))
     edited = labels.copy()
     edited[2:12, 2:12] = 0  # background becomes unknown, in the top-left block only
     # (blocks of 32 grown by 16 px: the neighbours start reading at row/column 16)
     steps, layers = run_job(MattingJob(image, edited, labels=True, name="s", **settings))
-    assert [(s.done, s.total) for s in steps if s.description == "blocks"] == [(1, 1)]
+    assert [(s.done, s.total) for s in steps if s.description == "alpha"] == [(1, 1)]
     fresh = estimate_alpha(image, edited, labels=True, chunks=32, global_size=2000)
     alpha = np.asarray(layers[0][0][0] if isinstance(layers[0][0], list) else layers[0][0])
     diff = np.abs(alpha - fresh)[edited == 0]

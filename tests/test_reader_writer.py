@@ -241,3 +241,53 @@ def test_viewer_open_and_save_through_the_plugin(make_napari_viewer, tmp_path, l
     full = np.asarray(back.data[0] if back.multiscale else back.data)
     np.testing.assert_array_equal(full, alpha)
     assert tuple(back.contrast_limits) == (0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- placement (issue 14)
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_zarr_keeps_placement_and_metadata(tmp_path, alpha, big):
+    """Bug 3: a saved result reopens where it was (scale/translate), with what made it."""
+    import dask.array as da
+
+    data = da.tile(da.from_array(alpha), (40, 40)) if big else alpha  # 2560 x 3200: a pyramid
+    meta = {
+        "scale": (1.0, 0.5, 2.0),
+        "translate": (0.0, 625.0, 1321.0),
+        "metadata": {
+            "napari_hrmatt": "alpha",
+            "napari_hrmatt_run": {
+                "image": "photo",
+                "trimap": "photo trimap",
+                "view": [1, 2, 3, 4],
+            },
+            "unrelated": object(),
+        },
+    }
+    path = tmp_path / "view alpha.ome.zarr"
+    write_image(str(path), data, meta)
+    ((levels, kwargs, _),) = read_zarr(str(path))
+    assert kwargs["scale"] == (0.5, 2.0) and kwargs["translate"] == (625.0, 1321.0)
+    assert kwargs["metadata"] == {
+        "napari_hrmatt": "alpha",
+        "napari_hrmatt_run": {"image": "photo", "trimap": "photo trimap", "view": [1, 2, 3, 4]},
+    }
+    if big:  # coarser levels: 2^i x the pixel size, centred on the pixels they average
+        import zarr
+
+        ms = dict(zarr.open_group(str(path)).attrs)["ome"]["multiscales"][0]
+        (s1, t1) = ms["datasets"][1]["coordinateTransformations"]
+        assert s1["scale"] == [1.0, 4.0] and t1["translation"] == [625.25, 1322.0]
+
+
+@pytest.mark.napari
+def test_saved_view_result_reopens_in_place(make_napari_viewer, tmp_path, alpha):
+    """Bug 3 through napari: File > Save with the plugin, then File > Open."""
+    viewer = make_napari_viewer()
+    viewer.add_image(alpha, name="cut", scale=(0.5, 2.0), translate=(625.0, 1321.0))
+    out = tmp_path / "cut.ome.zarr"
+    viewer.layers["cut"].save(str(out), plugin="napari-hrmatt")
+    (back,) = viewer.open(out, plugin="napari-hrmatt")
+    np.testing.assert_allclose(back.scale, (0.5, 2.0))
+    np.testing.assert_allclose(back.translate, (625.0, 1321.0))

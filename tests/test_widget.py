@@ -24,6 +24,16 @@ SCALE, TRANSLATE = (0.5, 2.0), (10.0, -4.0)
 TIMEOUT_MS = 120_000
 
 
+@pytest.fixture(autouse=True)
+def settings_file(tmp_path, monkeypatch):
+    """Widgets remember settings in a temporary file, never the user's config dir."""
+    from napari_hrmatt import _widget
+
+    path = tmp_path / "config" / "matting.json"
+    monkeypatch.setattr(_widget, "settings_path", lambda: path, raising=False)
+    return path
+
+
 @pytest.fixture(scope="module")
 def sample():
     image, trimap, alpha = make_sample((96, 128), seed=5)
@@ -64,6 +74,20 @@ def matting_widget(viewer, trimap_layer, **values):
     for key, value in values.items():
         getattr(w, key).value = value
     return w
+
+
+def record_statuses(monkeypatch):
+    """Every status line the widgets show, in order."""
+    from napari_hrmatt import _widget
+
+    seen, real = [], _widget._set_status
+
+    def record(label, text):
+        seen.append(text)
+        real(label, text)
+
+    monkeypatch.setattr(_widget, "_set_status", record)
+    return seen
 
 
 def wait_done(qtbot, w):
@@ -350,3 +374,310 @@ def test_closed_widget_stops_listening_to_layers(viewer, qtbot):
     qtbot.waitUntil(lambda: bool(destroyed), timeout=5000)
     viewer.add_labels(np.zeros((4, 4), np.uint8), name="late")
     assert calls == []
+
+
+# --------------------------------------------------------------------------- issue 14: bugs
+
+
+class _Recorder:
+    """Wraps napari's progress class: records (n, total) after every update, and at close."""
+
+    def __init__(self, monkeypatch, on_description=None):
+        import napari.utils
+
+        real = napari.utils.progress
+        self.updates, self.closed = [], []
+        recorder = self
+
+        class Recording(real):
+            def update(self, n=1):
+                super().update(n)
+                recorder.updates.append((self.n, self.total))
+
+            def set_description(self, desc):
+                super().set_description(desc)
+                if on_description is not None:
+                    on_description()
+
+            def close(self):
+                recorder.closed.append((self.n, self.total))
+                super().close()
+
+        monkeypatch.setattr(napari.utils, "progress", Recording)
+
+
+def test_progress_bar_survives_reentrant_updates(viewer, sample, monkeypatch):
+    """Bug 1: pbar updates process Qt events, so queued steps arrive inside the handler."""
+    from napari_hrmatt.pipeline import Progress
+
+    _, labels, _ = sample
+    w = matting_widget(viewer, add_trimap(viewer, labels))
+    w.job = w.make_job()  # plan: global pass, alpha
+    w.worker = object()  # "running"
+    queue = [Progress(k, 12, "alpha", (k, 12)) for k in range(2, 13)]
+
+    def deliver_queued():  # what QApplication.processEvents() does with queued signals
+        if queue:
+            w._on_progress(queue.pop(0))
+
+    rec = _Recorder(monkeypatch, on_description=deliver_queued)
+    w._on_progress(Progress(1, 12, "alpha", (1, 12)))
+    assert not queue
+    ns = [n for n, _ in rec.updates]
+    assert ns == sorted(ns), ns  # never backwards
+    assert {total for _, total in rec.updates} == {200}  # fixed up front
+    assert ns[-1] == 200  # the last step (alpha 12/12) is shown
+    assert w.status.value == "alpha 12/12"
+    w.worker = None
+    w._on_finished()
+    assert rec.closed[0] == (200, 200)
+
+
+def test_progress_total_is_known_up_front_with_colour_outputs(viewer, sample, qtbot, monkeypatch):
+    """Bug 1: with cutout and composite the bar's total never grows, and it ends full."""
+    _, labels, _ = sample
+    rec = _Recorder(monkeypatch)
+    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=32, cutout=True)
+    w.composite.value = "white"
+    w.batch = 1
+    statuses = record_statuses(monkeypatch)
+    w.run()
+    wait_done(qtbot, w)
+    assert {"photo alpha", "photo cutout", "photo composite"} <= {ly.name for ly in viewer.layers}
+    totals = {total for _, total in rec.updates}
+    assert totals == {400}, totals  # global pass, alpha, cutout, composite
+    ns = [n for n, _ in rec.updates]
+    assert ns == sorted(ns)
+    assert rec.closed[0] == (400, 400)
+    # Gap 9: one vocabulary, step names and per-step counts.
+    assert any(s.startswith("global pass (") for s in statuses), statuses
+    assert "alpha 1/12" in statuses and "alpha 12/12" in statuses
+    assert any(s.startswith("cutout ") for s in statuses)
+    assert not any("blocks" in s or "matting:" in s for s in statuses)
+    assert statuses[-1].startswith("done in") and "alpha, cutout, composite" in statuses[-1]
+
+
+def test_long_status_does_not_widen_the_dock(make_napari_viewer, sample):
+    """Bug 2: a long status line wraps inside the dock instead of widening it."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_hrmatt._widget import MattingWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1600, 1000)
+    w = MattingWidget(viewer)
+    dock = viewer.window.add_dock_widget(w, area="right")
+    for _ in range(5):
+        QApplication.processEvents()
+    width, canvas = dock.width(), viewer.window._qt_viewer.canvas.native.width()
+    w.status.value = "done: added " + ", ".join(
+        f"a rather long image name {k} alpha" for k in range(8)
+    )
+    for _ in range(5):
+        QApplication.processEvents()
+    assert dock.width() <= width + 2, (width, dock.width())
+    assert viewer.window._qt_viewer.canvas.native.width() >= canvas - 2
+
+
+def test_import_without_a_file_says_so(viewer, notifications):
+    """Bug 4: no file chosen is not "trimap file '.' does not exist"."""
+    from napari_hrmatt._widget import TrimapWidget
+
+    w = TrimapWidget(viewer)
+    w.image.value = viewer.layers["photo"]
+    before = len(viewer.layers)
+    assert w.import_trimap() is None
+    (message,) = notifications["error"]
+    assert "no trimap file chosen" in message and "'.'" not in message
+    assert len(viewer.layers) == before
+
+
+# --------------------------------------------------------------------------- issue 14: gaps
+
+
+def test_second_run_replaces_the_first_and_records_its_inputs(viewer, sample, qtbot):
+    """Gap 1: results replace the previous run's (in place); metadata says what made them."""
+    _, labels, _ = sample
+    trimap = add_trimap(viewer, labels)
+    w = matting_widget(viewer, trimap, chunk=64)
+    w.run()
+    wait_done(qtbot, w)
+    first = viewer.layers["photo alpha"]
+    viewer.layers.move(viewer.layers.index(first), 0)  # the user moved it to the bottom
+    w.global_size.value = 0.05
+    w.run()
+    wait_done(qtbot, w)
+    names = [ly.name for ly in viewer.layers]
+    assert names.count("photo alpha") == 1 and "photo alpha [1]" not in names, names
+    second = viewer.layers["photo alpha"]
+    assert second is not first and names.index("photo alpha") == 0  # took its place
+    run = second.metadata["napari_hrmatt_run"]
+    assert second.metadata["napari_hrmatt"] == "alpha"
+    assert run["image"] == "photo" and run["trimap"] == "photo trimap"
+    assert run["model"] == "cf" and run["chunks"] == 64 and run["global_size"] == 50_000
+    assert run["view"] is None and run["seconds"] > 0
+    # Untick "replace": results pile up on purpose.
+    w.replace.value = False
+    w.run()
+    wait_done(qtbot, w)
+    assert "photo alpha [1]" in viewer.layers
+
+
+def test_trimap_layer_painting_help(make_napari_viewer, sample):
+    """Gap 3: named labels, F / B / U keys, the widget's paint buttons, scaled brush."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    from napari_hrmatt._widget import TrimapWidget, brush_size
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((600, 1200), np.uint8), name="photo")
+    w = TrimapWidget(viewer)
+    w.image.value = viewer.layers["photo"]
+    layer = w.new_trimap()
+    assert list(layer.features["class"]) == ["unknown", "background", "foreground"]
+    assert layer.brush_size == brush_size((600, 1200)) == 15
+    assert brush_size((1536, 2048)) == 26
+    assert "foreground (F)" in w.legend.value and "background (B)" in w.legend.value
+    # Keys, through Qt, on the selected trimap layer.
+    viewer.layers.selection.active = layer
+    layer.mode = "pan_zoom"
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_B)
+    assert (layer.selected_label, layer.mode) == (1, "paint")
+    QTest.keyClick(canvas, Qt.Key.Key_U)
+    assert layer.selected_label == 0
+    QTest.keyClick(canvas, Qt.Key.Key_F)
+    assert layer.selected_label == 2
+    # Buttons.
+    viewer.layers.selection.active = viewer.layers["photo"]
+    w.paint_bg.clicked()
+    assert viewer.layers.selection.active is layer and layer.selected_label == 1
+    w.opacity.value = 0.3
+    assert layer.opacity == pytest.approx(0.3)
+    # A trimap opened by the reader (not made by the widget) gets the keys too.
+    from napari_hrmatt._layers import trimap_layer
+
+    data, kwargs, _ = trimap_layer(np.zeros((600, 1200), np.uint8), name="read trimap")
+    other = viewer.add_labels(data, **kwargs)
+    viewer.layers.selection.active = other
+    other.mode = "pan_zoom"
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_B)
+    assert other.selected_label == 1 and other.brush_size == 15
+
+
+def test_every_control_has_a_tooltip(viewer):
+    """Gap 5: tooltips everywhere, a line per model, a help link."""
+    from magicgui.widgets import Label
+
+    from napari_hrmatt._widget import MODEL_HELP, MattingWidget, TrimapWidget
+
+    for w in (MattingWidget(viewer), TrimapWidget(viewer)):
+        missing = [c.name or c.label for c in w if not isinstance(c, Label) and not c.tooltip]
+        assert not missing, (type(w).__name__, missing)
+    w = MattingWidget(viewer)
+    assert w.model_help.value == MODEL_HELP["cf"]
+    w.model.value = "hdmatt"
+    assert w.model_help.value == MODEL_HELP["hdmatt"]
+    assert "napari.md" in w.help.value
+
+
+def test_settings_are_remembered_and_reset(viewer, settings_file):
+    """Gap 4: a new panel (or a new session) starts from the last settings."""
+    from napari_hrmatt._widget import DEFAULTS, MattingWidget
+
+    w = MattingWidget(viewer)
+    w.chunk.value = 256
+    w.model.value = "hdmatt"
+    w.replace.value = False
+    assert settings_file.is_file()
+    again = MattingWidget(viewer)
+    assert (again.chunk.value, again.model.value, again.replace.value) == (256, "hdmatt", False)
+    assert not again.weights.native.isHidden()  # follows the restored model
+    again.reset_settings()
+    assert again.settings() == DEFAULTS
+    assert MattingWidget(viewer).chunk.value == DEFAULTS["chunk"]
+    settings_file.write_text("{not json")
+    assert MattingWidget(viewer).chunk.value == DEFAULTS["chunk"]  # a broken file is ignored
+
+
+def test_trimap_choices_labels_first_never_outputs(viewer, sample):
+    """Gap 7: Labels first, then grey images named like trimaps; never our outputs."""
+    from napari_hrmatt._layers import alpha_layer
+    from napari_hrmatt._sample_data import make_sample_data
+
+    _, labels, _ = sample
+    viewer.add_image(np.zeros((96, 128), np.uint8), name="other grey")
+    viewer.add_image(np.zeros((96, 128), np.uint8), name="GT01 trimap file")
+    data, kwargs, _ = alpha_layer(np.zeros((96, 128), np.float32), name="photo alpha")
+    viewer.add_image(data, **kwargs)
+    truth = make_sample_data((32, 48))[2]
+    viewer.add_image(truth[0], **truth[1])
+    add_trimap(viewer, labels)
+    from napari_hrmatt._widget import MattingWidget
+
+    w = MattingWidget(viewer)
+    names = [ly.name for ly in w.trimap.choices]
+    assert names == ["photo trimap", "GT01 trimap file", "other grey"], names
+    assert w.trimap.value is viewer.layers["photo trimap"]
+
+
+def test_global_pass_reports_and_cancels(viewer, sample, qtbot, monkeypatch, notifications):
+    """Gap 2: the global pass shows progress and cancel does not wait for it."""
+    import threading
+    import time
+
+    from napari_hrmatt import engine
+
+    _, labels, _ = sample
+    release = threading.Event()
+    real = engine.estimate_alpha
+
+    def slow_global_pass(*args, **kwargs):
+        release.wait(30)  # a long solve
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "estimate_alpha", slow_global_pass)
+    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=64)
+    statuses = record_statuses(monkeypatch)
+    w.run()
+    qtbot.waitUntil(lambda: any(s.startswith("global pass (") for s in statuses), timeout=10_000)
+    start = time.perf_counter()
+    w.cancel()
+    wait_done(qtbot, w)
+    release.set()
+    assert time.perf_counter() - start < 5
+    assert w.status.value == "cancelled" and "photo alpha" not in viewer.layers
+
+
+def test_view_preview_uses_a_smaller_global_pass(viewer, sample, monkeypatch):
+    from napari_hrmatt import _widget
+
+    _, labels, _ = sample
+    w = matting_widget(viewer, add_trimap(viewer, labels), view_only=True)
+    monkeypatch.setattr(
+        _widget.MattingWidget, "_visible_slices", lambda *_: (slice(8, 60), slice(4, 90))
+    )
+    job = w.make_job()
+    assert job.global_size == min(1_000_000, _widget.PREVIEW_GLOBAL_SIZE)
+    assert job.info["view"] == [8, 60, 4, 90] and job.name == "photo (view)"
+
+
+def test_closing_a_result_gives_memory_back(viewer, qtbot, monkeypatch):
+    """Gap 8: removing a result layer trims the allocator (after napari lets go of it)."""
+    from napari_hrmatt import _widget
+    from napari_hrmatt._layers import alpha_layer
+
+    calls = []
+    monkeypatch.setattr(_widget, "release_memory", lambda: calls.append(1))
+    _widget.MattingWidget(viewer)
+    viewer.add_image(np.zeros((8, 8), np.uint8), name="not ours")
+    data, kwargs, _ = alpha_layer(np.zeros((8, 8), np.float32), name="photo alpha")
+    viewer.add_image(data, **kwargs)
+    del viewer.layers["not ours"]
+    qtbot.wait(400)
+    assert calls == []
+    del viewer.layers["photo alpha"]
+    qtbot.waitUntil(lambda: calls == [1], timeout=2000)

@@ -77,6 +77,9 @@ class MattingJob:
         blocks an edit changed are computed again (progress counts only those). A
         store from other settings (chunk size, model, a cropped view) is recomputed.
         The caller owns it: :meth:`discard` leaves it in place.
+    info : dict, optional
+        What makes this run (image and trimap names, settings), kept in the output
+        layers' ``metadata["napari_hrmatt_run"]``.
     """
 
     image: Any
@@ -95,7 +98,17 @@ class MattingJob:
     batch: int | None = None
     in_memory_pixels: int | None = None
     store: Any = None
+    info: dict | None = None
     _run: Run | None = field(default=None, init=False, repr=False)
+
+    @property
+    def plan(self) -> list[str]:
+        """The steps this job will go through, in order (``Progress.description``)."""
+        return (
+            ["global pass", "alpha"]
+            + (["cutout"] if self.cutout else [])
+            + (["composite"] if self.background is not None else [])
+        )
 
     def steps(self) -> Iterator[Progress]:
         """Run the job; yields :class:`Progress`, returns layers or a :class:`Failure`."""
@@ -171,14 +184,15 @@ class MattingJob:
                 store = yield from run.store(key, to_uint8(arr), np.uint8)
                 results[key] = store.data()
 
-        g = self.geometry
-        layers = [alpha_layer(results["alpha"], name=f"{self.name} alpha", geometry=g)]
+        g, info = self.geometry, self.info
+        layers = [alpha_layer(results["alpha"], name=f"{self.name} alpha", geometry=g, run=info)]
         if "cutout" in results:
-            layers.append(cutout_layer(results["cutout"], name=f"{self.name} cutout", geometry=g))
-        if "composite" in results:
             layers.append(
-                composite_layer(results["composite"], name=f"{self.name} composite", geometry=g)
+                cutout_layer(results["cutout"], name=f"{self.name} cutout", geometry=g, run=info)
             )
+        if "composite" in results:
+            name = f"{self.name} composite"
+            layers.append(composite_layer(results["composite"], name=name, geometry=g, run=info))
         run.stores.clear()  # the layers own the results now
         return layers
 

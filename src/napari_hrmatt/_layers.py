@@ -17,6 +17,9 @@ import numpy as np
 from .trimap import LABEL_BACKGROUND, LABEL_FOREGROUND, LABEL_UNKNOWN
 
 __all__ = [
+    "OUTPUT_ROLES",
+    "RUN_KEY",
+    "TRIMAP_CLASSES",
     "TRIMAP_COLORS",
     "Geometry",
     "alpha_layer",
@@ -25,6 +28,7 @@ __all__ = [
     "composite_layer",
     "crop_to_view",
     "image_data",
+    "is_output",
     "layer_geometry",
     "trimap_layer",
 ]
@@ -39,6 +43,20 @@ TRIMAP_COLORS: dict[int | None, tuple[float, float, float, float]] = {
     LABEL_FOREGROUND: (1.0, 0.55, 0.05, 1.0),
     None: (1.0, 0.0, 1.0, 1.0),
 }
+
+# Names of the trimap labels: a ``features`` table, so napari's status bar names the
+# class under the cursor ("class: foreground") and the widgets can show a legend.
+TRIMAP_CLASSES: dict[int, str] = {
+    LABEL_UNKNOWN: "unknown",
+    LABEL_BACKGROUND: "background",
+    LABEL_FOREGROUND: "foreground",
+}
+
+# ``metadata["napari_hrmatt"]`` of the layers a run adds. Layers carrying one of these
+# are the plugin's own outputs: never offered as a trimap, replaced by the next run.
+OUTPUT_ROLES = ("alpha", "cutout", "composite")
+# ``metadata["napari_hrmatt_run"]``: what made an output (image, trimap, settings).
+RUN_KEY = "napari_hrmatt_run"
 
 
 @dataclass(frozen=True)
@@ -194,6 +212,10 @@ def trimap_layer(labels, *, name: str, geometry: Geometry | None = None) -> tupl
         "name": name,
         "colormap": dict(TRIMAP_COLORS),
         "opacity": 0.5,
+        "features": {
+            "index": list(TRIMAP_CLASSES),
+            "class": list(TRIMAP_CLASSES.values()),
+        },
         "metadata": {"napari_hrmatt": "trimap"},
         **(geometry or Geometry()).kwargs(),
     }
@@ -204,7 +226,18 @@ def _multiscale_kwargs(data) -> dict[str, bool]:
     return {"multiscale": isinstance(data, list)}
 
 
-def alpha_layer(alpha, *, name: str, geometry: Geometry | None = None) -> tuple:
+def _metadata(role: str, run: dict | None) -> dict:
+    return {"napari_hrmatt": role, **({RUN_KEY: dict(run)} if run else {})}
+
+
+def is_output(layer) -> bool:
+    """True for a layer that a matting run added (alpha, cutout, composite)."""
+    return getattr(layer, "metadata", {}).get("napari_hrmatt") in OUTPUT_ROLES
+
+
+def alpha_layer(
+    alpha, *, name: str, geometry: Geometry | None = None, run: dict | None = None
+) -> tuple:
     """LayerDataTuple for an alpha matte: grey colormap, contrast limits (0, 1).
 
     Parameters
@@ -214,36 +247,43 @@ def alpha_layer(alpha, *, name: str, geometry: Geometry | None = None) -> tuple:
     name : str
     geometry : Geometry, optional
         Scale/translate of the source image, so the matte overlays it exactly.
+    run : dict, optional
+        What made it (image and trimap names, settings), kept in
+        ``metadata["napari_hrmatt_run"]`` (and in the OME-Zarr attributes when saved).
     """
     kwargs = {
         "name": name,
         "colormap": "gray",
         "contrast_limits": (0.0, 1.0),
-        "metadata": {"napari_hrmatt": "alpha"},
+        "metadata": _metadata("alpha", run),
         **_multiscale_kwargs(alpha),
         **(geometry or Geometry()).kwargs(),
     }
     return alpha, kwargs, "image"
 
 
-def cutout_layer(rgba, *, name: str, geometry: Geometry | None = None) -> tuple:
+def cutout_layer(
+    rgba, *, name: str, geometry: Geometry | None = None, run: dict | None = None
+) -> tuple:
     """LayerDataTuple for an RGBA cutout (uint8, straight alpha), or a pyramid of them."""
     kwargs = {
         "name": name,
         "rgb": True,
-        "metadata": {"napari_hrmatt": "cutout"},
+        "metadata": _metadata("cutout", run),
         **_multiscale_kwargs(rgba),
         **(geometry or Geometry()).kwargs(),
     }
     return rgba, kwargs, "image"
 
 
-def composite_layer(rgb, *, name: str, geometry: Geometry | None = None) -> tuple:
+def composite_layer(
+    rgb, *, name: str, geometry: Geometry | None = None, run: dict | None = None
+) -> tuple:
     """LayerDataTuple for an RGB composite preview (uint8), or a pyramid of them."""
     kwargs = {
         "name": name,
         "rgb": True,
-        "metadata": {"napari_hrmatt": "composite"},
+        "metadata": _metadata("composite", run),
         **_multiscale_kwargs(rgb),
         **(geometry or Geometry()).kwargs(),
     }

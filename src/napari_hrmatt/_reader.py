@@ -16,6 +16,9 @@ photo away from napari's own reader):
   multiscale group with 2D ``y, x`` (optionally ``c``) axes opens as a
   multiscale image layer with the stored pixel scale; a plain 2D or (H, W, C)
   Zarr array as an image. Groups with time or z axes are left to other readers.
+  The stored scale/translation place the layer; the group attribute
+  ``"napari_hrmatt"`` (written by :mod:`napari_hrmatt._writer`) becomes the
+  layer's metadata.
 
 Data stays lazy (dask) except small trimaps, which are loaded into numpy so the
 brush can edit them.
@@ -188,6 +191,11 @@ def read_zarr(path: str | Sequence[str]) -> list[tuple]:
     data = levels if len(levels) > 1 else levels[0]
     first = levels[0]
     kwargs = {"name": name, "multiscale": len(levels) > 1, **geometry.kwargs()}
+    if kind != "array":
+        # What made a result saved by the plugin's writer (image, trimap, settings).
+        ours = dict(zarr.open_group(str(p), mode="r").attrs).get("napari_hrmatt")
+        if isinstance(ours, dict):
+            kwargs["metadata"] = dict(ours)
     if first.ndim == 3:
         kwargs["rgb"] = first.shape[-1] in (3, 4)
     if first.ndim == 2:

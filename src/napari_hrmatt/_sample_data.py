@@ -36,6 +36,8 @@ def make_sample_data(shape: tuple[int, int] = (1536, 2048)) -> list[tuple]:
                 "colormap": "gray",
                 "contrast_limits": (0.0, 1.0),
                 "visible": False,
+                # Not a trimap candidate, not an input: the answer to compare with.
+                "metadata": {"napari_hrmatt": "ground truth"},
             },
             "image",
         ),

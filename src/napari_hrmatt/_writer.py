@@ -12,10 +12,17 @@
   to napari's own writer; the Trimap tools widget exports TIFF as well.
 
 For a multiscale layer the finest level is written (the pyramid is rebuilt).
+
+Zarr output keeps the layer's placement: its scale and translate go into the OME-Zarr
+``coordinateTransformations`` (so the reader puts it back where it was), and what made
+a result (``metadata["napari_hrmatt"]`` and ``["napari_hrmatt_run"]``: image, trimap,
+settings) into the group attribute ``"napari_hrmatt"``. PNG and TIFF files store
+neither (a reopened PNG/TIFF sits at the origin with pixel size 1).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +61,36 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
 
     data = _finest(data, meta)
     save_image(data, path, bit_depth=_bit_depth(data, path), pyramid=True)
+    if path.lower().endswith(".zarr"):
+        _annotate_zarr(path, meta)
     return [str(Path(path))]
+
+
+def _annotate_zarr(path: str, meta: dict) -> None:
+    """Put the layer's scale/translate and its napari-hrmatt metadata into the group."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    attrs = group.attrs.asdict()
+    ome = attrs.get("ome", attrs)  # OME-NGFF 0.5 nests under "ome"
+    scale = [float(v) for v in meta.get("scale", (1.0, 1.0))[-2:]]
+    translate = [float(v) for v in meta.get("translate", (0.0, 0.0))[-2:]]
+    for dataset in ome["multiscales"][0]["datasets"]:
+        for t in dataset.get("coordinateTransformations", []):
+            # Level transforms are in full-resolution pixels: map them to the world.
+            if t.get("type") == "scale":
+                t["scale"][-2:] = [t["scale"][-2] * scale[0], t["scale"][-1] * scale[1]]
+            elif t.get("type") == "translation":
+                t["translation"][-2:] = [
+                    translate[0] + t["translation"][-2] * scale[0],
+                    translate[1] + t["translation"][-1] * scale[1],
+                ]
+    update = {"ome": ome} if "ome" in attrs else dict(ome)
+    ours = {k: v for k, v in (meta.get("metadata") or {}).items() if k.startswith("napari_hrmatt")}
+    if ours:
+        # JSON only (numbers, strings, lists): anything else is stored as its text.
+        update["napari_hrmatt"] = json.loads(json.dumps(ours, default=str))
+    group.attrs.update(update)
 
 
 def write_trimap(path: str, data: Any, meta: dict) -> list[str]:

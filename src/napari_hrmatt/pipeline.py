@@ -51,11 +51,16 @@ def _remove_temp_dirs() -> None:  # pragma: no cover - runs at interpreter exit
 
 @dataclass
 class Progress:
-    """One step of a run: ``done`` of ``total`` blocks, and what is being computed."""
+    """One step of a run: ``done`` of ``total`` blocks, and what is being computed.
+
+    ``step`` is ``(done, total)`` within the current step (``description``: "alpha",
+    "cutout", ...), None while a step has no blocks to count (the global pass).
+    """
 
     done: int
     total: int
     description: str
+    step: tuple[int, int] | None = None
 
 
 class ResultStore:
@@ -205,10 +210,10 @@ class Run:
         )
         self.stores.append(store)
         if self.interactive:
-            for index, block in iter_blocks(arr, batch=self.batch):
+            for n, (index, block) in enumerate(iter_blocks(arr, batch=self.batch), 1):
                 store[index] = block
                 self.done += 1
-                yield Progress(self.done, self.total, key)
+                yield Progress(self.done, self.total, key, (n, blocks))
         else:
             if not store.in_memory:
                 # One dask block per Zarr chunk, so parallel writers never share a chunk.
@@ -216,19 +221,52 @@ class Run:
             with BlockProgress(arr, enabled=self.progress_bar, desc=key):
                 da.store(arr, store.array, lock=False)
             self.done += blocks
-            yield Progress(self.done, self.total, key)
+            yield Progress(self.done, self.total, key, (blocks, blocks))
         if self.pyramid:
             for _ in store.pyramid_steps():
-                yield Progress(self.done, self.total, f"{key}: pyramid")
+                yield Progress(self.done, self.total, f"{key}: pyramid", (blocks, blocks))
         return store
 
     def alpha(self, image, trimap, **engine) -> Generator[Progress, None, ResultStore]:
         """Global pass, then the alpha blocks into a store (``engine``: estimate_alpha's)."""
         from .engine import estimate_alpha
 
-        yield Progress(self.done, self.total + 1, "global pass")
-        alpha = estimate_alpha(image, trimap, compute=False, **engine)
+        yield Progress(self.done, self.total, "global pass")
+        if self.interactive:
+            # The global pass runs eagerly inside estimate_alpha: run it in a helper
+            # thread and yield while it works, so a GUI shows it and can cancel.
+            alpha = yield from self._waiting(
+                lambda: estimate_alpha(image, trimap, compute=False, **engine), "global pass"
+            )
+        else:
+            alpha = estimate_alpha(image, trimap, compute=False, **engine)
         return (yield from self.store("alpha", alpha, np.float32))
+
+    def _waiting(self, fn, description: str, poll: float = 0.25):
+        """Run ``fn()`` in a daemon thread, yielding Progress every ``poll`` seconds.
+
+        If the caller stops iterating (cancel), the thread finishes on its own and its
+        result is dropped: a solve in torch cannot be interrupted.
+        """
+        import threading
+
+        box: dict = {}
+
+        def target():
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"hrmatt {description}", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(poll)
+            if thread.is_alive():
+                yield Progress(self.done, self.total, description)
+        if "error" in box:
+            raise box.pop("error")
+        return box.pop("value")
 
     def discard(self) -> None:
         """Delete every result (after a cancel or an error)."""

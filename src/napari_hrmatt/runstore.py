@@ -474,7 +474,7 @@ def _compute(dirty, raw, tri, store, grid, context, version, engine, batch, prog
         for future in as_completed(client.compute(tasks)):
             future.result()
             done += 1
-            yield Progress(done, total, "blocks")
+            yield Progress(done, total, "alpha", (done, total))
         return
     step = batch or total
     bar = None
@@ -493,7 +493,7 @@ def _compute(dirty, raw, tri, store, grid, context, version, engine, batch, prog
             with _Count():
                 dask.compute(*tasks[start : start + step])
             done = min(total, start + step)
-            yield Progress(done, total, "blocks")
+            yield Progress(done, total, "alpha", (done, total))
     finally:
         if bar is not None:
             bar.close()

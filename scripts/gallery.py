@@ -159,9 +159,9 @@ def gallery(args) -> None:
     # 4. A long status line does not widen the dock.
     canvas = viewer.window._qt_viewer.canvas.native
     before = dock.width(), canvas.width()
-    from napari_hrmatt._widget import _set_status
+    from napari_hrmatt._widget_parts import set_status
 
-    _set_status(
+    set_status(
         matting.status,
         "done: added "
         + ", ".join(f"hrmatt sample (view) {k} alpha, cutout, composite" for k in range(4)),
@@ -176,7 +176,7 @@ def gallery(args) -> None:
 
 
 def measure(args) -> None:
-    from napari_hrmatt._widget import release_memory
+    from napari_hrmatt._widget_parts import release_memory
 
     shape = tuple(args.shape)
     viewer, _, (dock, matting) = _viewer(shape, args.size)

@@ -6,7 +6,8 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_hrmatt.foreground import _plan, estimate_foreground, foreground_overlap
+from napari_hrmatt._foreground_solver import foreground_overlap, make_plan
+from napari_hrmatt.foreground import estimate_foreground
 from napari_hrmatt.image import as_float_image
 from napari_hrmatt.sample import make_sample
 
@@ -125,7 +126,7 @@ def test_chunked_equals_whole(hairy, whole, chunks):
 
 def test_too_small_overlap_leaves_seams(hairy, whole):
     image, _, alpha, _, _ = hairy
-    plan = _plan(alpha.shape, GLOBAL, 10, 2, 32, 1e-5, 1.0)
+    plan = make_plan(alpha.shape, GLOBAL, 10, 2, 32, 1e-5, 1.0)
     assert plan.glevel == 2 and foreground_overlap(plan) == 12
     chunked = estimate_foreground(
         image, alpha, return_background=True, device="cpu", global_size=GLOBAL,

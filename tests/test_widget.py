@@ -6,6 +6,8 @@ offscreen platform has no OpenGL context, so adding a layer fails there.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -51,11 +53,12 @@ def viewer(make_napari_viewer, sample):
 @pytest.fixture
 def notifications(monkeypatch):
     """Messages passed to napari's show_error / show_info by the widgets."""
-    from napari_hrmatt import _widget
+    from napari_hrmatt import _trimap_widget, _widget, _widget_parts
 
     seen = {"error": [], "info": []}
-    monkeypatch.setattr(_widget, "show_error", seen["error"].append)
-    monkeypatch.setattr(_widget, "show_info", seen["info"].append)
+    for module in (_widget, _widget_parts, _trimap_widget):
+        for kind in ("error", "info"):
+            monkeypatch.setattr(module, f"show_{kind}", seen[kind].append, raising=False)
     return seen
 
 
@@ -80,13 +83,13 @@ def record_statuses(monkeypatch):
     """Every status line the widgets show, in order."""
     from napari_hrmatt import _widget
 
-    seen, real = [], _widget._set_status
+    seen, real = [], _widget.set_status
 
     def record(label, text):
         seen.append(text)
         real(label, text)
 
-    monkeypatch.setattr(_widget, "_set_status", record)
+    monkeypatch.setattr(_widget, "set_status", record)
     return seen
 
 
@@ -98,7 +101,7 @@ def wait_done(qtbot, w):
 
 
 def test_new_trimap_matches_image_and_has_class_colours(viewer):
-    from napari_hrmatt._widget import TrimapWidget
+    from napari_hrmatt._trimap_widget import TrimapWidget
 
     w = TrimapWidget(viewer)
     w.image.value = viewer.layers["photo"]
@@ -115,7 +118,7 @@ def test_new_trimap_matches_image_and_has_class_colours(viewer):
 
 
 def test_new_large_trimap_is_a_paintable_zarr_array(viewer, monkeypatch):
-    from napari_hrmatt._widget import TrimapWidget
+    from napari_hrmatt._trimap_widget import TrimapWidget
 
     monkeypatch.setattr(pipeline, "IN_MEMORY_PIXELS", 0)
     w = TrimapWidget(viewer)
@@ -127,7 +130,7 @@ def test_new_large_trimap_is_a_paintable_zarr_array(viewer, monkeypatch):
 
 
 def test_trimap_from_labels_mask_has_band(viewer):
-    from napari_hrmatt._widget import TrimapWidget
+    from napari_hrmatt._trimap_widget import TrimapWidget
 
     mask = np.zeros((96, 128), np.uint8)
     mask[30:70, 40:90] = 3  # any non-zero label is foreground
@@ -144,7 +147,7 @@ def test_trimap_from_labels_mask_has_band(viewer):
 
 
 def test_trimap_from_shapes_uses_image_pixel_grid(viewer):
-    from napari_hrmatt._widget import TrimapWidget
+    from napari_hrmatt._trimap_widget import TrimapWidget
 
     # A rectangle drawn in world coordinates over the scaled image.
     rows, cols = (20, 60), (30, 100)  # image pixels
@@ -169,7 +172,7 @@ def test_trimap_from_shapes_uses_image_pixel_grid(viewer):
 
 
 def test_import_export_trimap_round_trip(viewer, sample, tmp_path, notifications):
-    from napari_hrmatt._widget import TrimapWidget
+    from napari_hrmatt._trimap_widget import TrimapWidget
 
     _, labels, _ = sample
     layer = add_trimap(viewer, labels)
@@ -265,7 +268,8 @@ def test_cancel_mid_run_adds_no_layer(viewer, sample, qtbot, notifications, monk
     monkeypatch.setattr(pipeline, "IN_MEMORY_PIXELS", 0)  # so a temp store exists to clean up
     _, labels, _ = sample
     before = len(viewer.layers)
-    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=32)  # 3 x 4 blocks
+    # 3 x 4 blocks; results kept side by side, so no run store: a temporary result store
+    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=32, replace=False)
     w.batch = 1  # one block per step, so the run can stop between blocks
     seen, stores = [], []
     show_progress = w._on_progress
@@ -287,6 +291,30 @@ def test_cancel_mid_run_adds_no_layer(viewer, sample, qtbot, notifications, monk
     assert stores and not stores[0].path.exists()  # partial result deleted
     assert w.status.value == "cancelled" and w.run_button.enabled
     assert any("cancelled" in m for m in notifications["info"])
+
+
+def test_cancelled_run_resumes_from_its_run_store(viewer, sample, qtbot, notifications):
+    """With "replace" (a run store), a cancelled run keeps its blocks for the next run."""
+    _, labels, _ = sample
+    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=32)  # 3 x 4 blocks
+    w.batch = 1
+    show_progress = w._on_progress
+
+    def cancel_after_two_blocks(step):
+        show_progress(step)
+        if step.description == "alpha" and step.step == (2, 12):
+            w.cancel()
+
+    w._on_progress = cancel_after_two_blocks
+    w.run()
+    wait_done(qtbot, w)
+    assert w.status.value == "cancelled" and "photo alpha" not in viewer.layers
+    w._on_progress = show_progress
+    w.run()
+    wait_done(qtbot, w)
+    found = re.search(r"recomputed (\d+) of 12 alpha blocks", w.status.value)
+    assert found and 9 <= int(found.group(1)) <= 10, w.status.value  # 1 in flight
+    assert "photo alpha" in viewer.layers
 
 
 def test_view_only_preview_matches_crop(make_napari_viewer, sample, qtbot, notifications):
@@ -481,7 +509,7 @@ def test_long_status_does_not_widen_the_dock(make_napari_viewer, sample):
 
 def test_import_without_a_file_says_so(viewer, notifications):
     """Bug 4: no file chosen is not "trimap file '.' does not exist"."""
-    from napari_hrmatt._widget import TrimapWidget
+    from napari_hrmatt._trimap_widget import TrimapWidget
 
     w = TrimapWidget(viewer)
     w.image.value = viewer.layers["photo"]
@@ -523,12 +551,37 @@ def test_second_run_replaces_the_first_and_records_its_inputs(viewer, sample, qt
     assert "photo alpha [1]" in viewer.layers
 
 
+def test_rerun_after_painting_recomputes_only_the_touched_blocks(viewer, sample, qtbot):
+    """The panel keeps a run store per image and trimap: an edit reruns only its blocks."""
+    image, labels, _ = sample
+    trimap = add_trimap(viewer, labels.copy())
+    w = matting_widget(viewer, trimap, chunk=32, global_size=0.01)
+    w.run()
+    wait_done(qtbot, w)
+    assert "recomputed" not in w.status.value  # the first run computes everything
+    # Paint a corner of the background unknown (as the brush would), then run again.
+    trimap.data[2:12, 2:12] = 0
+    trimap.refresh()
+    w.run()
+    wait_done(qtbot, w)
+    found = re.search(r"recomputed (\d+) of 12 alpha blocks", w.status.value)
+    assert found and 1 <= int(found.group(1)) <= 2, w.status.value
+    edited = labels.copy()
+    edited[2:12, 2:12] = 0
+    fresh = estimate_alpha(image, edited, labels=True, chunks=32, global_size=10_000)
+    data = viewer.layers["photo alpha"].data
+    alpha = np.asarray(data[0] if viewer.layers["photo alpha"].multiscale else data)
+    diff = np.abs(alpha - fresh)[edited == 0]
+    assert diff.mean() < 1e-3 and diff.max() < 2 / 255
+
+
 def test_trimap_layer_painting_help(make_napari_viewer, sample):
     """Gap 3: named labels, F / B / U keys, the widget's paint buttons, scaled brush."""
     from qtpy.QtCore import Qt
     from qtpy.QtTest import QTest
 
-    from napari_hrmatt._widget import TrimapWidget, brush_size
+    from napari_hrmatt._trimap_widget import TrimapWidget
+    from napari_hrmatt._widget_parts import brush_size
 
     viewer = make_napari_viewer(show=True)
     viewer.add_image(np.zeros((600, 1200), np.uint8), name="photo")
@@ -572,7 +625,8 @@ def test_every_control_has_a_tooltip(viewer):
     """Gap 5: tooltips everywhere, a line per model, a help link."""
     from magicgui.widgets import Label
 
-    from napari_hrmatt._widget import MODEL_HELP, MattingWidget, TrimapWidget
+    from napari_hrmatt._trimap_widget import TrimapWidget
+    from napari_hrmatt._widget import MODEL_HELP, MattingWidget
 
     for w in (MattingWidget(viewer), TrimapWidget(viewer)):
         missing = [c.name or c.label for c in w if not isinstance(c, Label) and not c.tooltip]
@@ -667,11 +721,11 @@ def test_view_preview_uses_a_smaller_global_pass(viewer, sample, monkeypatch):
 
 def test_closing_a_result_gives_memory_back(viewer, qtbot, monkeypatch):
     """Gap 8: removing a result layer trims the allocator (after napari lets go of it)."""
-    from napari_hrmatt import _widget
+    from napari_hrmatt import _widget, _widget_parts
     from napari_hrmatt._layers import alpha_layer
 
     calls = []
-    monkeypatch.setattr(_widget, "release_memory", lambda: calls.append(1))
+    monkeypatch.setattr(_widget_parts, "release_memory", lambda: calls.append(1))
     _widget.MattingWidget(viewer)
     viewer.add_image(np.zeros((8, 8), np.uint8), name="not ours")
     data, kwargs, _ = alpha_layer(np.zeros((8, 8), np.float32), name="photo alpha")

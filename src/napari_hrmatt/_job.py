@@ -14,6 +14,7 @@ pyramid that napari shows lazily), and the colour outputs read that stored alpha
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import pipeline
 from ._layers import Geometry, alpha_layer, as_dask, composite_layer, cutout_layer
 from .pipeline import Progress, Run, colour_outputs, to_uint8
 
@@ -99,7 +101,10 @@ class MattingJob:
     in_memory_pixels: int | None = None
     store: Any = None
     info: dict | None = None
+    #: what the run store did (:class:`napari_hrmatt.runstore.RunReport`), with ``store``
+    report: Any = field(default=None, init=False, repr=False)
     _run: Run | None = field(default=None, init=False, repr=False)
+    _inner: Iterator | None = field(default=None, init=False, repr=False)
 
     @property
     def plan(self) -> list[str]:
@@ -112,8 +117,9 @@ class MattingJob:
 
     def steps(self) -> Iterator[Progress]:
         """Run the job; yields :class:`Progress`, returns layers or a :class:`Failure`."""
+        self._inner = inner = self._steps()
         try:
-            return (yield from self._steps())
+            return (yield from inner)
         except (ValueError, OSError) as exc:
             # Bad input (TrimapError is a ValueError) or an unreadable/unwritable
             # file: a message for the user, not a traceback.
@@ -163,11 +169,17 @@ class MattingJob:
 
             batch = self.batch or os.cpu_count() or 1
             try:
-                yield from run_steps(image, trimap, self.store, batch=batch, **engine)
+                self.report = yield from run_steps(
+                    image, trimap, self.store, batch=batch, **engine
+                )
             except SettingsMismatch:  # a cache for the widget: recompute, never refuse
-                yield from run_steps(image, trimap, self.store, batch=batch, force=True, **engine)
+                self.report = yield from run_steps(
+                    image, trimap, self.store, batch=batch, force=True, **engine
+                )
             levels = open_run(self.store)
-            results = {"alpha": levels if len(levels) > 1 else levels[0]}
+            # Multiscale only where the pipeline's own results would be (larger images).
+            small = max(levels[0].shape) <= pipeline.PYRAMID_MAX_SIDE
+            results = {"alpha": levels[0] if small or len(levels) == 1 else levels}
             finest = levels[0]
         if self.cutout or self.background is not None:
             # Foreground colours read the alpha just stored (never recompute it).
@@ -197,6 +209,14 @@ class MattingJob:
         return layers
 
     def discard(self) -> None:
-        """Delete partial results (after a cancel or an error)."""
+        """Delete partial results (after a cancel or an error).
+
+        A run store is kept (its finished blocks are the next run's head start), but a
+        cancelled run lets go of it now: closing the stopped steps releases its lock.
+        """
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            with contextlib.suppress(ValueError):  # still executing: it ends by itself
+                inner.close()
         if self._run is not None:
             self._run.discard()

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import socket
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -168,63 +167,24 @@ class Lock:
 
 
 def write_pyramid(group, pyramid: bool, name: str) -> None:
-    import dask.array as da
-    from ome_zarr.format import FormatV05
-
-    with warnings.catch_warnings():
-        # ome_zarr.writer instantiates its deprecated Scaler at import; not our concern.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from ome_zarr.writer import write_multiscales_metadata
+    """(Re)build the levels above ``"0"`` down to one chunk (:func:`.io.ome.build_pyramid`,
+    the same builder as every saved OME-Zarr) and write the multiscales metadata."""
+    from .io.ome import build_pyramid, write_multiscales
 
     for key in [k for k in group.array_keys() if k.isdigit() and k != "0"]:
         del group[key]
-    level, index = group["0"], 0
-    edge = level.chunks
-    datasets = []
-    while True:
-        s = float(2**index)
-        datasets.append(
-            {
-                "path": str(index),
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": [s, s]},
-                    {"type": "translation", "translation": [(s - 1) / 2] * 2},
-                ],
-            }
-        )
-        if not pyramid or max(level.shape) <= max(edge):
-            break
-        src = da.from_zarr(level)
-        padded = da.pad(src, [(0, level.shape[0] % 2), (0, level.shape[1] % 2)], mode="edge")
-        coarse = da.coarsen(np.mean, padded.astype(np.float32), {0: 2, 1: 2})
-        if np.dtype(level.dtype).kind == "u":
-            coarse = da.round(coarse)
-        index += 1
-        level = group.create_array(
-            str(index),
-            shape=coarse.shape,
-            chunks=tuple(min(e, n) for e, n in zip(edge, coarse.shape, strict=True)),
-            dtype=level.dtype,
-            fill_value=0,
-            dimension_names=["y", "x"],
-        )
-        # One dask block per Zarr chunk: parallel writers never share a chunk.
-        da.store(coarse.astype(level.dtype).rechunk(level.chunks), level, lock=False)
-    axes = [{"name": a, "type": "space"} for a in ("y", "x")]
-    write_multiscales_metadata(group, datasets, fmt=FormatV05(), axes=axes, name=name)
-
-
-def _halve(block: np.ndarray, dtype) -> np.ndarray:
-    """2 x 2 means (an odd last row/column padded by replication), as write_pyramid."""
-    h, w = block.shape
-    block = np.pad(block, [(0, h % 2), (0, w % 2)], mode="edge").astype(np.float32)
-    mean = block.reshape(block.shape[0] // 2, 2, block.shape[1] // 2, 2).mean(axis=(1, 3))
-    return (np.round(mean) if np.dtype(dtype).kind == "u" else mean).astype(dtype)
+    n_levels = 1
+    if pyramid:
+        for index in build_pyramid(group, max_side=max(group["0"].chunks)):
+            n_levels = index + 1
+    write_multiscales(group, n_levels, colour=False, name=name)
 
 
 def update_pyramid(group, regions) -> bool:
     """Recompute only the pyramid cells above ``regions`` (level-0 ``(rows, cols)``
     slices); False (nothing written) if the levels are not there to update."""
+    from .io.ome import halve
+
     levels = sorted(int(k) for k in group.array_keys() if k.isdigit())
     if levels != list(range(len(levels))) or len(levels) < 2:
         return False
@@ -240,7 +200,7 @@ def update_pyramid(group, regions) -> bool:
             c = slice(cols.start // 2, (cols.stop + 1) // 2)
             src = below[2 * r.start : min(2 * r.stop, below.shape[0]),
                         2 * c.start : min(2 * c.stop, below.shape[1])]  # fmt: skip
-            level[r, c] = _halve(np.asarray(src), level.dtype)
+            level[r, c] = halve(np.asarray(src))
             coarse.append((r, c))
         regions, below = coarse, level
     return True

@@ -83,14 +83,23 @@ References
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import dask
 import dask.array as da
 import numpy as np
 
 from ._blocks import BlockGrid
+from ._foreground_solver import (
+    TILE,
+    Plan,
+    foreground_overlap,
+    make_plan,
+    needed_tiles,
+    solve_coarse,
+    subsample,
+    sweep_level,
+    to_tensor,
+    upsample,
+)
 from .image import as_float_alpha, as_float_image, is_dask
 
 __all__ = [
@@ -98,10 +107,6 @@ __all__ = [
     "foreground_block",
     "foreground_overlap",
 ]
-
-# Tile edge (pixels of the level) of the banded fine-level sweeps. Small tiles follow
-# thin hair closely; each costs a halo of 2 n + 1 pixels per side, so not too small.
-_TILE = 32
 
 # Default block edge of the fine pass: a grown block of (1024 + 2 x overlap)^2 pixels
 # needs about 80 bytes per pixel while it is solved (~130 MB).
@@ -111,332 +116,16 @@ _CHUNKS = 1024
 _GLOBAL_SIZE = 250_000
 
 
-# --------------------------------------------------------------------------- input
-
-
-# --------------------------------------------------------------------------- levels
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """Pyramid layout shared by the global pass and every block."""
-
-    shape: tuple[int, int]  # full-resolution (H, W)
-    glevel: int  # G: the global pass solves levels L..G, blocks solve G-1..0
-    iterations: tuple[int, ...]  # sweeps on level k, k = 0..L
-    eps: float
-    omega: float
-    relaxation: float = 1.0
-
-    def size(self, k: int) -> tuple[int, int]:
-        f = 1 << k
-        return -(-self.shape[0] // f), -(-self.shape[1] // f)
-
-    @property
-    def levels(self) -> int:
-        return len(self.iterations) - 1
-
-
-def _plan(shape, global_size, n_small, n_big, small_size, eps, omega, relaxation=1.5) -> _Plan:
-    h, w = int(shape[0]), int(shape[1])
-    top = max(0, math.ceil(math.log2(max(h, w, 1))))  # level L is 1 x 1
-    glevel = 0
-    if h * w > global_size:
-        glevel = min(top, max(0, math.ceil(0.5 * math.log2(h * w / global_size))))
-    iterations = []
-    for k in range(top + 1):
-        hk, wk = -(-h // (1 << k)), -(-w // (1 << k))
-        iterations.append(n_small if hk <= small_size and wk <= small_size else n_big)
-    return _Plan((h, w), glevel, tuple(iterations), float(eps), float(omega), float(relaxation))
-
-
-def foreground_overlap(plan: _Plan) -> int:
-    """Block overlap (pixels) after which a block border cannot change a kept pixel.
-
-    A red-black sweep reads the direct neighbours of a pixel twice (once per colour),
-    so ``n_k`` sweeps on level ``k`` reach ``2 n_k`` pixels of ``2^k`` full-resolution
-    pixels each; nearest-neighbour upsampling adds no reach. Rounded up to a multiple
-    of ``2^G`` so that grown blocks line up with every level.
-    """
-    reach = sum(2 * plan.iterations[k] * (1 << k) for k in range(plan.glevel))
-    step = 1 << plan.glevel
-    return -(-reach // step) * step
-
-
-def _tensor(x: np.ndarray, device: str):
-    """A torch tensor from a numpy array (copied when read-only, as torch needs)."""
-    import torch
-
-    x = np.ascontiguousarray(x)
-    if not x.flags.writeable:
-        x = x.copy()
-    return torch.from_numpy(x).to(device)
-
-
-def _subsample(x, k: int):
-    """Level ``k`` of an (h, w, c) array (numpy or dask): every ``2^k``-th row and column."""
-    step = 1 << k
-    return x[::step, ::step]
-
-
-def _upsample(x, shape):
-    """Nearest-neighbour 2x upsampling of a (c, h, w) tensor, cropped to ``shape``."""
-    c, h, w = x.shape
-    up = x[:, :, None, :, None].expand(c, h, 2, w, 2).reshape(c, 2 * h, 2 * w)
-    return up[:, : shape[0], : shape[1]]
-
-
-# Red-black sweeps on four sub-lattices. A tile's pixels are stored by (row, column)
-# parity; with tiles starting on even coordinates, 00 and 11 are the red pixels
-# (even y + x) and 01 and 10 the black ones. For each sub-lattice: the part that is
-# updated (everything but the tile's fixed outer ring) and where its up / down / left /
-# right neighbours sit, as (sub-lattice, rows, columns).
-_SUBLATTICES = ((0, 0), (1, 1), (0, 1), (1, 0))
-_A, _B = slice(1, None), slice(None, -1)
-_UPDATE = {
-    (0, 0): ((_A, _A), (((1, 0), _B, _A), ((1, 0), _A, _A), ((0, 1), _A, _B), ((0, 1), _A, _A))),
-    (1, 1): ((_B, _B), (((0, 1), _B, _B), ((0, 1), _A, _B), ((1, 0), _B, _B), ((1, 0), _B, _A))),
-    (0, 1): ((_A, _B), (((1, 1), _B, _B), ((1, 1), _A, _B), ((0, 0), _A, _B), ((0, 0), _A, _A))),
-    (1, 0): ((_B, _A), (((0, 0), _B, _A), ((0, 0), _A, _A), ((1, 1), _B, _B), ((1, 1), _B, _A))),
-}
-
-
-def _sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None):
-    """Run ``n_iter`` red-black sweeps of one pyramid level, tile by tile.
-
-    Parameters
-    ----------
-    X : (2C, h, w) tensor
-        Initial ``F`` and ``B`` stacked; the updated values are returned.
-    img : (C, h, w) tensor
-        Image at this level.
-    A : (h, w) tensor
-        Alpha at this level.
-    origin : (int, int)
-        Level coordinates of ``X[:, 0, 0]`` in the whole image; even.
-    full : (int, int)
-        Size of this level of the whole image (its edges are the image border).
-    n_iter : int
-        Sweeps.
-    plan : _Plan
-    tile : int, optional
-        Tile edge (even); ``None`` sweeps the whole array as one tile (dense).
-    active : (nty, ntx) bool tensor, optional
-        Tiles to sweep (default all); the others keep their values.
-
-    Notes
-    -----
-    Each tile is swept with a halo of ``2 n_iter + 2`` pixels whose outer ring stays
-    fixed: wrong values there travel at most two pixels per sweep, so they stop before
-    the tile's own pixels. Tiles are independent and swept as one batch. Each tile is
-    gathered straight into four sub-lattices by (row, column) parity, so a half-sweep
-    updates two quarter-size arrays from the other two, without masks.
-    """
-    import torch
-
-    c2, h, w = X.shape
-    c = c2 // 2
-    dev = X.device
-    if tile is None:
-        ty_, tx_, halo = h, w, 2
-    else:
-        ty_, tx_, halo = tile, tile, 2 * n_iter + 2
-    nty, ntx = -(-h // ty_), -(-w // tx_)
-    if active is None:
-        active = torch.ones((nty, ntx), dtype=torch.bool, device=dev)
-    idx = active.nonzero()
-    if idx.shape[0] == 0:
-        return X
-    ti, tj = idx[:, 0], idx[:, 1]
-    # Tile arrays have even sides so the sub-lattices have equal sizes.
-    sy, sx = ty_ + 2 * halo + (ty_ % 2), tx_ + 2 * halo + (tx_ % 2)
-    # Level rows / columns of every tile pixel, split by parity: ly[p] is (N, sy / 2).
-    ly = (ti * ty_ - halo)[:, None] + torch.arange(sy, device=dev)[None, :]
-    lx = (tj * tx_ - halo)[:, None] + torch.arange(sx, device=dev)[None, :]
-    ly = (ly[:, 0::2], ly[:, 1::2])
-    lx = (lx[:, 0::2], lx[:, 1::2])
-    pad = (halo, ntx * tx_ - w + halo + tx_ % 2, halo, nty * ty_ - h + halo + ty_ % 2)
-
-    def gather(t):  # (c, h, w) -> (c, N, sy, sx); replicate padding = clamped indices
-        p = torch.nn.functional.pad(t[None], pad, mode="replicate")[0]
-        return p.unfold(1, sy, ty_).unfold(2, sx, tx_)[:, ti, tj]
-
-    # Sub-lattice arrays are (channels, N, sy / 2, sx / 2).
-    Xt = gather(X)
-    lat = {pq: Xt[..., pq[0] :: 2, pq[1] :: 2].contiguous() for pq in _SUBLATTICES}
-    At = gather(A[None])[0]
-    alat = {pq: At[..., pq[0] :: 2, pq[1] :: 2] for pq in _SUBLATTICES}
-    It = gather(img)
-    del Xt
-
-    # Per sub-lattice coefficients of the update on its updated part. Edge weights are
-    # eps + omega |alpha_i - alpha_j|; an edge leaving the image becomes a self-edge of
-    # weight eps (PyMatting clamps the neighbour's coordinates, so the neighbour is the
-    # pixel itself). Weights are divided by their sum W (see the module notes).
-    eps, omega, relax = plan.eps, plan.omega, plan.relaxation
-    zero = torch.zeros((), dtype=X.dtype, device=dev)
-    coef = {}
-    has_self = False
-    for pq in _SUBLATTICES:
-        (rows, cols), nbrs = _UPDATE[pq]
-        a = alat[pq][:, rows, cols]
-        gy = (origin[0] + ly[pq[0]][:, rows])[:, :, None]
-        gx = (origin[1] + lx[pq[1]][:, cols])[:, None, :]
-        outside = (gy == 0, gy == full[0] - 1, gx == 0, gx == full[1] - 1)
-        weights = [
-            torch.where(out, zero, eps + omega * (a - alat[src][:, r, q]).abs())
-            for (src, r, q), out in zip(nbrs, outside, strict=True)
-        ]
-        self_w = sum(out.to(X.dtype) for out in outside) * eps
-        total = weights[0] + weights[1] + weights[2] + weights[3] + self_w
-        has_self = has_self or bool((self_w > 0).any())
-        a1 = 1.0 - a
-        denom = total + a * a + a1 * a1
-        # Over-relaxation x + r (x_gs - x) folded into the coefficients: the weights
-        # give r F_bar, the residual divides it back out, and (1 - r) x is added last.
-        coef[pq] = {
-            "w": [wd * (relax / total) for wd in weights],
-            "s": self_w * (relax / total),
-            "a0": a / relax,
-            "a1": a1 / relax,
-            "g0": a * (relax / denom),
-            "g1": a1 * (relax / denom),
-            "img": It[..., pq[0] :: 2, pq[1] :: 2][..., rows, cols].contiguous(),
-        }
-
-    def update(pq):
-        co = coef[pq]
-        (rows, cols), nbrs = _UPDATE[pq]
-        views = [lat[src][..., r, q] for src, r, q in nbrs]
-        m = co["w"][0] * views[0]
-        for wd, v in zip(co["w"][1:], views[1:], strict=True):
-            m.addcmul_(wd, v)
-        target = lat[pq][..., rows, cols]
-        if has_self:
-            m.addcmul_(co["s"], target)
-        fm, bm = m[:c], m[c:]
-        res = torch.addcmul(co["img"], co["a0"], fm, value=-1.0)
-        res.addcmul_(co["a1"], bm, value=-1.0)
-        fm.addcmul_(co["g0"], res)
-        bm.addcmul_(co["g1"], res)
-        if relax != 1.0:
-            m.add_(target, alpha=1.0 - relax)
-        target.copy_(m.clamp_(0.0, 1.0))
-
-    for _ in range(n_iter):
-        for pq in _SUBLATTICES:  # red (00, 11), then black (01, 10)
-            update(pq)
-
-    if tile is None:
-        out = torch.empty((c2, sy, sx), dtype=X.dtype, device=dev)
-        for (p, q), v in lat.items():
-            out[:, p::2, q::2] = v[:, 0]
-        return out[:, halo : halo + h, halo : halo + w].contiguous()
-    # Write the tile interiors back into the level.
-    Xf = torch.nn.functional.pad(X, (0, ntx * tx_ - w, 0, nty * ty_ - h))
-    grid = Xf.view(c2, nty, ty_ // 2, 2, ntx, tx_ // 2, 2)
-    k0, k1 = halo // 2, (halo + ty_) // 2
-    for (p, q), v in lat.items():
-        grid[:, :, :, p, :, :, q][:, ti, :, tj, :] = v[:, :, k0:k1, k0:k1].transpose(0, 1)
-    return Xf[:, :h, :w]
-
-
-def _tile_any(mask, tile: int):
-    """(h, w) bool -> (ceil(h / tile), ceil(w / tile)): does each tile hold a True."""
-    import torch.nn.functional as F
-
-    h, w = mask.shape
-    m = F.pad(mask, (0, -w % tile, 0, -h % tile))
-    return m.view(m.shape[0] // tile, tile, m.shape[1] // tile, tile).any(3).any(1)
-
-
-def _needed_tiles(frac, plan: _Plan, levels: range, tile: int, sizes):
-    """Active tiles per fine level: those whose result can reach a soft-alpha pixel.
-
-    From fine to coarse: on level 0, the tiles holding a pixel with ``0 < alpha < 1``.
-    The pixels that a level's active tiles read (interior plus halo) must be exact on
-    entry, so the parents of those pixels must be exact on the next coarser level,
-    whose active tiles are the ones covering them.
-    """
-    import torch.nn.functional as F
-
-    active = {}
-    act = _tile_any(frac, tile)
-    for k in levels:
-        active[k] = act
-        if k + 1 not in levels:
-            break
-        # Level k + 1 pixels whose children lie within `halo` of an active tile are
-        # those within ceil(halo / 2) of the tile seen at level k + 1 (T / 2 wide).
-        halo = 2 * plan.iterations[k] + 2
-        r = -(-halo // 2)
-        half = tile // 2
-        region = act.repeat_interleave(half, 0).repeat_interleave(half, 1)
-        region = region[: sizes[k + 1][0], : sizes[k + 1][1]].float()[None, None]
-        region = F.max_pool2d(region, (2 * r + 1, 1), stride=1, padding=(r, 0))
-        region = F.max_pool2d(region, (1, 2 * r + 1), stride=1, padding=(0, r))
-        act = _tile_any(region[0, 0] > 0, tile)
-    return active
-
-
-def _solve_coarse(small: np.ndarray, plan: _Plan, device: str) -> np.ndarray:
-    """The global pass proper: levels L..G, dense, from the level-G image and alpha.
-
-    Parameters
-    ----------
-    small : (hG, wG, C + 1) array of float32
-        Level ``G`` of the image (subsampled) with alpha as the last channel.
-
-    Returns
-    -------
-    fb : (2C, hG, wG) array of float32
-        ``F`` and ``B`` stacked on level ``G``.
-    """
-    import torch
-
-    with torch.inference_mode():
-        return _solve_coarse_torch(_tensor(small, device).permute(2, 0, 1), plan)
-
-
-def _solve_coarse_torch(t, plan: _Plan) -> np.ndarray:
-    import torch
-
-    c = t.shape[0] - 1
-    pyramid = {plan.glevel: t.contiguous()}
-    for k in range(plan.glevel + 1, plan.levels + 1):
-        pyramid[k] = pyramid[k - 1][:, ::2, ::2]
-    img, alpha = pyramid[plan.glevel][:c], pyramid[plan.glevel][c]
-    # Start from the mean colours of the (mostly) foreground and background pixels.
-    means = []
-    for sel in (alpha > 0.9, alpha < 0.1):
-        n = int(sel.sum())
-        means.append(img[:, sel].mean(1) if n else img.reshape(c, -1).mean(1))
-    X = torch.cat(means)[:, None, None].to(torch.float32)
-    for k in range(plan.levels, plan.glevel - 1, -1):  # coarse to fine
-        level = pyramid[k]
-        X = _upsample(X, level.shape[1:]) if k < plan.levels else X.expand(2 * c, 1, 1)
-        X = _sweep_level(
-            X.contiguous(),
-            level[:c],
-            level[c],
-            origin=(0, 0),
-            full=plan.size(k),
-            n_iter=plan.iterations[k],
-            plan=plan,
-        )
-    return X.cpu().numpy()
-
-
 def foreground_block(
     block: np.ndarray,
     *,
     coarse: np.ndarray,
-    plan: _Plan,
+    plan: Plan,
     origin: tuple[int, int],
     keep: tuple[slice, slice] | None = None,
     return_background: bool = False,
     device: str = "cpu",
-    tile: int = _TILE,
+    tile: int = TILE,
 ) -> np.ndarray:
     """Fine levels of one (grown) block; numpy in, numpy out.
 
@@ -447,7 +136,7 @@ def foreground_block(
         ``origin``, a multiple of ``2^G``.
     coarse : (2C, hG, wG) array of float32
         ``F`` and ``B`` of the whole image on level ``G`` (the global pass).
-    plan : _Plan
+    plan : Plan
         Pyramid layout of the whole image.
     origin : (int, int)
     keep : (slice, slice), optional
@@ -469,24 +158,24 @@ def foreground_block(
     c = block.shape[2] - 1
     g = plan.glevel
     with torch.inference_mode():
-        t = _tensor(block, device).permute(2, 0, 1).contiguous()
+        t = to_tensor(block, device).permute(2, 0, 1).contiguous()
         h, w = t.shape[1:]
         sizes = [(h, w)]
         for _ in range(g):
             sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))
         oy, ox = origin[0] >> g, origin[1] >> g
         hg, wg = sizes[g]
-        X = _tensor(coarse[:, oy : oy + hg, ox : ox + wg], device)
+        X = to_tensor(coarse[:, oy : oy + hg, ox : ox + wg], device)
         alpha = t[c]
         frac = (alpha > 0) & (alpha < 1)
         if g > 0 and bool(frac.any()):
-            active = _needed_tiles(frac, plan, range(g), tile, sizes)
+            active = needed_tiles(frac, plan, range(g), tile, sizes)
             pyramid = [t]
             for _ in range(1, g):
                 pyramid.append(pyramid[-1][:, ::2, ::2])
             for k in range(g - 1, -1, -1):
-                X = _upsample(X, sizes[k])
-                X = _sweep_level(
+                X = upsample(X, sizes[k])
+                X = sweep_level(
                     X,
                     pyramid[k][:c],
                     pyramid[k][c],
@@ -637,7 +326,7 @@ def estimate_foreground(
         )
     device = resolve_device(device)
     h, w = image.shape[:2]
-    plan = _plan((h, w), global_size, n_small_iterations, n_big_iterations, small_size,
+    plan = make_plan((h, w), global_size, n_small_iterations, n_big_iterations, small_size,
                  regularization, gradient_weight, relaxation)  # fmt: skip
     step = 1 << plan.glevel
     depth = foreground_overlap(plan) if overlap is None else -(-int(overlap) // step) * step
@@ -663,8 +352,8 @@ def estimate_foreground(
 
     # Global pass: level G of the whole image (every 2^G-th pixel, read block by
     # block), then the dense solve of levels L..G.
-    small = _subsample(stacked, plan.glevel).compute()
-    coarse = _solve_coarse(small, plan, device)
+    small = subsample(stacked, plan.glevel).compute()
+    coarse = solve_coarse(small, plan, device)
 
     grown = da.overlap.overlap(stacked, depth=grid.depth(), boundary="none")
     nout = 2 * c if return_background else c
@@ -696,7 +385,7 @@ def _estimate_numpy(image, alpha, plan, grid: BlockGrid, return_background, devi
         [as_float_image(image[::step, ::step]), as_float_alpha(alpha[::step, ::step])[..., None]],
         axis=2,
     )
-    coarse = _solve_coarse(small, plan, device)
+    coarse = solve_coarse(small, plan, device)
     out = np.empty((h, w, 2 * c if return_background else c), np.float32)
     for i, j in grid:
         region = grid.grown(i, j)

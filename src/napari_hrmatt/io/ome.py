@@ -17,7 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Level", "Multiscale", "build_pyramid", "read_multiscales", "write_ome_zarr"]
+__all__ = [
+    "Level",
+    "Multiscale",
+    "build_pyramid",
+    "halve",
+    "read_multiscales",
+    "write_multiscales",
+    "write_ome_zarr",
+]
 
 # Largest Zarr chunk edge taken over from the dask chunking of the data.
 _MAX_ZARR_CHUNK = 4096
@@ -91,6 +99,28 @@ def _level_transforms(index: int, colour: bool) -> list[dict]:
         {"type": "scale", "scale": lead + [s, s]},
         {"type": "translation", "translation": lead_t + [(s - 1) / 2] * 2},
     ]
+
+
+def write_multiscales(group, n_levels: int, *, colour: bool, name: str) -> None:
+    """Write OME-NGFF 0.5 multiscales metadata for arrays ``"0"`` .. ``n_levels - 1``.
+
+    Axes ``c, y, x`` (``colour``) or ``y, x``; level ``i`` has scale ``2^i`` and the
+    translation of :func:`build_pyramid`'s pixel centres.
+    """
+    from ome_zarr.format import FormatV05
+
+    with warnings.catch_warnings():
+        # ome_zarr.writer instantiates its deprecated Scaler at import; not our concern.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.writer import write_multiscales_metadata
+
+    axes = (["c"] if colour else []) + ["y", "x"]
+    datasets = [
+        {"path": str(i), "coordinateTransformations": _level_transforms(i, colour)}
+        for i in range(n_levels)
+    ]
+    axes_meta = [{"name": a, "type": "channel" if a == "c" else "space"} for a in axes]
+    write_multiscales_metadata(group, datasets, fmt=FormatV05(), axes=axes_meta, name=name)
 
 
 # --------------------------------------------------------------------------- blocks
@@ -283,12 +313,6 @@ def write_ome_zarr(
     multiscales metadata (axes, scale and translation per level) is written.
     """
     import zarr
-    from ome_zarr.format import FormatV05
-
-    with warnings.catch_warnings():
-        # ome_zarr.writer instantiates its deprecated Scaler at import; not our concern.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from ome_zarr.writer import write_multiscales_metadata
 
     colour = array.ndim == 3
     if colour:
@@ -319,9 +343,4 @@ def write_ome_zarr(
             cancel=cancel,
         ):
             n_levels = index + 1
-    datasets = [
-        {"path": str(i), "coordinateTransformations": _level_transforms(i, colour)}
-        for i in range(n_levels)
-    ]
-    axes_meta = [{"name": a, "type": "channel" if a == "c" else "space"} for a in axes]
-    write_multiscales_metadata(group, datasets, fmt=FormatV05(), axes=axes_meta, name=name)
+    write_multiscales(group, n_levels, colour=colour, name=name)

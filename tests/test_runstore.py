@@ -212,7 +212,7 @@ def test_two_worker_processes_same_result_small_graph(tmp_path):
     distributed = pytest.importorskip("distributed")
     import dask
 
-    from napari_hrmatt.io import open_image, open_trimap
+    from napari_hrmatt.io import open_image, open_trimap, save_alpha
 
     image, trimap = _scene(384, 480)  # 0.55 MB of pixels, 20 blocks of 96 px
     zarr.create_array(tmp_path / "image.zarr", data=image, chunks=(128, 128, 3))
@@ -238,9 +238,12 @@ def test_two_worker_processes_same_result_small_graph(tmp_path):
                 str(tmp_path / "cli.zarr"), "--chunk", "96", "--global-size", "0.02", "-q",
                 "--scheduler", cluster.scheduler_address]  # fmt: skip
         assert main(argv) == 0
+        # a plain OME-Zarr output on the cluster (its writer's cancel event stays home)
+        save_alpha(open_run(tmp_path / "alpha.zarr")[0], tmp_path / "copy.zarr")
     alpha = open_run(tmp_path / "alpha.zarr")[0].compute()
     np.testing.assert_allclose(alpha, expected, atol=1e-6)
     np.testing.assert_array_equal(open_run(tmp_path / "cli.zarr")[0].compute(), alpha)
+    np.testing.assert_array_equal(open_image(tmp_path / "copy.zarr").compute(), alpha)
 
 
 def test_unreachable_scheduler_is_one_clear_error(tmp_path, capsys):

@@ -132,22 +132,24 @@ def _meta(array, dtype) -> np.ndarray:
     return np.empty((0,) * array.ndim, dtype)
 
 
-def _write_block(block: np.ndarray, target, cancel: threading.Event, block_info=None):
+def _write_block(block: np.ndarray, target, cancel: threading.Event | None, block_info=None):
     """Store one dask block into the Zarr array ``target``; returns a 1-element marker."""
-    if cancel.is_set():
+    if cancel is not None and cancel.is_set():
         raise RuntimeError("write cancelled")
     location = block_info[0]["array-location"]
     target[tuple(slice(a, b) for a, b in location)] = block
     return np.zeros((1,) * block.ndim, np.uint8)
 
 
-def _store(array, target, cancel: threading.Event, progress: bool, desc: str) -> None:
+def _store(array, target, cancel: threading.Event | None, progress: bool, desc: str) -> None:
     """Write all blocks of ``array`` into ``target`` in one dask compute.
 
     Each block is written by the task that computes it (so nothing but a 1-byte marker
     per block is gathered), with the blocks aligned on the Zarr chunk grid so that no
     two tasks touch the same chunk. ``da.store`` does the same; a marker array of our
-    own gives the progress bar keys it can count.
+    own gives the progress bar keys it can count. ``cancel`` (a thread event) only works
+    with the local schedulers: it cannot travel to a dask.distributed worker, so pass
+    None there.
     """
     import dask.array as da
 
@@ -249,7 +251,6 @@ def build_pyramid(
     """
     import dask.array as da
 
-    cancel = threading.Event() if cancel is None else cancel
     level = group["0"]
     ndim = level.ndim
     if channel_axis is not None:

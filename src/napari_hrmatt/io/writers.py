@@ -269,10 +269,22 @@ def save_image(
                 edge=chunks,
                 pyramid=pyramid,
                 progress=progress,
-                cancel=cancel,
+                # a thread event cannot travel to dask.distributed workers
+                cancel=cancel if _local_scheduler() else None,
                 name=path.name,
             )
     return path
+
+
+def _local_scheduler() -> bool:
+    """Whether dask computes in this process (no dask.distributed client is active)."""
+    try:
+        from distributed import default_client
+
+        default_client()
+    except (ImportError, ValueError):
+        return True
+    return False
 
 
 def save_alpha(alpha, path, **kwargs) -> Path:

@@ -22,8 +22,8 @@ We never build ``L``. Following He, Sun and Tang [2]_, the product ``L p`` is
 where ``Delta_k`` is the inverse regularised window covariance, bars are window means and
 ``n_i`` counts the windows containing pixel ``i``: every term is a box filter, so one
 product costs O(pixels) whatever the window radius. Known pixels are hard constraints
-(Dirichlet): we solve ``L_UU alpha_U = -L_UK alpha_K`` with Jacobi-preconditioned
-conjugate gradients, warm-started from a coarser solution.
+(Dirichlet): we solve ``L_UU alpha_U = -L_UK alpha_K`` with multigrid-preconditioned
+conjugate gradients (:mod:`._stencil`), warm-started from a coarser solution.
 
 Only windows lying entirely inside the array are used, as in Levin's reference code and
 PyMatting's ``cf_laplacian``, so the operator matches theirs exactly.
@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ..trimap import FOREGROUND, UNKNOWN
+from ._stencil import Multigrid, Stencil, cg, restrict_to_unknown, shift, stencil_offsets
 
 __all__ = ["ClosedFormModel", "solve_closed_form", "laplacian_product"]
 
@@ -71,81 +72,9 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     return c[..., 2 * r + 1 :, :] - c[..., :h, :]
 
 
-def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``y[..., i, j] = x[..., i + dy, j + dx]``, zero where that falls outside."""
-    h, w = x.shape[-2:]
-    out = torch.zeros_like(x)
-    ys, yd = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h + min(-dy, 0))
-    xs, xd = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w + min(-dx, 0))
-    out[..., yd, xd] = x[..., ys, xs]
-    return out
-
-
-def _offsets(radius: int) -> list[tuple[int, int]]:
-    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-
-
-class _Stencil:
-    """A sparse symmetric operator stored as one coefficient image per neighbour offset.
-
-    ``coef[k, i, j]`` multiplies ``x[i + dy_k, j + dx_k]`` in row ``(i, j)``.
-    """
-
-    def __init__(self, coef: torch.Tensor, radius: int):
-        self.coef, self.radius = coef, radius
-        self.offsets = _offsets(radius)
-        self.center = len(self.offsets) // 2
-
-    @property
-    def diagonal(self) -> torch.Tensor:
-        return self.coef[self.center]
-
-    def _terms(self, h: int, w: int):
-        """``(coefficient view, output rows, output cols, input rows, input cols)`` per
-        off-centre offset, for an ``h x w`` grid (cached: the views are reused)."""
-        key = (h, w, self.coef)
-        cached = getattr(self, "_cache_key", None)
-        if cached is None or cached[:2] != key[:2] or cached[2] is not self.coef:
-            terms = []
-            for k, (dy, dx) in enumerate(self.offsets):
-                if k == self.center or abs(dy) >= h or abs(dx) >= w:
-                    continue
-                yd, ys = slice(max(-dy, 0), h - max(dy, 0)), slice(max(dy, 0), h - max(-dy, 0))
-                xd, xs = slice(max(-dx, 0), w - max(dx, 0)), slice(max(dx, 0), w - max(-dx, 0))
-                terms.append((self.coef[k, yd, xd], yd, xd, ys, xs))
-            self._cache_key, self._cache_terms = key, terms
-        return self._cache_terms
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # In place on views: no padded copy of x, no zero-filled output. Neighbours that
-        # fall outside the array contribute nothing (their coefficients are zero anyway).
-        out = self.coef[self.center] * x
-        for c, yd, xd, ys, xs in self._terms(*x.shape):
-            out[yd, xd].addcmul_(c, x[ys, xs])
-        return out
-
-    def coarsen(self) -> _Stencil:
-        """Galerkin operator ``P^T A P`` for piecewise-constant 2x2 aggregation.
-
-        A fine pixel ``i = 2I + s`` coupled to ``i + d`` lands in coarse cell
-        ``I + (s + d) // 2``: with ``|d| <= 2`` and ``s in {0, 1}`` the coarse couplings
-        reach one cell, so every coarse level is a 9-point stencil.
-        """
-        k, h, w = self.coef.shape
-        coef = F.pad(self.coef, (0, w % 2, 0, h % 2))
-        hc, wc = coef.shape[1] // 2, coef.shape[2] // 2
-        out = torch.zeros((9, hc, wc), dtype=coef.dtype, device=coef.device)
-        for sy in (0, 1):
-            for sx in (0, 1):
-                sub = coef[:, sy::2, sx::2]
-                for c, (dy, dx) in zip(sub, self.offsets, strict=True):
-                    out[((sy + dy) // 2 + 1) * 3 + (sx + dx) // 2 + 1] += c
-        return _Stencil(out, 1)
-
-
 def _cf_stencil(
     image: torch.Tensor, radius: int, eps: float, *, dtype=torch.float64, strip: int = 128
-) -> _Stencil:
+) -> Stencil:
     """Explicit closed-form matting Laplacian, offsets up to ``2 * radius``.
 
     Built in float64 strip by strip (``strip`` rows plus a ``2 * radius`` halo: every
@@ -163,7 +92,7 @@ def _cf_stencil(
         lo, hi = max(y0 - 2 * r, 0), min(y1 + 2 * r, h)
         part = _cf_stencil_part(image[:, lo:hi].to(torch.float64), valid[lo:hi], r, eps)
         coef[:, y0:y1] = part[:, y0 - lo : y1 - lo]
-    return _Stencil(coef, 2 * r)
+    return Stencil(coef, 2 * r)
 
 
 def _cf_stencil_part(image: torch.Tensor, valid: torch.Tensor, radius: int, eps: float):
@@ -178,26 +107,26 @@ def _cf_stencil_part(image: torch.Tensor, valid: torch.Tensor, radius: int, eps:
     r = radius
     n_win = (2 * r + 1) ** 2
     mu = _box(image, r) / n_win
-    centred = [_shift(image, dy, dx) - mu for dy, dx in _offsets(r)]  # e_a, at window k
+    centred = [shift(image, dy, dx) - mu for dy, dx in stencil_offsets(r)]  # e_a, at window k
     cov = sum(e[:, None] * e[None, :] for e in centred) / n_win  # (C, C, H, W)
     eye = torch.eye(c, dtype=image.dtype, device=image.device)
     cov = cov.permute(2, 3, 0, 1) + (eps / n_win) * eye
     cov[valid == 0] = eye  # windows sticking out of the array are not used
     delta = torch.linalg.inv(cov).permute(2, 3, 0, 1)
     projected = [(delta * e[None]).sum(1) for e in centred]  # Delta_k e_b
-    offsets = _offsets(2 * r)
+    offsets = stencil_offsets(2 * r)
     index = {d: i for i, d in enumerate(offsets)}
     coef = torch.zeros((len(offsets), h, w), dtype=image.dtype, device=image.device)
-    window = _offsets(r)
+    window = stencil_offsets(r)
     for a, (ay, ax) in enumerate(window):
         for b in range(a, len(window)):
             by, bx = window[b]
             v = (centred[a] * projected[b]).sum(0)  # = e_b^T Delta e_a too: Delta is symmetric
             term = ((1.0 if a == b else 0.0) - (1 + v) / n_win) * valid  # at window k
             # row k + a, column (k + a) + (b - a); and, by symmetry, row k + b, column k + a
-            coef[index[(by - ay, bx - ax)]] += _shift(term, -ay, -ax)
+            coef[index[(by - ay, bx - ax)]] += shift(term, -ay, -ax)
             if b != a:
-                coef[index[(ay - by, ax - bx)]] += _shift(term, -by, -bx)
+                coef[index[(ay - by, ax - bx)]] += shift(term, -by, -bx)
     return coef
 
 
@@ -213,82 +142,8 @@ def laplacian_product(image: np.ndarray, p: np.ndarray, *, radius: int = 1, eps:
     return _cf_stencil(im, radius, eps)(torch.as_tensor(p, dtype=torch.float64)).numpy()
 
 
-class _Multigrid:
-    """Symmetric V-cycle preconditioner (unsmoothed aggregation, l1-Jacobi smoothing).
-
-    Levels are Galerkin products of 2x2 piecewise-constant aggregation, so the cycle is
-    symmetric positive definite and can precondition conjugate gradients; the coarsest
-    level (at most ``coarsest`` cells) is solved exactly by a dense Cholesky factor.
-    """
-
-    def __init__(self, op: _Stencil, smooth: int = 1, coarsest: int = 1024):
-        self.levels = [op]
-        while self.levels[-1].coef[0].numel() > coarsest:
-            self.levels.append(self.levels[-1].coarsen())
-        self.smooth = smooth
-        self.l1 = []
-        for lvl in self.levels:
-            d = lvl.coef.abs().sum(0)
-            # Cells with no unknown pixel are isolated: identity rows.
-            empty = lvl.diagonal <= 0
-            lvl.coef[lvl.center][empty] = 1.0
-            d[empty] = 1.0
-            self.l1.append(1.0 / d)
-        self._factor_coarsest()
-
-    def _factor_coarsest(self):
-        op = self.levels[-1]
-        h, w = op.coef.shape[1:]
-        n = h * w
-        idx = torch.arange(n, device=op.coef.device).reshape(h, w)
-        dense = torch.zeros((n, n), dtype=torch.float64, device=op.coef.device)
-        for c, (dy, dx) in zip(op.coef, op.offsets, strict=True):
-            cols = _shift(idx.to(torch.float64) + 1, dy, dx).long() - 1  # -1: outside
-            ok = (cols >= 0) & (c != 0)
-            dense[idx[ok], cols[ok]] += c[ok].double()
-        dense = 0.5 * (dense + dense.T)
-        chol, info = torch.linalg.cholesky_ex(dense)
-        if info != 0:  # an unknown region with no Dirichlet contact: regularise lightly
-            chol = torch.linalg.cholesky(dense + 1e-6 * torch.eye(n, dtype=dense.dtype))
-        self.chol = chol
-
-    def _cycle(self, level: int, b: torch.Tensor) -> torch.Tensor:
-        if level == len(self.levels) - 1:
-            x = torch.cholesky_solve(b.reshape(-1, 1).double(), self.chol)
-            return x.reshape(b.shape).to(b.dtype)
-        op, l1 = self.levels[level], self.l1[level]
-        x = l1 * b
-        for _ in range(self.smooth - 1):
-            x = x + l1 * (b - op(x))
-        res = b - op(x)
-        h, w = res.shape
-        coarse = F.pad(res, (0, w % 2, 0, h % 2))
-        coarse = coarse[0::2, 0::2] + coarse[1::2, 0::2] + coarse[0::2, 1::2] + coarse[1::2, 1::2]
-        corr = self._cycle(level + 1, coarse)
-        hc, wc = corr.shape  # piecewise-constant prolongation: one broadcast copy
-        x = x + corr[:, None, :, None].expand(hc, 2, wc, 2).reshape(2 * hc, 2 * wc)[:h, :w]
-        for _ in range(self.smooth):
-            x = x + l1 * (b - op(x))
-        return x
-
-    def __call__(self, b: torch.Tensor) -> torch.Tensor:
-        return self._cycle(0, b)
-
-
-def _restrict_to_unknown(op: _Stencil, unknown: torch.Tensor) -> _Stencil:
-    """Turn ``op`` (in place) into ``L_UU`` embedded in the full grid.
-
-    Known rows and columns are zeroed (the multigrid set-up then gives known rows an
-    identity diagonal, which leaves CG untouched: its vectors are zero there).
-    """
-    u = unknown.to(op.coef.dtype)
-    for c, (dy, dx) in zip(op.coef, op.offsets, strict=True):
-        c.mul_(u * _shift(u, dy, dx))
-    return op
-
-
 def _pcg(
-    op: _Stencil,
+    op: Stencil,
     x: torch.Tensor,
     unknown: torch.Tensor,
     maxiter: int,
@@ -306,35 +161,10 @@ def _pcg(
     if prior > 0:
         b = b + prior * target.to(x.dtype) * u
         op.coef[op.center] += prior  # before the multigrid set-up, so it sees it too
-    a_uu = _restrict_to_unknown(op, unknown)  # in place: op is not used again
-    precond = _Multigrid(a_uu)
-    y = x * u
-    res = b - a_uu(y)
-    z = precond(res) * u
-    p = z.clone()
-    rz = (res * z).sum()
-    threshold = tol * max(float(torch.linalg.vector_norm(b)), 1e-30)
-    it = 0
-    for it in range(1, maxiter + 1):  # noqa: B007 - the count is reported
-        if float(torch.linalg.vector_norm(res)) <= threshold:
-            it -= 1
-            break
-        ap = a_uu(p)
-        pap = (p * ap).sum()
-        if pap <= 0:
-            break
-        step = rz / pap
-        y = y + step * p
-        res = res - step * ap
-        z = precond(res) * u
-        rz_new = (res * z).sum()
-        p = z + (rz_new / rz) * p
-        rz = rz_new
+    a_uu = restrict_to_unknown(op, unknown)  # in place: op is not used again
+    multigrid = Multigrid(a_uu)
+    y, it = cg(a_uu, lambda r: multigrid(r) * u, b, x * u, maxiter, tol)
     return x * (1 - u) + y * u, it
-
-
-def _working_stencil(image: torch.Tensor, radius: int, eps: float, dtype) -> _Stencil:
-    return _cf_stencil(image, radius, eps, dtype=dtype)
 
 
 def solve_closed_form(
@@ -407,7 +237,7 @@ def solve_closed_form(
         x[unknown] = 0.5
     box = _crop_to_unknown(unknown.cpu().numpy(), 2 * radius)
     xb, _ = _pcg(
-        _working_stencil(image[:, box[0], box[1]], radius, eps, dtype),
+        _cf_stencil(image[:, box[0], box[1]], radius, eps, dtype=dtype),
         x[box].contiguous(),
         unknown[box],
         maxiter,
@@ -549,7 +379,7 @@ class ClosedFormModel:
         init = torch.as_tensor(alpha[box], dtype=self.dtype, device=self.device)
         # Known pixels (0, 1 or the pinned ring) keep their values in `init`.
         x, _ = _pcg(
-            _working_stencil(im, self.radius, self.eps, self.dtype),
+            _cf_stencil(im, self.radius, self.eps, dtype=self.dtype),
             init.to(self.dtype),
             t == UNKNOWN,
             self.maxiter,
@@ -584,7 +414,7 @@ class ClosedFormModel:
             return out
         im, t = self._tensors(image[box], sub)
         x0 = torch.as_tensor(init, dtype=self.dtype, device=self.device)
-        stencil = _working_stencil(im, self.radius, self.eps, self.dtype)
+        stencil = _cf_stencil(im, self.radius, self.eps, dtype=self.dtype)
         x, _ = _pcg(stencil, x0, t == UNKNOWN, self.maxiter, self.global_tol)
         out[box] = x.clamp_(0, 1).cpu().numpy()
         return out

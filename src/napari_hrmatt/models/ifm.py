@@ -45,7 +45,8 @@ import torch
 
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
 from ._knn import lle_weights, window_knn
-from .closed_form import _cf_stencil, _crop_to_unknown, _Multigrid, _restrict_to_unknown
+from ._stencil import Multigrid, cg, restrict_to_unknown
+from .closed_form import _cf_stencil, _crop_to_unknown
 
 __all__ = ["InformationFlowModel", "ifm_system", "solve_ifm"]
 
@@ -113,7 +114,7 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
 
     Returns
     -------
-    stencil : ``_Stencil``
+    stencil : ``Stencil``
         ``sigma_l L`` (float64, not yet restricted to the unknown pixels).
     nonlocal_op : ``_NonLocal``
         Colour-mixture plus intra-U operator, already scaled by its sigmas.
@@ -179,32 +180,6 @@ def _weighted_colour(colour, index, weights):
     return ((nb * wt[None]).sum(2) / wt.sum(1).clamp(min=1e-12)[None]).T  # (N, C)
 
 
-def _pcg(apply, precond, b, y, maxiter, tol):
-    """Preconditioned conjugate gradients for ``apply(y) = b`` from ``y``; (y, iterations)."""
-    res = b - apply(y)
-    z = precond(res)
-    p = z.clone()
-    rz = (res * z).sum()
-    threshold = tol * max(float(torch.linalg.vector_norm(b)), 1e-30)
-    it = 0
-    for it in range(1, maxiter + 1):  # noqa: B007 - the count is reported
-        if float(torch.linalg.vector_norm(res)) <= threshold:
-            it -= 1
-            break
-        ap = apply(p)
-        pap = (p * ap).sum()
-        if pap <= 0:
-            break
-        step = rz / pap
-        y = y + step * p
-        res = res - step * ap
-        z = precond(res)
-        rz_new = (res * z).sum()
-        p = z + (rz_new / rz) * p
-        rz = rz_new
-    return y, it
-
-
 def solve_ifm(
     image: torch.Tensor,
     trimap: torch.Tensor,
@@ -238,8 +213,8 @@ def solve_ifm(
     d_nl = nl.diagonal(torch.float64).reshape(h, w)
     stencil.coef[stencil.center] += diag + opts["precond_diag"] * d_nl
     stencil.coef = stencil.coef.to(dtype)
-    op = _restrict_to_unknown(stencil, unknown)
-    precond = _Multigrid(op)
+    op = restrict_to_unknown(stencil, unknown)
+    precond = Multigrid(op)
     nl.to(dtype)
     shift = (-opts["precond_diag"] * d_nl).to(dtype) * u  # A = P - c D_nl + NL
 
@@ -248,7 +223,7 @@ def solve_ifm(
 
     # Start from the K-to-U estimate in the global pass, from the global alpha in a block.
     start = x if prior > 0 else torch.where(eta > 0, alpha_ku.to(dtype), x)
-    y, it = _pcg(apply, lambda r: precond(r) * u, b, start * u, opts["maxiter"], opts["tol"])
+    y, it = cg(apply, lambda r: precond(r) * u, b, start * u, opts["maxiter"], opts["tol"])
     return x * (1 - u) + y * u, it
 
 

@@ -35,14 +35,7 @@ from napari_hrmatt.models.hdmatt import (  # noqa: E402
 from .conftest import make_scene  # noqa: E402
 from .test_hdmatt_network import tiny_net  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run ~20x faster on one thread than on two on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- model

@@ -28,29 +28,14 @@ from napari_hrmatt.models.hdmatt import (
     trimap_fractions,
     trimap_guided_attention,
 )
+from napari_hrmatt.training import PRESETS  # noqa: E402
 
 DEEP_MODEL_DOC = Path(__file__).parents[1] / "docs" / "deep_model.md"
-#: The architecture of the training preset "tiny" (napari_hrmatt.training.PRESETS).
-TINY = {
-    "widths": [4, 8, 8, 12],
-    "blocks": [1, 1, 1],
-    "aspp_dilations": [2],
-    "aspp_width": 4,
-    "decoder_widths": [8, 8, 4],
-    "key_width": 8,
-    "value_width": 8,
-    "context_patch": 2,
-    "query_window": 3,
-}
+#: The architecture of the training preset "tiny".
+TINY = PRESETS["tiny"]["arch"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run ~20x faster on one thread than on two on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_net(cpc="tgnl", seed=0) -> HDMattNet:

@@ -17,11 +17,9 @@ from napari_hrmatt.models.hdmatt import (
 )
 
 from .conftest import make_scene
-from .test_hdmatt_network import (
-    _one_torch_thread,  # noqa: F401 (autouse: applies here too)
-    random_inputs,
-    tiny_net,
-)
+from .test_hdmatt_network import random_inputs, tiny_net
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_save_load_round_trip(tmp_path):

@@ -26,14 +26,7 @@ from napari_hrmatt.training import (  # noqa: E402
     training_step,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run much faster on one thread than on two on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_training_config_refuses_held_out_images():

@@ -20,7 +20,7 @@ import dask
 import numpy as np
 from dask.callbacks import Callback
 
-__all__ = ["BlockGrid", "BlockProgress", "chunk_sizes", "iter_blocks", "share_cores"]
+__all__ = ["BlockGrid", "BlockProgress", "chunk_sizes", "cut_ring", "iter_blocks", "share_cores"]
 
 
 def chunk_sizes(n: int, size: int, minimum: int) -> tuple[int, ...]:
@@ -113,6 +113,22 @@ class BlockGrid:
     def __iter__(self) -> Iterator[tuple[int, int]]:
         """Block indices ``(i, j)`` in row-major order."""
         return itertools.product(range(len(self.chunks[0])), range(len(self.chunks[1])))
+
+
+def cut_ring(shape: tuple[int, ...], sides) -> np.ndarray:
+    """Boolean ``(H, W)`` mask of a block's outermost pixels on the cut ``sides``.
+
+    ``sides`` is ``(top, bottom, left, right)``: True where the block was cut from a larger
+    image (a model pins its unknown pixels there to the global alpha), False at the
+    image's own edges.
+    """
+    top, bottom, left, right = sides
+    ring = np.zeros(shape[:2], bool)
+    ring[0, :] |= bool(top)
+    ring[-1, :] |= bool(bottom)
+    ring[:, 0] |= bool(left)
+    ring[:, -1] |= bool(right)
+    return ring
 
 
 def share_cores() -> None:

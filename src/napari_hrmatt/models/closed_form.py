@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._blocks import cut_ring
 from ..trimap import FOREGROUND, UNKNOWN
 from ._stencil import Multigrid, Stencil, cg, restrict_to_unknown, shift, stencil_offsets
 
@@ -362,12 +363,7 @@ class ClosedFormModel:
         trimap = np.array(trimap, dtype=np.uint8)  # a copy: the border ring is edited below
         # Interior cuts: the outermost ring of unknown pixels takes the global alpha as a
         # Dirichlet condition, which is how the block hears about the rest of the image.
-        top, bottom, left, right = fixed_border
-        ring = np.zeros(trimap.shape, bool)
-        ring[0, :] |= top
-        ring[-1, :] |= bottom
-        ring[:, 0] |= left
-        ring[:, -1] |= right
+        ring = cut_ring(trimap.shape, fixed_border)
         alpha = np.where(trimap == UNKNOWN, coarse, trimap / 255.0).astype(np.float64)
         ring &= trimap == UNKNOWN
         trimap[ring] = FOREGROUND  # "known", with the value taken from `alpha` below
@@ -402,11 +398,7 @@ class ClosedFormModel:
         sub = np.array(trimap[box], dtype=np.uint8)
         unknown = sub == UNKNOWN
         init = np.where(unknown, alpha[box], sub / 255.0)
-        ring = np.zeros(sub.shape, bool)
-        ring[0, :] |= rows.start > 0
-        ring[-1, :] |= rows.stop < h
-        ring[:, 0] |= cols.start > 0
-        ring[:, -1] |= cols.stop < w
+        ring = cut_ring(sub.shape, (rows.start > 0, rows.stop < h, cols.start > 0, cols.stop < w))
         sub[ring & unknown] = FOREGROUND  # "known", its value taken from `init`
         out = np.array(alpha, np.float32)
         if not (sub == UNKNOWN).any():

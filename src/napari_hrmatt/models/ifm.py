@@ -43,6 +43,7 @@ import math
 import numpy as np
 import torch
 
+from .._blocks import cut_ring
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
 from ._knn import lle_weights, window_knn
 from ._stencil import Multigrid, cg, restrict_to_unknown
@@ -340,12 +341,7 @@ class InformationFlowModel:
         # Interior cuts: the outermost ring of unknown pixels is pinned to the global alpha
         # (a Dirichlet condition, as in "cf"). Pinned pixels are marked with a label that
         # is neither unknown nor a foreground/background candidate of the K-to-U flow.
-        top, bottom, left, right = fixed_border
-        ring = np.zeros(trimap.shape, bool)
-        ring[0, :] |= top
-        ring[-1, :] |= bottom
-        ring[:, 0] |= left
-        ring[:, -1] |= right
+        ring = cut_ring(trimap.shape, fixed_border)
         alpha = np.where(trimap == UNKNOWN, coarse, trimap / 255.0).astype(np.float64)
         ring &= trimap == UNKNOWN
         trimap[ring] = _PINNED

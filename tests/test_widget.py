@@ -338,6 +338,43 @@ def test_view_only_preview_matches_crop(make_napari_viewer, sample, qtbot, notif
         preview.translate,
         (TRANSLATE[0] + rows.start * SCALE[0], TRANSLATE[1] + cols.start * SCALE[1]),
     )
+    # The view fits the preview's pixel budget: one full-resolution solve of the crop.
+    crop = estimate_alpha(image[rows, cols], labels[rows, cols], labels=True, device="cpu")
+    np.testing.assert_array_equal(np.asarray(preview.data), crop)
+    assert "resolution" not in w.status.value
+
+
+def test_zoomed_out_preview_is_a_coarse_solve_placed_on_its_cells(
+    make_napari_viewer, sample, qtbot, notifications, monkeypatch
+):
+    """A view larger than the preview budget is matted downsampled, in one pass, and the
+    layer sits on the cells it averages (scale x f, centred)."""
+    from napari_hrmatt import _widget
+    from napari_hrmatt.pipeline import preview_alpha
+
+    monkeypatch.setattr(_widget, "PREVIEW_GLOBAL_SIZE", 3000)  # the 96 x 128 view: f = 2
+    image, labels, _ = sample
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(image, name="photo", rgb=True, scale=SCALE, translate=TRANSLATE)
+    w = matting_widget(viewer, add_trimap(viewer, labels), view_only=True, cutout=True)
+    viewer.reset_view()
+    qtbot.wait(200)
+    rows, cols = w._visible_slices(viewer.layers["photo"], (96, 128))
+    w.run()
+    wait_done(qtbot, w)
+    expected, _, f = preview_alpha(
+        image[rows, cols], labels[rows, cols], labels=True, global_size=3000, device="cpu"
+    )
+    assert f > 1 and f"1/{f} resolution" in w.status.value, w.status.value
+    alpha = viewer.layers["photo (view) alpha"]
+    np.testing.assert_array_equal(np.asarray(alpha.data), expected)
+    np.testing.assert_allclose(alpha.scale, np.multiply(SCALE, f))
+    origin = np.add(TRANSLATE, np.multiply(SCALE, (rows.start, cols.start)))
+    np.testing.assert_allclose(alpha.translate, origin + np.multiply(SCALE, (f - 1) / 2))
+    cutout = viewer.layers["photo (view) cutout"]
+    assert cutout.data.shape == (*expected.shape, 4)
+    np.testing.assert_allclose(cutout.scale, alpha.scale)
+    assert alpha.metadata["napari_hrmatt_run"]["factor"] == f
 
 
 # --------------------------------------------------------------------------- bad input

@@ -73,6 +73,10 @@ class MattingJob:
         Blocks computed at a time (default: one per CPU core).
     in_memory_pixels : int, optional
         See :class:`napari_hrmatt.pipeline.ResultStore`.
+    preview : bool
+        A quick look instead of a run: the global pass alone at ``global_size``
+        (:func:`napari_hrmatt.pipeline.preview_alpha`), full resolution only where the
+        image fits it; the layers get the coarser geometry and ``info["factor"]``.
     store : path, optional
         A run store (:mod:`napari_hrmatt.runstore`) the alpha is computed into and kept
         in. Give the same path to the next job on the same image and trimap: only the
@@ -99,6 +103,7 @@ class MattingJob:
     background: tuple[float, float, float] | None = None
     batch: int | None = None
     in_memory_pixels: int | None = None
+    preview: bool = False
     store: Any = None
     info: dict | None = None
     #: what the run store did (:class:`napari_hrmatt.runstore.RunReport`), with ``store``
@@ -110,7 +115,7 @@ class MattingJob:
     def plan(self) -> list[str]:
         """The steps this job will go through, in order (``Progress.description``)."""
         return (
-            ["global pass", "alpha"]
+            (["global pass"] if self.preview else ["global pass", "alpha"])
             + (["cutout"] if self.cutout else [])
             + (["composite"] if self.background is not None else [])
         )
@@ -160,7 +165,16 @@ class MattingJob:
             "labels": self.labels,
             "model_options": self.model_options,
         }
-        if self.store is None:
+        geometry, info = self.geometry, self.info
+        if self.preview:
+            settings = {k: engine[k] for k in ("model", "global_size", "device", "labels")}
+            settings["model_options"] = engine["model_options"]
+            alpha, small, f = yield from run.preview(image, trimap, **settings)
+            results = {"alpha": alpha}
+            image, finest = as_dask(small, self.chunks), as_dask(alpha, self.chunks)
+            geometry = geometry.coarser(f)
+            info = {**(info or {}), "factor": f}
+        elif self.store is None:
             alpha = yield from run.alpha(image, trimap, **engine)
             results = {"alpha": alpha.data()}
             finest = alpha.finest(self.chunks)
@@ -196,7 +210,7 @@ class MattingJob:
                 store = yield from run.store(key, to_uint8(arr), np.uint8)
                 results[key] = store.data()
 
-        g, info = self.geometry, self.info
+        g = geometry
         layers = [alpha_layer(results["alpha"], name=f"{self.name} alpha", geometry=g, run=info)]
         if "cutout" in results:
             layers.append(

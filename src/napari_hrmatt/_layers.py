@@ -84,6 +84,17 @@ class Geometry:
             ),
         )
 
+    def coarser(self, factor: int) -> Geometry:
+        """Geometry of this layer downsampled by ``factor`` (each pixel the mean of a
+        ``factor x factor`` cell starting at pixel 0): centred on its cell."""
+        return Geometry(
+            (self.scale[0] * factor, self.scale[1] * factor),
+            (
+                self.translate[0] + self.scale[0] * (factor - 1) / 2,
+                self.translate[1] + self.scale[1] * (factor - 1) / 2,
+            ),
+        )
+
     def kwargs(self) -> dict[str, tuple[float, float]]:
         """``scale`` and ``translate`` as layer keyword arguments."""
         return {"scale": self.scale, "translate": self.translate}

@@ -75,8 +75,9 @@ COMPOSITE_COLORS = {
 # Pixels added around the visible part for "current view only" previews.
 VIEW_MARGIN = 16
 
-# Working size of the global pass for "current view only" previews (pixels), when the
-# global size setting is larger: a quick answer first (docs/napari.md, "Preview").
+# Pixels a "current view only" preview solves (when the global size setting is larger):
+# the visible part is matted at full resolution when it has at most this many pixels,
+# else downsampled to it, in one global pass (docs/napari.md, "Preview").
 PREVIEW_GLOBAL_SIZE = 250_000
 
 # One line per model, shown under the model choice (unknown models: a generic line).
@@ -209,8 +210,9 @@ class MattingWidget(Container):
         self.view_only = CheckBox(
             text="current view only (quick preview)",
             value=False,
-            tooltip="matte only the visible part (+16 px), with a global pass of at most "
-            f"{PREVIEW_GLOBAL_SIZE / 1e6:g} MP: zoom in to where you painted, then run",
+            tooltip="a quick look at the visible part (+16 px): solved in one pass at up to "
+            f"{PREVIEW_GLOBAL_SIZE / 1e6:g} MP, so at full resolution once you zoom in far "
+            "enough, coarser when zoomed out",
         )
         self.cutout = CheckBox(
             text="add cutout (RGBA)",
@@ -405,6 +407,7 @@ class MattingWidget(Container):
             cutout=bool(self.cutout.value),
             background=COMPOSITE_COLORS[self.composite.value],
             batch=self.batch,
+            preview=view is not None,
             store=store,
             info=info,
         )
@@ -558,6 +561,9 @@ class MattingWidget(Container):
                 index += 1
             added.append(layer.name)
         roles = ", ".join(kw["metadata"]["napari_hrmatt"] for _, kw, _ in result)
+        factor = (result[0][1]["metadata"].get(RUN_KEY) or {}).get("factor", 1)
+        if factor > 1:
+            roles += f" (preview at 1/{factor} resolution: zoom in for full detail)"
         report = self.job.report if self.job is not None else None
         if report is not None and report.reused:
             roles += f" (recomputed {report.computed} of {report.blocks} alpha blocks)"

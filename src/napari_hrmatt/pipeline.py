@@ -242,6 +242,14 @@ class Run:
             alpha = estimate_alpha(image, trimap, compute=False, **engine)
         return (yield from self.store("alpha", alpha, np.float32))
 
+    def preview(self, image, trimap, **settings) -> Generator[Progress, None, tuple]:
+        """:func:`preview_alpha` as a step (in a helper thread when interactive)."""
+        yield Progress(self.done, self.total, "global pass")
+        if self.interactive:
+            return (yield from self._waiting(lambda: preview_alpha(image, trimap, **settings),
+                                             "global pass"))  # fmt: skip
+        return preview_alpha(image, trimap, **settings)
+
     def _waiting(self, fn, description: str, poll: float = 0.25):
         """Run ``fn()`` in a daemon thread, yielding Progress every ``poll`` seconds.
 
@@ -299,6 +307,63 @@ def colour_outputs(image, alpha, *, cutout=False, background=None, **foreground)
     if background is not None:
         out["composite"] = composite(fg, alpha, background)
     return out
+
+
+def preview_alpha(
+    image,
+    trimap,
+    *,
+    global_size: float,
+    labels: bool | None = None,
+    model="cf",
+    model_options: dict | None = None,
+    device: str = "auto",
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """A quick look: the global pass alone, at about ``global_size`` pixels.
+
+    The image and trimap are downsampled by the global pass's integer factor ``f`` and
+    solved once, with no patch pass. When they fit ``global_size`` (``f = 1``) that *is*
+    the full-resolution solve; otherwise the alpha is the coarse one every block of a full
+    run starts from. For a GUI preview of what is on screen.
+
+    Returns
+    -------
+    alpha : (h, w) float32
+        Pixel ``(i, j)`` covers full-resolution pixels ``[i f, (i + 1) f) x [j f, (j + 1) f)``.
+    small_image : (h, w, C) float32
+        The image at the same resolution (for foreground colours).
+    factor : int
+        ``f``.
+    """
+    import dask.array as da
+
+    from .global_pass import downsample_inputs, solve_global
+    from .image import image_channels, to_float
+    from .models import get_model
+    from .trimap import canonical_trimap
+
+    img = to_float(image_channels(image, stacklevel=3))
+    tri = canonical_trimap(trimap, labels=labels)
+    if img.shape[:2] != tri.shape:
+        raise ValueError(
+            f"image is {img.shape[0]}x{img.shape[1]} but trimap is {tri.shape[0]}x"
+            f"{tri.shape[1]} (height x width); they must cover the same pixels"
+        )
+    small_image, fractions, f = downsample_inputs(img, tri, global_size=global_size)
+    small_image, fractions = da.compute(small_image, fractions)
+    model_obj = (
+        get_model(model, device, **(model_options or {})) if isinstance(model, str) else model
+    )
+    context = solve_global(
+        small_image,
+        fractions,
+        factor=f,
+        shape=tri.shape,
+        model=model_obj,
+        global_size=global_size,
+        device=device,
+    )
+    return context.alpha, np.asarray(small_image, np.float32), f
 
 
 def to_uint8(arr):

@@ -35,29 +35,25 @@ __all__ = ["SmoothedAggregation", "stencil_to_csr"]
 
 
 def stencil_to_csr(op: Stencil, unknown: np.ndarray) -> sp.csr_matrix:
-    """The rows and columns of ``op`` at the ``unknown`` pixels as a symmetric CSR matrix
-    (numbered in row-major order of the unknown pixels)."""
+    """The rows and columns of ``op`` at the ``unknown`` pixels as a CSR matrix (numbered
+    in row-major order of the unknown pixels; symmetric up to the rounding of ``op``).
+
+    Built row by row directly: the offsets are in row-major order, so each row's column
+    indices come out sorted and no COO sort is needed.
+    """
     h, w = unknown.shape
-    ids = np.full((h, w), -1, dtype=np.int64)
+    r = op.radius
+    ids = np.full((h + 2 * r, w + 2 * r), -1, dtype=np.int64)
     ys, xs = np.nonzero(unknown)
     n = ys.size
-    ids[ys, xs] = np.arange(n)
-    coef = op.coef.detach().cpu().numpy()
-    rows, cols, vals = [], [], []
-    for k, (dy, dx) in enumerate(op.offsets):
-        ny, nx = ys + dy, xs + dx
-        ok = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-        src = np.flatnonzero(ok)
-        dst = ids[ny[ok], nx[ok]]
-        c = coef[k, ys[ok], xs[ok]].astype(np.float64)
-        keep = (dst >= 0) & (c != 0)
-        rows.append(src[keep])
-        cols.append(dst[keep])
-        vals.append(c[keep])
-    a = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-    )
-    return ((a + a.T) * 0.5).tocsr()
+    ids[ys + r, xs + r] = np.arange(n)
+    dy = np.array([d[0] for d in op.offsets])
+    dx = np.array([d[1] for d in op.offsets])
+    cols = ids[ys[:, None] + r + dy, xs[:, None] + r + dx]  # (n, K)
+    vals = op.coef.detach().cpu().numpy()[:, ys, xs].T.astype(np.float64)
+    keep = (cols >= 0) & (vals != 0)
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(1))])
+    return sp.csr_matrix((vals[keep], cols[keep], indptr), shape=(n, n))
 
 
 def _tentative(agg: np.ndarray, n_agg: int, cand: np.ndarray, drop: float):
@@ -194,7 +190,7 @@ class SmoothedAggregation:
             dinv = 1.0 / a.diagonal()
             omega = (4.0 / 3.0) / _spectral_radius(a, dinv)
             p = (p_tent - omega * (sp.diags(dinv) @ (a @ p_tent))).tocsr()
-            ac = (p.T @ a @ p).tocsr()
+            ac = (p.T.tocsr() @ (a @ p)).tocsr()
             ac = ((ac + ac.T) * 0.5).tocsr()
             if level > 0:
                 self.a.append(_torch_csr(a, dtype, device))

@@ -43,16 +43,23 @@ def stencil_to_csr(op: Stencil, unknown: np.ndarray) -> sp.csr_matrix:
     """
     h, w = unknown.shape
     r = op.radius
-    ids = np.full((h + 2 * r, w + 2 * r), -1, dtype=np.int64)
-    ys, xs = np.nonzero(unknown)
-    n = ys.size
-    ids[ys + r, xs + r] = np.arange(n)
-    dy = np.array([d[0] for d in op.offsets])
-    dx = np.array([d[1] for d in op.offsets])
-    cols = ids[ys[:, None] + r + dy, xs[:, None] + r + dx]  # (n, K)
-    vals = op.coef.detach().cpu().numpy()[:, ys, xs].T.astype(np.float64)
+    wp = w + 2 * r
+    ids = np.full((h + 2 * r) * wp, -1, dtype=np.int32)
+    flat = np.flatnonzero(unknown.reshape(-1))
+    n = flat.size
+    ys, xs = np.divmod(flat, w)
+    base = (ys + r) * wp + (xs + r)
+    ids[base] = np.arange(n, dtype=np.int32)
+    coef = op.coef.detach().cpu().numpy().reshape(len(op.offsets), -1)
+    cols = np.empty((len(op.offsets), n), dtype=np.int32)
+    vals = np.empty((len(op.offsets), n), dtype=np.float64)
+    for k, (dy, dx) in enumerate(op.offsets):  # (K, n): contiguous writes; read as (n, K)
+        cols[k] = ids[base + (dy * wp + dx)]
+        vals[k] = coef[k, flat]
+    cols, vals = cols.T, vals.T
     keep = (cols >= 0) & (vals != 0)
-    indptr = np.concatenate([[0], np.cumsum(keep.sum(1))])
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(keep.sum(1), out=indptr[1:])
     return sp.csr_matrix((vals[keep], cols[keep], indptr), shape=(n, n))
 
 
@@ -189,7 +196,9 @@ class SmoothedAggregation:
                 break  # coarsening stalls (scattered unknown pixels): factor this level
             dinv = 1.0 / a.diagonal()
             omega = (4.0 / 3.0) / _spectral_radius(a, dinv)
-            p = (p_tent - omega * (sp.diags(dinv) @ (a @ p_tent))).tocsr()
+            p = (a @ p_tent).tocsr()  # then scaled row by row: -omega D^-1 A P_tent
+            p.data *= np.repeat(-omega * dinv, np.diff(p.indptr))
+            p = (p + p_tent).tocsr()
             ac = (p.T.tocsr() @ (a @ p)).tocsr()
             ac = ((ac + ac.T) * 0.5).tocsr()
             if level > 0:

@@ -119,11 +119,12 @@ def _spectral_radius(a: sp.csr_matrix, dinv: np.ndarray, iters: int = 12) -> flo
 def _torch_csr(m: sp.spmatrix, dtype, device) -> torch.Tensor:
     m = m.tocsr()
     m.sort_indices()
+    index = torch.int32 if m.nnz < 2**31 else torch.int64  # half the index memory
     with warnings.catch_warnings():  # "sparse CSR support is in beta state"
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
-            torch.as_tensor(m.indptr, dtype=torch.int64),
-            torch.as_tensor(m.indices, dtype=torch.int64),
+            torch.as_tensor(m.indptr, dtype=index),
+            torch.as_tensor(m.indices, dtype=index),
             torch.as_tensor(m.data, dtype=dtype),
             size=m.shape,
             check_invariants=False,

@@ -9,8 +9,9 @@ order elliptic problems", Computing 56, 1996) carries any set of near-null vecto
 coarse level: each aggregate (a 6 x 6 tile of unknown pixels) gets up to four coarse
 unknowns, the per-aggregate orthonormalised ``[1, R, G, B]``, and the tentative prolongator
 is smoothed by one damped Jacobi step so its columns overlap. Coarser levels repeat the
-construction on 3 x 3 groups of aggregates with the coarse representation of the same
-vectors; the coarsest level is factorised directly.
+construction on 2 x 2 groups of aggregates with the coarse representation of the same
+vectors (colour on every level: with the constant alone below the first level most of
+the gain is lost); the coarsest level is factorised directly.
 
 The set-up runs in scipy.sparse (float64, on the CPU); the V-cycle runs in torch on the
 stencil's device: l1-Jacobi smoothing with the :class:`._stencil.Stencil` product on the
@@ -147,10 +148,15 @@ class SmoothedAggregation:
     tile, group : int
         Fine aggregates are ``tile x tile`` pixel tiles, coarser ones ``group x group``
         blocks of aggregates.
-    smooth : int
-        l1-Jacobi steps before and after each coarse correction.
+    smooth, coarse_smooth : int
+        l1-Jacobi steps before and after each coarse correction, on the fine grid (each
+        costs a stencil product) and on the coarse levels (cheap sparse products).
     coarsest : int
-        Size at or below which a level is solved by a direct factorisation.
+        Size at or below which a level is solved by a direct factorisation (dense
+        Cholesky up to 1500 unknowns, SuperLU on the CPU above).
+    drop : float
+        A candidate vector whose part orthogonal to the previous ones in an aggregate is
+        below ``drop`` times its norm is left out there (flat or one-pixel aggregates).
     colour_levels : int
         Number of levels whose aggregates carry the colour vectors; below them only the
         constant.
@@ -172,7 +178,6 @@ class SmoothedAggregation:
     ):
         self.op, self.smooth, self.coarse_smooth = op, smooth, coarse_smooth
         dtype, device = op.coef.dtype, op.coef.device
-        self.dtype = dtype
         unk = unknown.cpu().numpy().astype(bool)
         h, w = unk.shape
         self.flat = torch.as_tensor(np.flatnonzero(unk.reshape(-1)), device=device)
@@ -227,7 +232,8 @@ class SmoothedAggregation:
             try:
                 chol = scipy.linalg.cholesky(dense, lower=True)
             except np.linalg.LinAlgError:  # no Dirichlet contact: regularise lightly
-                chol = scipy.linalg.cholesky(dense + max(shift, 1e-12) * np.eye(n), lower=True)
+                reg = 1e-8 * max(float(diag.mean()), 1e-30)
+                chol = scipy.linalg.cholesky(dense + reg * np.eye(n), lower=True)
             self.chol = torch.as_tensor(chol, device=device)
             self.lu = None
         else:

@@ -205,14 +205,20 @@ class SmoothedAggregation:
             p = (a @ p_tent).tocsr()  # then scaled row by row: -omega D^-1 A P_tent
             p.data *= np.repeat(-omega * dinv, np.diff(p.indptr))
             p = (p + p_tent).tocsr()
-            ac = (p.T.tocsr() @ (a @ p)).tocsr()
-            ac = ((ac + ac.T) * 0.5).tocsr()
+            del p_tent
             if level > 0:
                 self.a.append(_torch_csr(a, dtype, device))
                 l1 = np.asarray(abs(a).sum(1)).ravel()
                 self.l1.append(torch.as_tensor(1.0 / l1, dtype=dtype, device=device))
+            ap = a @ p
+            a = None  # the largest matrices go as soon as they are used (peak memory)
+            pt = p.T.tocsr()
+            ac = (pt @ ap).tocsr()
+            del ap
+            ac = ((ac + ac.T) * 0.5).tocsr()
             self.p.append(_torch_csr(p, dtype, device))
-            self.pt.append(_torch_csr(p.T, dtype, device))
+            self.pt.append(_torch_csr(pt, dtype, device))
+            del p, pt
             # Next aggregates: group x group blocks of this level's aggregates.
             gy, gx = ty[owner] // group, tx[owner] // group
             key = gy * (int(gx.max()) + 1) + gx

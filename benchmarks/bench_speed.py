@@ -126,7 +126,8 @@ def _compare(label, image, tri, gt, args, rows, folder: Path):
     Image.fromarray(image).save(folder / "image.png")
     Image.fromarray(tri).save(folder / "trimap.png")
     env = _env(args.threads)
-    t_ours, a_ours = _ours(folder, env, args.core)
+    options = [f"--model-option={o}" for o in args.model_option]
+    t_ours, a_ours = _ours(folder, env, args.core, options)
     t_theirs, a_theirs = _theirs(folder, env, args.core)
     row = {
         "case": label,
@@ -192,6 +193,13 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both")
     parser.add_argument(
         "--src", type=Path, default=None, help="package source tree to time (before/after)"
+    )
+    parser.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to hrmatt matte (ours only), e.g. precond=sa; repeatable",
     )
     args = parser.parse_args(argv)
     if args.src is not None:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.ndimage as ndi
 import torch
 
 from napari_hrmatt.models import get_model, list_models, resolve_device
@@ -142,3 +143,118 @@ def test_thread_policy():
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="threads must be 1 or more"), solver_threads(0):
         pass
+
+
+# --- smoothed aggregation (issue 12) ---------------------------------------------------
+
+
+def _textured(height, width, seed, channels=3):
+    """A soft edge over a strongly textured background, unknown everywhere but a frame:
+    the case where piecewise-constant multigrid needs many CG iterations."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width]
+    alpha = np.clip((xx - width / 2 - 8 * np.sin(yy / 7)) / 20 + 0.5, 0, 1)
+    fg = 0.5 + 0.4 * np.sin(yy[..., None] / (3 + np.arange(channels)))
+    bg = ndi.gaussian_filter(rng.random((height, width, channels)), (2, 2, 0))
+    bg = (bg - bg.min()) / (bg.max() - bg.min())  # correlated texture, full contrast
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    trimap = np.full((height, width), 128, np.uint8)
+    trimap[:, :3], trimap[:, -3:] = 0, 255
+    return image, trimap
+
+
+def _sa_stencil(image, trimap):
+    from napari_hrmatt.models._stencil import restrict_to_unknown
+    from napari_hrmatt.models.closed_form import _cf_stencil
+
+    im = torch.tensor(np.moveaxis(image, -1, 0)).double()
+    op = _cf_stencil(im, 1, 1e-7, dtype=torch.float64)
+    unknown = torch.tensor(trimap == 128)
+    return im, restrict_to_unknown(op, unknown), unknown
+
+
+def test_sa_preconditioner_is_symmetric_and_positive():
+    from napari_hrmatt.models._aggregation import SmoothedAggregation
+
+    image, trimap = _textured(60, 70, seed=1)
+    im, op, unknown = _sa_stencil(image, trimap)
+    sa = SmoothedAggregation(op, unknown, im, coarsest=100)
+    assert sa.levels >= 2  # a real multilevel cycle, not just the direct solve
+    rng = np.random.default_rng(0)
+    u = unknown.double()
+    for _ in range(3):
+        x, y = (torch.tensor(rng.standard_normal(trimap.shape)) * u for _ in range(2))
+        xmy, ymx = float((x * sa(y) * u).sum()), float((y * sa(x) * u).sum())
+        assert xmy == pytest.approx(ymx, rel=1e-9, abs=1e-12)
+        assert float((x * sa(x) * u).sum()) > 0
+
+
+def _iterations(image, trimap, precond, tol=1e-6):
+    from napari_hrmatt.models.closed_form import _cf_stencil, _pcg
+
+    im = torch.tensor(np.moveaxis(image, -1, 0)).double()
+    unknown = torch.tensor(trimap == 128)
+    op = _cf_stencil(im, 1, 1e-7, dtype=torch.float64)  # _pcg restricts it itself
+    x = torch.tensor(trimap == 255).double()
+    x[unknown] = 0.5
+    return _pcg(op, x, unknown, 5000, tol, precond=precond, image=im)
+
+
+def test_sa_needs_far_fewer_iterations_than_mg_on_texture():
+    image, trimap = _textured(90, 100, seed=2)
+    x_sa, it_sa = _iterations(image, trimap, "sa")
+    x_mg, it_mg = _iterations(image, trimap, "mg")
+    assert it_sa * 3 < it_mg, (it_sa, it_mg)
+    assert np.abs((x_sa - x_mg).numpy()).max() < 1e-3  # same problem, tol 1e-6
+
+
+@pytest.mark.parametrize(
+    "case", ["textured", "tiny_region", "one_pixel", "flat_colour", "grey", "two_channels"]
+)
+def test_sa_and_mg_reach_the_same_solution(case):
+    image, trimap = _textured(64, 80, seed=3)
+    if case == "tiny_region":
+        trimap = np.where(trimap == 128, 0, trimap).astype(np.uint8)
+        trimap[30:33, 40:43] = 128
+    elif case == "one_pixel":
+        trimap = np.where(trimap == 128, 0, trimap).astype(np.uint8)
+        trimap[20, 50] = 128
+    elif case == "flat_colour":  # every aggregate constant: colour vectors dropped
+        image = np.full_like(image, 0.4)
+        image[:, 40:] = 0.7
+    elif case == "grey":
+        image = image.mean(-1, keepdims=True)
+    elif case == "two_channels":
+        image = image[..., :2]
+    im, t = torch.tensor(np.moveaxis(image, -1, 0)), torch.tensor(trimap)
+    kw = {"tol": 1e-11, "maxiter": 5000, "dtype": torch.float64}
+    sa = solve_closed_form(im, t, precond="sa", **kw).numpy()
+    mg = solve_closed_form(im, t, precond="mg", cascade=0, **kw).numpy()
+    assert np.isfinite(sa).all()
+    np.testing.assert_allclose(sa, mg, atol=1e-6)
+
+
+def test_sa_with_prior_in_refine_matches_mg():
+    from napari_hrmatt.models.closed_form import ClosedFormModel
+
+    image, trimap = _textured(64, 72, seed=4)
+    coarse = np.full(trimap.shape, 0.5)
+    kw = {"tol": 1e-11, "dtype": "float64", "maxiter": 5000}
+    sa = ClosedFormModel(precond="sa", **kw).refine(image, trimap, coarse)
+    mg = ClosedFormModel(precond="mg", **kw).refine(image, trimap, coarse)
+    np.testing.assert_allclose(sa, mg, atol=1e-5)
+
+
+def test_bad_precond_is_refused():
+    from napari_hrmatt.models import parse_options
+    from napari_hrmatt.models.closed_form import ClosedFormModel
+
+    assert ClosedFormModel(**parse_options(["precond=sa"])).global_precond == "sa"
+    auto = ClosedFormModel()
+    assert (auto.global_precond, auto.block_precond) == ("sa", "mg")
+    with pytest.raises(ValueError, match="precond must be one of"):
+        ClosedFormModel(precond="amg")
+    image, trimap = _textured(20, 20, seed=0)
+    with pytest.raises(ValueError, match="precond must be one of"):
+        im = torch.tensor(np.moveaxis(image, -1, 0))
+        solve_closed_form(im, torch.tensor(trimap), precond="x")

@@ -22,8 +22,10 @@ We never build ``L``. Following He, Sun and Tang [2]_, the product ``L p`` is
 where ``Delta_k`` is the inverse regularised window covariance, bars are window means and
 ``n_i`` counts the windows containing pixel ``i``: every term is a box filter, so one
 product costs O(pixels) whatever the window radius. Known pixels are hard constraints
-(Dirichlet): we solve ``L_UU alpha_U = -L_UK alpha_K`` with multigrid-preconditioned
-conjugate gradients (:mod:`._stencil`), warm-started from a coarser solution.
+(Dirichlet): we solve ``L_UU alpha_U = -L_UK alpha_K`` with preconditioned conjugate
+gradients (:mod:`._stencil`): smoothed aggregation with the colour channels in the coarse
+space (:mod:`._aggregation`) for whole images, piecewise-constant multigrid for the
+small prior-screened blocks of the patch pass.
 
 Only windows lying entirely inside the array are used, as in Levin's reference code and
 PyMatting's ``cf_laplacian``, so the operator matches theirs exactly.
@@ -46,6 +48,7 @@ import torch.nn.functional as F
 
 from .._blocks import cut_ring
 from ..trimap import FOREGROUND, UNKNOWN
+from ._aggregation import SmoothedAggregation
 from ._stencil import Multigrid, Stencil, cg, restrict_to_unknown, shift, stencil_offsets
 
 __all__ = ["ClosedFormModel", "solve_closed_form", "laplacian_product"]
@@ -151,11 +154,16 @@ def _pcg(
     tol: float,
     prior: float = 0.0,
     target: torch.Tensor | None = None,
+    *,
+    precond: str = "mg",
+    image: torch.Tensor | None = None,
 ):
-    """Solve ``L_UU x_U = -L_UK x_K`` by multigrid-preconditioned CG; ``x`` holds both.
+    """Solve ``L_UU x_U = -L_UK x_K`` by preconditioned CG; ``x`` holds both.
 
     With ``prior > 0``: ``(L_UU + prior I) x_U = -L_UK x_K + prior target_U``, i.e. the
     closed-form energy plus ``prior * |x - target|^2`` over the unknown pixels.
+    ``precond``: ``"sa"`` (:class:`._aggregation.SmoothedAggregation`; ``image`` holds
+    the colours of the same grid) or ``"mg"`` (:class:`._stencil.Multigrid`).
     """
     u = unknown.to(x.dtype)
     b = -op(x * (1 - u)) * u
@@ -163,8 +171,8 @@ def _pcg(
         b = b + prior * target.to(x.dtype) * u
         op.coef[op.center] += prior  # before the multigrid set-up, so it sees it too
     a_uu = restrict_to_unknown(op, unknown)  # in place: op is not used again
-    multigrid = Multigrid(a_uu)
-    y, it = cg(a_uu, lambda r: multigrid(r) * u, b, x * u, maxiter, tol)
+    m = SmoothedAggregation(a_uu, unknown, image) if precond == "sa" else Multigrid(a_uu)
+    y, it = cg(a_uu, lambda r: m(r) * u, b, x * u, maxiter, tol)
     return x * (1 - u) + y * u, it
 
 
@@ -179,6 +187,7 @@ def solve_closed_form(
     tol: float = 1e-5,
     dtype=torch.float32,
     cascade: int | None = None,
+    precond: str = "sa",
 ) -> torch.Tensor:
     """Closed-form alpha of one whole image.
 
@@ -191,15 +200,20 @@ def solve_closed_form(
     radius, eps : int, float
         Window radius and regularisation of the colour-line model.
     maxiter, tol : int, float
-        Multigrid-preconditioned CG stops when the residual drops below ``tol`` times
-        the right-hand side, or after ``maxiter`` iterations.
+        Preconditioned CG stops when the residual drops below ``tol`` times the
+        right-hand side, or after ``maxiter`` iterations.
     dtype : torch dtype
         Working precision of the solve (the stencil is always built in float64).
     cascade : int, optional
         Number of coarser problems solved first (each halving the size, area-averaged
         image, a cell known only where all of its pixels are) whose upsampled alpha is
         the initial guess of the next finer one. Default: as many as keep the coarsest
-        one above ``CASCADE_MIN_UNKNOWN`` unknown pixels. Ignored when ``init`` is given.
+        one above ``CASCADE_MIN_UNKNOWN`` unknown pixels with ``precond="mg"``, none with
+        ``"sa"`` (its iteration count hardly depends on the start). Ignored when ``init``
+        is given.
+    precond : {"sa", "mg"}
+        Preconditioner: smoothed aggregation with a colour-aware coarse space, or
+        piecewise-constant multigrid (see :func:`_pcg`).
 
     Returns
     -------
@@ -219,7 +233,7 @@ def solve_closed_form(
     if init is None:
         if cascade is None:
             cascade = 0
-            while n_unknown >> (2 * (cascade + 1)) >= CASCADE_MIN_UNKNOWN:
+            while precond == "mg" and n_unknown >> (2 * (cascade + 1)) >= CASCADE_MIN_UNKNOWN:
                 cascade += 1
         if cascade > 0 and min(trimap.shape) >= 8 * (2 * radius + 1):
             init = _cascade_guess(
@@ -231,18 +245,22 @@ def solve_closed_form(
                 tol=tol * CASCADE_TOL_FACTOR,
                 dtype=dtype,
                 cascade=cascade - 1,
+                precond=precond,
             )
     if init is not None:
         x = torch.where(unknown, init.to(dtype), x)
     else:
         x[unknown] = 0.5
     box = _crop_to_unknown(unknown.cpu().numpy(), 2 * radius)
+    _check_precond(precond, ("sa", "mg"))
     xb, _ = _pcg(
         _cf_stencil(image[:, box[0], box[1]], radius, eps, dtype=dtype),
         x[box].contiguous(),
         unknown[box],
         maxiter,
         tol,
+        precond=precond,
+        image=image[:, box[0], box[1]],
     )
     x[box] = xb
     return x.clamp_(0, 1)
@@ -273,6 +291,11 @@ def _cascade_guess(image, trimap, *, cascade, **solve):
     return up[0, 0, :h, :w]
 
 
+def _check_precond(precond, allowed):
+    if precond not in allowed:
+        raise ValueError(f"precond must be one of {list(allowed)}, got {precond!r}")
+
+
 def _crop_to_unknown(unknown: np.ndarray, margin: int):
     """Bounding box of the unknown pixels grown by ``margin`` (slices), or None."""
     rows = np.flatnonzero(unknown.any(1))
@@ -298,12 +321,21 @@ class ClosedFormModel:
     eps : float
         Regularisation epsilon of the colour-line model (PyMatting's default, 1e-7).
     maxiter, tol : int, float
-        Multigrid-preconditioned CG limits per solve (relative residual ``tol``).
+        Preconditioned CG limits per solve (relative residual ``tol``).
     global_tol : float, optional
-        Relative residual of the global pass's whole-image solve, which starts from the
-        coarse-to-fine cascade's guess (``solve_closed_form``); default ``3 * tol``.
-        With that start 3e-5 matched PyMatting's SAD on the dev photos where 1e-5 was
-        needed from a flat start (docs/engine.md, "Performance").
+        Relative residual of the global pass's whole-image solve (``solve_closed_form``);
+        default ``3 * tol``, which matched PyMatting's SAD on the dev photos
+        (docs/engine.md, "Performance").
+    precond : {"auto", "sa", "mg"}
+        Preconditioner of CG. ``"sa"``: smoothed aggregation whose coarse space carries
+        the colour channels as well as the constant (the local near-null space of the
+        matting Laplacian, ``alpha = a . I + b``), so the iteration count stays small on
+        textured images; its set-up (a sparse matrix, a direct factor of the coarsest
+        level) costs time and memory up front. ``"mg"``: piecewise-constant 2 x 2
+        multigrid, no set-up to speak of, but many more iterations on large unscreened
+        problems. ``"auto"`` (default): ``"sa"`` for the global pass and
+        ``update_global``, ``"mg"`` for the patch pass's blocks, whose prior screens the
+        problem so that they converge in few iterations anyway.
     dtype : {"float32", "float64"}
         Working precision of CG (the stencil is built in float64 either way).
     prior : float
@@ -330,6 +362,7 @@ class ClosedFormModel:
         dtype="float32",
         prior=1e-3,
         global_tol=None,
+        precond="auto",
     ):
         self.device = torch.device(device)
         self.radius, self.eps, self.maxiter, self.tol = int(radius), float(eps), maxiter, tol
@@ -338,6 +371,13 @@ class ClosedFormModel:
         if not float(prior) >= 0:
             raise ValueError(f"prior must be 0 or more, got {prior!r}")
         self.prior = float(prior)
+        _check_precond(precond, ("auto", "sa", "mg"))
+        self.precond = precond
+        # "auto": smoothed aggregation for whole-image problems (global pass, edits of the
+        # global alpha), where it saves most iterations; multigrid for the patch pass's
+        # blocks, which the prior screens, so they converge fast without a costly set-up.
+        self.global_precond = "sa" if precond == "auto" else precond
+        self.block_precond = "mg" if precond == "auto" else precond
 
     def _tensors(self, image: np.ndarray, trimap: np.ndarray):
         im = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
@@ -356,6 +396,7 @@ class ClosedFormModel:
             maxiter=self.maxiter,
             tol=self.global_tol,
             dtype=self.dtype,
+            precond=self.global_precond,
         )
         return alpha.float().cpu().numpy()
 
@@ -382,6 +423,8 @@ class ClosedFormModel:
             self.tol,
             prior=self.prior,
             target=init,
+            precond=self.block_precond,
+            image=im,
         )
         alpha[box] = x.clamp_(0, 1).cpu().numpy()
         return alpha.astype(np.float32)
@@ -407,7 +450,15 @@ class ClosedFormModel:
         im, t = self._tensors(image[box], sub)
         x0 = torch.as_tensor(init, dtype=self.dtype, device=self.device)
         stencil = _cf_stencil(im, self.radius, self.eps, dtype=self.dtype)
-        x, _ = _pcg(stencil, x0, t == UNKNOWN, self.maxiter, self.global_tol)
+        x, _ = _pcg(
+            stencil,
+            x0,
+            t == UNKNOWN,
+            self.maxiter,
+            self.global_tol,
+            precond=self.global_precond,
+            image=im,
+        )
         out[box] = x.clamp_(0, 1).cpu().numpy()
         return out
 

@@ -21,8 +21,11 @@ Alpha minimises a sum of quadratic "information flows" over the unknown pixels `
   y / (20 xy_scale)]`` with ``w^U = max(1 - |f_p - f_q|_1, 0)``, symmetrised;
 - **local**: the closed-form matting Laplacian ``L`` (:mod:`.closed_form`'s stencil).
 
-Known pixels are hard (Dirichlet) constraints, where the paper uses a soft weight of 100;
-the paper's trimap trimming and post-processing are not part of this model.
+Known pixels are hard (Dirichlet) constraints, where the paper uses a soft weight of 100.
+With ``trim="patch"`` the paper's patch-based trimap trimming (:mod:`._trim`) runs first:
+unknown pixels whose 3x3 colour distribution is close to a nearby foreground (background)
+patch's and far from every nearby background (foreground) patch's become known. The
+paper's post-processing is not part of this model.
 
 The normal equations ``A alpha_U = b`` are solved by conjugate gradients preconditioned
 with the multigrid V-cycle of :mod:`.closed_form`, built on the local stencil plus the
@@ -47,6 +50,7 @@ from .._blocks import cut_ring
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
 from ._knn import lle_weights, window_knn
 from ._stencil import Multigrid, cg, restrict_to_unknown
+from ._trim import trim_patch
 from .closed_form import _cf_stencil, _crop_to_unknown
 
 __all__ = ["InformationFlowModel", "ifm_system", "solve_ifm"]
@@ -229,8 +233,12 @@ def solve_ifm(
 
 
 _POSITIVE_INT = ("k_cm", "k_ku", "k_uu", "radius", "maxiter")
-_NONNEGATIVE = ("sigma_cm", "sigma_ku", "sigma_uu", "sigma_l", "prior", "precond_diag")
-_POSITIVE = ("eps", "lle_reg", "xy_scale", "tol")
+_NONNEGATIVE = (
+    "sigma_cm", "sigma_ku", "sigma_uu", "sigma_l", "prior", "precond_diag", "trim_close",
+    "trim_far",
+)  # fmt: skip
+_POSITIVE = ("eps", "lle_reg", "xy_scale", "tol", "trim_reg")
+_TRIMS = ("none", "patch")
 
 
 class InformationFlowModel:
@@ -264,6 +272,16 @@ class InformationFlowModel:
         Weight of the global alpha as a soft prior in the patch pass, as in ``"cf"``.
     precond_diag : float
         Share of the non-local diagonal put in the multigrid preconditioner (1: all).
+    trim : {"none", "patch"}
+        Trimap trimming before the solve (the paper's patch-based trimming, :mod:`._trim`).
+    trim_close, trim_far : float
+        Bhattacharyya-distance thresholds of the trimming: an unknown pixel becomes
+        foreground if its patch is within ``trim_close`` of a foreground patch and
+        farther than ``trim_far`` from every background patch (and vice versa).
+    trim_search : int
+        Half-size, in pixels, of the window searched for known patches when trimming.
+    trim_reg : float
+        Added to the diagonal of every patch colour covariance (flat patches).
     """
 
     name = "ifm"
@@ -289,11 +307,16 @@ class InformationFlowModel:
         dtype="float32",
         prior=1e-3,
         precond_diag=1.0,
+        trim="none",
+        trim_close=0.25,
+        trim_far=0.9,
+        trim_search=20,
+        trim_reg=1e-4,
     ):
         self.device = torch.device(device)
         given = dict(locals())
         opts = {}
-        for key in _POSITIVE_INT + ("search", "search_known"):
+        for key in _POSITIVE_INT + ("search", "search_known", "trim_search"):
             value = given[key]
             low = 0 if key.startswith("search") else 1
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -309,6 +332,9 @@ class InformationFlowModel:
                 kind = "a number > 0" if key in _POSITIVE else "a number >= 0"
                 raise ValueError(f"{key} must be {kind}, got {given[key]!r}")
             opts[key] = value
+        if trim not in _TRIMS:
+            raise ValueError(f"trim must be one of {_TRIMS}, got {trim!r}")
+        opts["trim"] = trim
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = getattr(torch, dtype)
@@ -316,7 +342,30 @@ class InformationFlowModel:
         self.opts = opts
 
     def _margin(self) -> int:
-        return max(self.opts["search"], self.opts["search_known"], 2 * self.opts["radius"])
+        """Pixels a row of the system reaches (neighbour windows, local flow)."""
+        o = self.opts
+        return max(o["search"], o["search_known"], 2 * o["radius"])
+
+    def _trim_reach(self) -> int:
+        # A trimmed label reads the 3x3 patches of known pixels up to trim_search away.
+        return self.opts["trim_search"] + 1 if self.opts["trim"] != "none" else 0
+
+    def _trimmed(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+        """``trimap`` after trimming (a copy); unchanged with ``trim="none"``."""
+        o = self.opts
+        box = _crop_to_unknown(trimap == UNKNOWN, self._trim_reach())
+        if o["trim"] == "none" or box is None:
+            return trimap
+        im = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image[box], -1, 0)))
+        im = im.to(device=self.device, dtype=torch.float64)
+        t = torch.as_tensor(np.ascontiguousarray(trimap[box])).to(self.device)
+        t = trim_patch(
+            im, t, close=o["trim_close"], far=o["trim_far"], radius=o["trim_search"],
+            reg=o["trim_reg"],
+        )  # fmt: skip
+        out = trimap.copy()
+        out[box] = t.cpu().numpy()
+        return out
 
     def _solve(self, image, trimap, alpha, *, prior=0.0):
         """Solve the crop around the unknown pixels of ``trimap``; ``alpha`` holds knowns."""
@@ -332,12 +381,13 @@ class InformationFlowModel:
         return alpha
 
     def global_alpha(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
-        trimap = np.asarray(trimap, dtype=np.uint8)
+        trimap = self._trimmed(image, np.asarray(trimap, dtype=np.uint8))
         alpha = np.where(trimap == UNKNOWN, 0.5, trimap / 255.0)
         return self._solve(image, trimap, alpha).astype(np.float32)
 
     def refine(self, image, trimap, coarse, fixed_border=(False, False, False, False)):
-        trimap = np.array(trimap, dtype=np.uint8)
+        # Trimming first: the pinned ring below is not a foreground/background candidate.
+        trimap = self._trimmed(image, np.array(trimap, dtype=np.uint8))
         # Interior cuts: the outermost ring of unknown pixels is pinned to the global alpha
         # (a Dirichlet condition, as in "cf"). Pinned pixels are marked with a label that
         # is neither unknown nor a foreground/background candidate of the K-to-U flow.
@@ -353,9 +403,10 @@ class InformationFlowModel:
         As for ``"cf"``, ``4 * factor`` pixels let the error of the pinned edge (about one
         global-pass pixel) decay; on top of that every row reaches ``search`` (and
         ``search_known``) pixels through its non-local neighbours, and ``2r`` through the
-        local flow, so kept pixels see the same rows as in a whole-image solve.
+        local flow, so kept pixels see the same rows as in a whole-image solve. With
+        trimming, the labels those rows read depend on pixels ``trim_search + 1`` farther.
         """
-        reach = self._margin()
+        reach = self._margin() + self._trim_reach()
         return int(8 * math.ceil((4 * max(factor, 1) + reach) / 8))
 
 

@@ -335,6 +335,11 @@ class InformationFlowModel:
         if trim not in _TRIMS:
             raise ValueError(f"trim must be one of {_TRIMS}, got {trim!r}")
         opts["trim"] = trim
+        if opts["trim_far"] < opts["trim_close"]:
+            raise ValueError(
+                f"trim_far ({trim_far!r}) must be >= trim_close ({trim_close!r}): a pixel "
+                "cannot be close to one side and far from both"
+            )
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = getattr(torch, dtype)

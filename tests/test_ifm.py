@@ -199,7 +199,9 @@ def test_flows_beat_closed_form_on_the_synthetic_scene():
     assert err["ifm"] < err["cf"]
 
 
-TIGHT = {"tol": 1e-7, "maxiter": 3000, "search": 6, "search_known": 8}
+TIGHT = {
+    "tol": 1e-7, "maxiter": 3000, "search": 6, "search_known": 8, "trim": "none", "sigma_ku": 0.05
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -145,19 +145,22 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
     cm_w = lle_weights(colour, cm_index, rows, opts["lle_reg"])
     cm_index = _valid(cm_index, rows)
 
-    # Known to unknown: k_ku foreground and k_ku background neighbours, one LLE fit.
-    (f_index, _), (b_index, _) = window_knn(feat, unknown, [fg, bg], opts["k_ku"], search_known)
-    ku_w = lle_weights(colour, torch.cat([f_index, b_index], 1), rows, opts["lle_reg"])
-    k = opts["k_ku"]
-    wf, wb = ku_w[:, :k], ku_w[:, k:]
-    has_both = (f_index[:, 0] >= 0) & (b_index[:, 0] >= 0)
-    f_col = _weighted_colour(colour, f_index, wf)
-    b_col = _weighted_colour(colour, b_index, wb)
-    eta_u = (((f_col - b_col) ** 2).sum(1) / c).clamp(0, 1) * has_both
+    # Known to unknown: k_ku foreground and k_ku background neighbours, one LLE fit
+    # (skipped with sigma_ku = 0, where it would add nothing).
     eta = torch.zeros(h * w, dtype=image.dtype, device=image.device)
     alpha_ku = torch.zeros_like(eta)
-    eta[rows] = opts["sigma_ku"] * eta_u
-    alpha_ku[rows] = wf.sum(1).clamp(0, 1) * has_both
+    if opts["sigma_ku"] > 0:
+        groups = window_knn(feat, unknown, [fg, bg], opts["k_ku"], search_known)
+        (f_index, _), (b_index, _) = groups
+        ku_w = lle_weights(colour, torch.cat([f_index, b_index], 1), rows, opts["lle_reg"])
+        k = opts["k_ku"]
+        wf, wb = ku_w[:, :k], ku_w[:, k:]
+        has_both = (f_index[:, 0] >= 0) & (b_index[:, 0] >= 0)
+        f_col = _weighted_colour(colour, f_index, wf)
+        b_col = _weighted_colour(colour, b_index, wb)
+        eta_u = (((f_col - b_col) ** 2).sum(1) / c).clamp(0, 1) * has_both
+        eta[rows] = opts["sigma_ku"] * eta_u
+        alpha_ku[rows] = wf.sum(1).clamp(0, 1) * has_both
 
     # Intra unknown: k_uu nearest unknown pixels, position down-weighted 20x.
     feat_u = torch.cat([image, xy / 20]).float()
@@ -252,7 +255,9 @@ class InformationFlowModel:
         Neighbours of the colour-mixture (20), known-to-unknown (7 foreground and 7
         background) and intra-unknown (5) flows: the paper's values.
     sigma_cm, sigma_ku, sigma_uu, sigma_l : float
-        Weights of the four flows: the paper's 1, 0.05, 0.01 and 1.
+        Weights of the four flows: the paper's 1, 0.05, 0.01 and 1, except ``sigma_ku``
+        = 0 (chosen on the dev photos, docs/ifm.md: with 0.01 and 0.05 the mean SAD
+        is worse; 0.05 restores the paper's flows).
     radius, eps : int, float
         Window radius and epsilon of the local (closed-form) flow.
     lle_reg : float
@@ -272,8 +277,9 @@ class InformationFlowModel:
         Weight of the global alpha as a soft prior in the patch pass, as in ``"cf"``.
     precond_diag : float
         Share of the non-local diagonal put in the multigrid preconditioner (1: all).
-    trim : {"none", "patch"}
-        Trimap trimming before the solve (the paper's patch-based trimming, :mod:`._trim`).
+    trim : {"patch", "none"}
+        Trimap trimming before the solve (the paper's patch-based trimming, :mod:`._trim`;
+        on by default: better on every dev metric and about twice as fast).
     trim_close, trim_far : float
         Bhattacharyya-distance thresholds of the trimming: an unknown pixel becomes
         foreground if its patch is within ``trim_close`` of a foreground patch and
@@ -293,7 +299,7 @@ class InformationFlowModel:
         k_ku=7,
         k_uu=5,
         sigma_cm=1.0,
-        sigma_ku=0.05,
+        sigma_ku=0.0,
         sigma_uu=0.01,
         sigma_l=1.0,
         radius=1,
@@ -307,7 +313,7 @@ class InformationFlowModel:
         dtype="float32",
         prior=1e-3,
         precond_diag=1.0,
-        trim="none",
+        trim="patch",
         trim_close=0.25,
         trim_far=0.9,
         trim_search=20,
@@ -349,7 +355,8 @@ class InformationFlowModel:
     def _margin(self) -> int:
         """Pixels a row of the system reaches (neighbour windows, local flow)."""
         o = self.opts
-        return max(o["search"], o["search_known"], 2 * o["radius"])
+        known = o["search_known"] if o["sigma_ku"] > 0 else 0  # K-to-U flow off at 0
+        return max(o["search"], known, 2 * o["radius"])
 
     def _trim_reach(self) -> int:
         # A trimmed label reads the 3x3 patches of known pixels up to trim_search away.
@@ -407,8 +414,9 @@ class InformationFlowModel:
 
         As for ``"cf"``, ``4 * factor`` pixels let the error of the pinned edge (about one
         global-pass pixel) decay; on top of that every row reaches ``search`` (and
-        ``search_known``) pixels through its non-local neighbours, and ``2r`` through the
-        local flow, so kept pixels see the same rows as in a whole-image solve. With
+        ``search_known`` when ``sigma_ku > 0``) pixels through its non-local neighbours,
+        and ``2r`` through the local flow, so kept pixels see the same rows as in a
+        whole-image solve. With
         trimming, the labels those rows read depend on pixels ``trim_search + 1`` farther.
         """
         reach = self._margin() + self._trim_reach()

@@ -11,6 +11,7 @@ import torch
 from napari_hrmatt import estimate_alpha
 from napari_hrmatt.models import get_model
 from napari_hrmatt.models._knn import window_knn
+from napari_hrmatt.models._trim import trim_distances, trim_patch
 from napari_hrmatt.models.ifm import InformationFlowModel, ifm_system, solve_ifm
 
 from .conftest import has_cuda, make_scene
@@ -198,7 +199,9 @@ def test_flows_beat_closed_form_on_the_synthetic_scene():
     assert err["ifm"] < err["cf"]
 
 
-TIGHT = {"tol": 1e-7, "maxiter": 3000, "search": 6, "search_known": 8}
+TIGHT = {
+    "tol": 1e-7, "maxiter": 3000, "search": 6, "search_known": 8, "trim": "none", "sigma_ku": 0.05
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +245,12 @@ def test_too_small_overlap_shows_seams(scene, whole, overlap):
         ({"xy_scale": "wide"}, "xy_scale must be a number > 0"),
         ({"prior": float("nan")}, "prior must be a number >= 0"),
         ({"dtype": "float16"}, "dtype must be 'float32' or 'float64'"),
+        ({"trim": "edge"}, "trim must be one of"),
+        ({"trim_close": -1}, "trim_close must be a number >= 0"),
+        ({"trim_far": "far"}, "trim_far must be a number >= 0"),
+        ({"trim_search": 2.0}, "trim_search must be an integer >= 1"),
+        ({"trim_reg": 0}, "trim_reg must be a number > 0"),
+        ({"trim_close": 1.0, "trim_far": 0.5}, "trim_far .* must be >= trim_close"),
     ],
 )
 def test_bad_options_are_one_clear_error(options, message):
@@ -262,3 +271,105 @@ def test_cuda_matches_cpu():
     cpu = get_model("ifm", "cpu").global_alpha(image, trimap)
     gpu = get_model("ifm", "cuda").global_alpha(image, trimap)
     assert np.abs(cpu - gpu).max() < 1e-3
+
+
+# Trimap trimming (trim="patch", models/_trim.py).
+
+
+def _np_patch_stats(image, reg):
+    """3x3 patch mean and covariance per pixel, cut at the border, plain numpy."""
+    h, w, c = image.shape
+    mu, cov = np.zeros((h, w, c)), np.zeros((h, w, c, c))
+    for i in range(h):
+        for j in range(w):
+            patch = image[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2].reshape(-1, c)
+            mu[i, j] = patch.mean(0)
+            d = patch - mu[i, j]
+            cov[i, j] = d.T @ d / len(patch) + reg * np.eye(c)
+    return mu, cov
+
+
+def _np_bhattacharyya(m1, s1, m2, s2):
+    s = (s1 + s2) / 2
+    d = m1 - m2
+    return d @ np.linalg.solve(s, d) / 8 + 0.5 * np.log(
+        np.linalg.det(s) / np.sqrt(np.linalg.det(s1) * np.linalg.det(s2))
+    )
+
+
+def test_trim_distances_match_direct(tiny):
+    image, trimap = tiny
+    reg, radius = 1e-3, 4
+    rows, d_f, d_b = trim_distances(
+        torch.as_tensor(np.moveaxis(image, -1, 0).copy()), torch.as_tensor(trimap),
+        radius=radius, reg=reg, k=3,
+    )  # fmt: skip
+    mu, cov = _np_patch_stats(image, reg)
+    feat = np.moveaxis(mu, -1, 0)
+    unknown = trimap == 128
+    np.testing.assert_array_equal(rows.numpy(), np.flatnonzero(unknown))
+    mu, cov = mu.reshape(-1, 3), cov.reshape(-1, 3, 3)
+    for label, got in ((255, d_f), (0, d_b)):
+        nbs = _brute_knn(feat, unknown, trimap == label, 3, radius)
+        for p, nb, value in zip(np.flatnonzero(unknown), nbs, got.numpy(), strict=True):
+            ds = [_np_bhattacharyya(mu[p], cov[p], mu[q], cov[q]) for q in nb if q >= 0]
+            assert value == pytest.approx(min(ds, default=np.inf), rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize(("close", "far"), [(0.5, 1.0), (3.0, 3.0)])
+def test_trim_changes_only_confident_unknown_pixels(tiny, close, far):
+    image, trimap = tiny
+    im, t = torch.as_tensor(np.moveaxis(image, -1, 0).copy()), torch.as_tensor(trimap)
+    out = trim_patch(im, t, close=close, far=far, radius=4, reg=1e-3).numpy()
+    rows, d_f, d_b = (a.numpy() for a in trim_distances(im, t, radius=4, reg=1e-3))
+    known = trimap != 128
+    np.testing.assert_array_equal(out[known], trimap[known])  # known pixels stay exact
+    got = out.ravel()[rows]
+    expected = np.where((d_f < close) & (d_b > far), 255, 128)
+    expected = np.where((d_b < close) & (d_f > far), 0, expected)
+    np.testing.assert_array_equal(got, expected)
+    assert (got != 128).any() and (got == 128).any()  # the case is not trivial
+
+
+def test_trim_is_local_to_its_reach(tiny):
+    """A crop grown by trim_search + 1 trims its interior exactly like the whole image."""
+    image, trimap = tiny
+    radius = 3
+
+    def trim(im, t):
+        im = torch.as_tensor(np.moveaxis(im, -1, 0).copy())
+        return trim_patch(im, torch.as_tensor(t), close=3.0, far=3.0, radius=radius, reg=1e-3)
+
+    whole = trim(image, trimap).numpy()
+    inner = (slice(5, 9), slice(6, 11))
+    for grow, same in ((radius + 1, True), (0, False)):
+        box = (slice(5 - grow, 9 + grow), slice(6 - grow, 11 + grow))
+        crop = trim(image[box], trimap[box]).numpy()
+        part = crop[grow : crop.shape[0] - grow, grow : crop.shape[1] - grow]
+        assert np.array_equal(part, whole[inner]) == same
+
+
+def test_trimmed_pixels_are_exact_in_the_model():
+    image, trimap, _ = make_scene(48, 64, seed=4)
+    model = InformationFlowModel(trim="patch", **SMALL)
+    trimmed = model._trimmed(image, trimap)
+    alpha = model.global_alpha(image, trimap)
+    changed = trimmed != trimap
+    assert changed.any() and (trimap[changed] == 128).all()
+    np.testing.assert_array_equal(alpha[trimap != 128], trimap[trimap != 128] / 255.0)
+    np.testing.assert_array_equal(alpha[changed], trimmed[changed] / 255.0)
+
+
+TRIM = {**TIGHT, "trim": "patch", "trim_search": 4}
+
+
+def test_chunked_equals_whole_with_trimming(scene):
+    image, trimap, _ = scene
+    model = get_model("ifm", "cpu", **TRIM)
+    assert (model._trimmed(image, trimap) != trimap).sum() > 100  # trimming does trim
+    assert model.overlap(1) == 24 and model.overlap(4) == 32  # 4 f + 8 + (4 + 1)
+    run = {"model": "ifm", "global_size": 800, "model_options": TRIM}
+    whole = estimate_alpha(image, trimap, chunks=10_000, **run)
+    diff = np.abs(estimate_alpha(image, trimap, chunks=37, **run) - whole)
+    assert diff.mean() < 3e-3
+    assert diff.max() < 0.15

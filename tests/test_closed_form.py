@@ -249,9 +249,8 @@ def test_bad_precond_is_refused():
     from napari_hrmatt.models import parse_options
     from napari_hrmatt.models.closed_form import ClosedFormModel
 
-    assert ClosedFormModel(**parse_options(["precond=sa"])).global_precond == "sa"
-    auto = ClosedFormModel()
-    assert (auto.global_precond, auto.block_precond) == ("sa", "mg")
+    assert ClosedFormModel(**parse_options(["precond=mg"])).precond == "mg"
+    assert ClosedFormModel().precond == "sa"
     with pytest.raises(ValueError, match="precond must be one of"):
         ClosedFormModel(precond="amg")
     image, trimap = _textured(20, 20, seed=0)

@@ -326,16 +326,14 @@ class ClosedFormModel:
         Relative residual of the global pass's whole-image solve (``solve_closed_form``);
         default ``3 * tol``, which matched PyMatting's SAD on the dev photos
         (docs/engine.md, "Performance").
-    precond : {"auto", "sa", "mg"}
-        Preconditioner of CG. ``"sa"``: smoothed aggregation whose coarse space carries
-        the colour channels as well as the constant (the local near-null space of the
-        matting Laplacian, ``alpha = a . I + b``), so the iteration count stays small on
-        textured images; its set-up (a sparse matrix, a direct factor of the coarsest
-        level) costs time and memory up front. ``"mg"``: piecewise-constant 2 x 2
-        multigrid, no set-up to speak of, but many more iterations on large unscreened
-        problems. ``"auto"`` (default): ``"sa"`` for the global pass and
-        ``update_global``, ``"mg"`` for the patch pass's blocks, whose prior screens the
-        problem so that they converge in few iterations anyway.
+    precond : {"sa", "mg"}
+        Preconditioner of CG. ``"sa"`` (default): smoothed aggregation whose coarse space
+        carries the colour channels as well as the constant (the local near-null space of
+        the matting Laplacian, ``alpha = a . I + b``), so the iteration count stays small
+        on textured images; its set-up (a sparse matrix, a direct factor of the coarsest
+        level) costs some time and memory up front. ``"mg"``: piecewise-constant 2 x 2
+        multigrid, no set-up to speak of, but many more iterations (docs/engine.md,
+        "Colour-aware coarse spaces").
     dtype : {"float32", "float64"}
         Working precision of CG (the stencil is built in float64 either way).
     prior : float
@@ -362,7 +360,7 @@ class ClosedFormModel:
         dtype="float32",
         prior=1e-3,
         global_tol=None,
-        precond="auto",
+        precond="sa",
     ):
         self.device = torch.device(device)
         self.radius, self.eps, self.maxiter, self.tol = int(radius), float(eps), maxiter, tol
@@ -371,13 +369,8 @@ class ClosedFormModel:
         if not float(prior) >= 0:
             raise ValueError(f"prior must be 0 or more, got {prior!r}")
         self.prior = float(prior)
-        _check_precond(precond, ("auto", "sa", "mg"))
+        _check_precond(precond, ("sa", "mg"))
         self.precond = precond
-        # "auto": smoothed aggregation for whole-image problems (global pass, edits of the
-        # global alpha), where it saves most iterations; multigrid for the patch pass's
-        # blocks, which the prior screens, so they converge fast without a costly set-up.
-        self.global_precond = "sa" if precond == "auto" else precond
-        self.block_precond = "mg" if precond == "auto" else precond
 
     def _tensors(self, image: np.ndarray, trimap: np.ndarray):
         im = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
@@ -396,7 +389,7 @@ class ClosedFormModel:
             maxiter=self.maxiter,
             tol=self.global_tol,
             dtype=self.dtype,
-            precond=self.global_precond,
+            precond=self.precond,
         )
         return alpha.float().cpu().numpy()
 
@@ -423,7 +416,7 @@ class ClosedFormModel:
             self.tol,
             prior=self.prior,
             target=init,
-            precond=self.block_precond,
+            precond=self.precond,
             image=im,
         )
         alpha[box] = x.clamp_(0, 1).cpu().numpy()
@@ -456,7 +449,7 @@ class ClosedFormModel:
             t == UNKNOWN,
             self.maxiter,
             self.global_tol,
-            precond=self.global_precond,
+            precond=self.precond,
             image=im,
         )
         out[box] = x.clamp_(0, 1).cpu().numpy()

@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
 from ._knn import window_knn
 
-__all__ = ["patch_statistics", "bhattacharyya", "trim_distances", "trim_patch"]
+__all__ = [
+    "patch_statistics", "bhattacharyya", "trim_distances", "trim_patch", "TRIMS",
+    "check_trim_options", "trim_reach", "trim_array",
+]  # fmt: skip
 
 
 def patch_statistics(image: torch.Tensor, reg: float):
@@ -118,4 +122,65 @@ def trim_patch(
     flat = out.reshape(-1)
     flat[rows[to_fg]] = FOREGROUND
     flat[rows[to_bg]] = BACKGROUND
+    return out
+
+
+TRIMS = ("none", "patch")
+
+
+def check_trim_options(trim, close, far, search, reg) -> dict:
+    """Validated trimming options of a model (``trim``, ``trim_close`` ... as a dict)."""
+    if trim not in TRIMS:
+        raise ValueError(f"trim must be one of {TRIMS}, got {trim!r}")
+    if isinstance(search, bool) or not isinstance(search, (int, np.integer)) or search < 0:
+        raise ValueError(f"trim_search must be an integer >= 0, got {search!r}")
+    opts = {"trim": trim, "trim_search": int(search)}
+    for key, value, low in (
+        ("trim_close", close, 0),
+        ("trim_far", far, 0),
+        ("trim_reg", reg, None),
+    ):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = math.nan
+        if not (math.isfinite(v) and (v > 0 if low is None else v >= low)):
+            kind = "a number > 0" if low is None else "a number >= 0"
+            raise ValueError(f"{key} must be {kind}, got {value!r}")
+        opts[key] = v
+    if opts["trim_far"] < opts["trim_close"]:
+        raise ValueError(
+            f"trim_far ({far!r}) must be >= trim_close ({close!r}): a pixel "
+            "cannot be close to one side and far from both"
+        )
+    return opts
+
+
+def trim_reach(opts: dict) -> int:
+    """Pixels a trimmed label depends on: 3x3 patches of known pixels ``trim_search`` away."""
+    return opts["trim_search"] + 1 if opts["trim"] != "none" else 0
+
+
+def trim_array(image, trimap, opts: dict, device):
+    """Numpy front end of :func:`trim_patch` for the models: ``trimap`` (H, W uint8) after
+    trimming with ``opts`` (see :func:`check_trim_options`), a copy, computed on the
+    bounding box of the unknown pixels grown by :func:`trim_reach`; ``trimap`` itself
+    with ``trim="none"``. ``image`` is (H, W, C) float."""
+
+    from .closed_form import _crop_to_unknown  # here: closed_form imports this module
+
+    if opts["trim"] == "none":
+        return trimap
+    box = _crop_to_unknown(trimap == UNKNOWN, trim_reach(opts))
+    if box is None:
+        return trimap
+    im = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image[box], -1, 0)))
+    im = im.to(device=device, dtype=torch.float64)
+    t = torch.as_tensor(np.ascontiguousarray(trimap[box])).to(device)
+    t = trim_patch(
+        im, t, close=opts["trim_close"], far=opts["trim_far"], radius=opts["trim_search"],
+        reg=opts["trim_reg"],
+    )  # fmt: skip
+    out = trimap.copy()
+    out[box] = t.cpu().numpy()
     return out

@@ -50,6 +50,7 @@ from .._blocks import cut_ring
 from ..trimap import FOREGROUND, UNKNOWN
 from ._aggregation import SmoothedAggregation
 from ._stencil import Multigrid, Stencil, cg, restrict_to_unknown, shift, stencil_offsets
+from ._trim import check_trim_options, trim_array, trim_reach
 
 __all__ = ["ClosedFormModel", "solve_closed_form", "laplacian_product"]
 
@@ -346,6 +347,13 @@ class ClosedFormModel:
         docs/benchmarks.md; 0 solves the plain closed-form problem in each block, with
         the global alpha only as initial guess and border condition. Unused in the
         global pass.
+    trim : {"none", "patch"}
+        Trimap trimming before every solve (Aksoy et al. 2017's patch-based trimming,
+        :mod:`._trim`, shared with ``"ifm"``): confident unknown pixels become known.
+        Default ``"none"`` (docs/benchmarks.md, "Trimap trimming for cf").
+    trim_close, trim_far, trim_search, trim_reg : float, float, int, float
+        The trimming's thresholds, search half-size and patch covariance regulariser,
+        as for ``"ifm"``.
     """
 
     name = "cf"
@@ -361,6 +369,11 @@ class ClosedFormModel:
         prior=1e-3,
         global_tol=None,
         precond="sa",
+        trim="none",
+        trim_close=0.25,
+        trim_far=0.9,
+        trim_search=40,
+        trim_reg=1e-4,
     ):
         self.device = torch.device(device)
         self.radius, self.eps, self.maxiter, self.tol = int(radius), float(eps), maxiter, tol
@@ -371,6 +384,11 @@ class ClosedFormModel:
         self.prior = float(prior)
         _check_precond(precond, ("sa", "mg"))
         self.precond = precond
+        self.trim_opts = check_trim_options(trim, trim_close, trim_far, trim_search, trim_reg)
+
+    def _trimmed(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+        """``trimap`` after trimming (a copy); unchanged with ``trim="none"``."""
+        return trim_array(image, trimap, self.trim_opts, self.device)
 
     def _tensors(self, image: np.ndarray, trimap: np.ndarray):
         im = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
@@ -380,6 +398,7 @@ class ClosedFormModel:
         )
 
     def global_alpha(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+        trimap = self._trimmed(image, np.asarray(trimap, dtype=np.uint8))
         im, t = self._tensors(image, trimap)
         alpha = solve_closed_form(
             im,
@@ -395,6 +414,8 @@ class ClosedFormModel:
 
     def refine(self, image, trimap, coarse, fixed_border=(False, False, False, False)):
         trimap = np.array(trimap, dtype=np.uint8)  # a copy: the border ring is edited below
+        # Trimming first, so that the pinned ring below is not taken for known pixels.
+        trimap = self._trimmed(image, trimap)
         # Interior cuts: the outermost ring of unknown pixels takes the global alpha as a
         # Dirichlet condition, which is how the block hears about the rest of the image.
         ring = cut_ring(trimap.shape, fixed_border)
@@ -431,7 +452,19 @@ class ClosedFormModel:
         """
         rows, cols = box
         h, w = trimap.shape
-        sub = np.array(trimap[box], dtype=np.uint8)
+        # Trimmed on the box grown by the trimming's reach: the same labels as whole-image
+        # trimming inside the box.
+        r = trim_reach(self.trim_opts)
+        grown = (
+            slice(max(rows.start - r, 0), min(rows.stop + r, h)),
+            slice(max(cols.start - r, 0), min(cols.stop + r, w)),
+        )
+        inner = (
+            slice(rows.start - grown[0].start, rows.stop - grown[0].start),
+            slice(cols.start - grown[1].start, cols.stop - grown[1].start),
+        )
+        sub = self._trimmed(image[grown], np.array(trimap[grown], dtype=np.uint8))[inner]
+        sub = np.array(sub, dtype=np.uint8)
         unknown = sub == UNKNOWN
         init = np.where(unknown, alpha[box], sub / 255.0)
         ring = cut_ring(sub.shape, (rows.start > 0, rows.stop < h, cols.start > 0, cols.stop < w))
@@ -462,6 +495,8 @@ class ClosedFormModel:
         about one low-resolution pixel (``factor`` full-resolution pixels); the error of a
         Dirichlet condition decays into a Laplace-type solution over a few times its own
         wavelength, so we keep ``4 * factor`` pixels plus the window support ``2r`` in the
-        trimmed margin (checked by the chunked-vs-whole test).
+        trimmed margin (checked by the chunked-vs-whole test). With ``trim`` on, the labels
+        of those pixels depend on the image ``trim_search + 1`` pixels farther.
         """
-        return int(8 * math.ceil((4 * max(factor, 1) + 2 * self.radius) / 8))
+        reach = 2 * self.radius + trim_reach(self.trim_opts)
+        return int(8 * math.ceil((4 * max(factor, 1) + reach) / 8))

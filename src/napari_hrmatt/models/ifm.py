@@ -50,7 +50,7 @@ from .._blocks import cut_ring
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
 from ._knn import lle_weights, window_knn
 from ._stencil import Multigrid, cg, restrict_to_unknown
-from ._trim import trim_patch
+from ._trim import trim_array, trim_reach
 from .closed_form import _cf_stencil, _crop_to_unknown
 
 __all__ = ["InformationFlowModel", "ifm_system", "solve_ifm"]
@@ -360,25 +360,11 @@ class InformationFlowModel:
         return max(o["search"], known, 2 * o["radius"])
 
     def _trim_reach(self) -> int:
-        # A trimmed label reads the 3x3 patches of known pixels up to trim_search away.
-        return self.opts["trim_search"] + 1 if self.opts["trim"] != "none" else 0
+        return trim_reach(self.opts)
 
     def _trimmed(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
         """``trimap`` after trimming (a copy); unchanged with ``trim="none"``."""
-        o = self.opts
-        box = _crop_to_unknown(trimap == UNKNOWN, self._trim_reach())
-        if o["trim"] == "none" or box is None:
-            return trimap
-        im = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image[box], -1, 0)))
-        im = im.to(device=self.device, dtype=torch.float64)
-        t = torch.as_tensor(np.ascontiguousarray(trimap[box])).to(self.device)
-        t = trim_patch(
-            im, t, close=o["trim_close"], far=o["trim_far"], radius=o["trim_search"],
-            reg=o["trim_reg"],
-        )  # fmt: skip
-        out = trimap.copy()
-        out[box] = t.cpu().numpy()
-        return out
+        return trim_array(image, trimap, self.opts, self.device)
 
     def _solve(self, image, trimap, alpha, *, prior=0.0):
         """Solve the crop around the unknown pixels of ``trimap``; ``alpha`` holds knowns."""

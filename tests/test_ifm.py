@@ -248,7 +248,7 @@ def test_too_small_overlap_shows_seams(scene, whole, overlap):
         ({"trim": "edge"}, "trim must be one of"),
         ({"trim_close": -1}, "trim_close must be a number >= 0"),
         ({"trim_far": "far"}, "trim_far must be a number >= 0"),
-        ({"trim_search": 2.0}, "trim_search must be an integer >= 1"),
+        ({"trim_search": 2.0}, "trim_search must be an integer >= 0"),
         ({"trim_reg": 0}, "trim_reg must be a number > 0"),
         ({"trim_close": 1.0, "trim_far": 0.5}, "trim_far .* must be >= trim_close"),
     ],

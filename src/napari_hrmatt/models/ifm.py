@@ -50,7 +50,7 @@ from .._blocks import cut_ring
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
 from ._knn import lle_weights, window_knn
 from ._stencil import Multigrid, cg, restrict_to_unknown
-from ._trim import trim_array, trim_reach
+from ._trim import check_trim_options, trim_array, trim_reach
 from .closed_form import _cf_stencil, _crop_to_unknown
 
 __all__ = ["InformationFlowModel", "ifm_system", "solve_ifm"]
@@ -236,12 +236,8 @@ def solve_ifm(
 
 
 _POSITIVE_INT = ("k_cm", "k_ku", "k_uu", "radius", "maxiter")
-_NONNEGATIVE = (
-    "sigma_cm", "sigma_ku", "sigma_uu", "sigma_l", "prior", "precond_diag", "trim_close",
-    "trim_far",
-)  # fmt: skip
-_POSITIVE = ("eps", "lle_reg", "xy_scale", "tol", "trim_reg")
-_TRIMS = ("none", "patch")
+_NONNEGATIVE = ("sigma_cm", "sigma_ku", "sigma_uu", "sigma_l", "prior", "precond_diag")
+_POSITIVE = ("eps", "lle_reg", "xy_scale", "tol")
 
 
 class InformationFlowModel:
@@ -323,7 +319,7 @@ class InformationFlowModel:
         self.device = torch.device(device)
         given = dict(locals())
         opts = {}
-        for key in _POSITIVE_INT + ("search", "search_known", "trim_search"):
+        for key in _POSITIVE_INT + ("search", "search_known"):
             value = given[key]
             low = 0 if key.startswith("search") else 1
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -339,14 +335,7 @@ class InformationFlowModel:
                 kind = "a number > 0" if key in _POSITIVE else "a number >= 0"
                 raise ValueError(f"{key} must be {kind}, got {given[key]!r}")
             opts[key] = value
-        if trim not in _TRIMS:
-            raise ValueError(f"trim must be one of {_TRIMS}, got {trim!r}")
-        opts["trim"] = trim
-        if opts["trim_far"] < opts["trim_close"]:
-            raise ValueError(
-                f"trim_far ({trim_far!r}) must be >= trim_close ({trim_close!r}): a pixel "
-                "cannot be close to one side and far from both"
-            )
+        opts.update(check_trim_options(trim, trim_close, trim_far, trim_search, trim_reg))
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = getattr(torch, dtype)

@@ -4,15 +4,25 @@ A :class:`Stencil` stores a symmetric operator as one coefficient image per pixe
 (the matting Laplacians of :mod:`.closed_form` and :mod:`.ifm` are of this kind) and
 applies it without a sparse matrix. :class:`Multigrid` is a V-cycle over Galerkin
 coarsenings of it (2 x 2 piecewise-constant aggregation, Gauss-Seidel-like smoothing,
-a dense solve at the coarsest level), used as the preconditioner of :func:`cg`.
+a dense solve at the coarsest level), used as the preconditioner of :func:`cg`;
+:func:`crop_to_unknown` is the box of a grid that a solve needs.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Stencil", "Multigrid", "cg", "restrict_to_unknown", "shift", "stencil_offsets"]
+__all__ = [
+    "Stencil",
+    "Multigrid",
+    "cg",
+    "crop_to_unknown",
+    "restrict_to_unknown",
+    "shift",
+    "stencil_offsets",
+]
 
 
 def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -190,3 +200,16 @@ def cg(apply, precond, b, y, maxiter: int, tol: float):
         p = z + (rz_new / rz) * p
         rz = rz_new
     return y, it
+
+
+def crop_to_unknown(unknown: np.ndarray, margin: int):
+    """Bounding box of the unknown pixels grown by ``margin`` (slices), or None."""
+    rows = np.flatnonzero(unknown.any(1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(unknown.any(0))
+    h, w = unknown.shape
+    return (
+        slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)),
+        slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)),
+    )

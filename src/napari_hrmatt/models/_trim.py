@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
 from ._knn import window_knn
+from ._stencil import crop_to_unknown
 
 __all__ = [
     "patch_statistics", "bhattacharyya", "trim_distances", "trim_patch", "TRIMS",
@@ -166,12 +167,9 @@ def trim_array(image, trimap, opts: dict, device):
     trimming with ``opts`` (see :func:`check_trim_options`), a copy, computed on the
     bounding box of the unknown pixels grown by :func:`trim_reach`; ``trimap`` itself
     with ``trim="none"``. ``image`` is (H, W, C) float."""
-
-    from .closed_form import _crop_to_unknown  # here: closed_form imports this module
-
     if opts["trim"] == "none":
         return trimap
-    box = _crop_to_unknown(trimap == UNKNOWN, trim_reach(opts))
+    box = crop_to_unknown(trimap == UNKNOWN, trim_reach(opts))
     if box is None:
         return trimap
     im = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image[box], -1, 0)))

@@ -23,9 +23,9 @@ where ``Delta_k`` is the inverse regularised window covariance, bars are window 
 ``n_i`` counts the windows containing pixel ``i``: every term is a box filter, so one
 product costs O(pixels) whatever the window radius. Known pixels are hard constraints
 (Dirichlet): we solve ``L_UU alpha_U = -L_UK alpha_K`` with preconditioned conjugate
-gradients (:mod:`._stencil`): smoothed aggregation with the colour channels in the coarse
-space (:mod:`._aggregation`) for whole images, piecewise-constant multigrid for the
-small prior-screened blocks of the patch pass.
+gradients (:mod:`._stencil`), preconditioned by smoothed aggregation with the colour
+channels in the coarse space (:mod:`._aggregation`; piecewise-constant multigrid with
+``precond="mg"``).
 
 Only windows lying entirely inside the array are used, as in Levin's reference code and
 PyMatting's ``cf_laplacian``, so the operator matches theirs exactly.
@@ -49,7 +49,15 @@ import torch.nn.functional as F
 from .._blocks import cut_ring
 from ..trimap import FOREGROUND, UNKNOWN
 from ._aggregation import SmoothedAggregation
-from ._stencil import Multigrid, Stencil, cg, restrict_to_unknown, shift, stencil_offsets
+from ._stencil import (
+    Multigrid,
+    Stencil,
+    cg,
+    crop_to_unknown,
+    restrict_to_unknown,
+    shift,
+    stencil_offsets,
+)
 from ._trim import check_trim_options, trim_array, trim_reach
 
 __all__ = ["ClosedFormModel", "solve_closed_form", "laplacian_product"]
@@ -226,6 +234,7 @@ def solve_closed_form(
     window touching an unknown pixel lies inside it, so the result is the same as for
     the whole array.
     """
+    _check_precond(precond, ("sa", "mg"))
     unknown = trimap == UNKNOWN
     x = (trimap == FOREGROUND).to(dtype)
     n_unknown = int(unknown.sum())
@@ -252,8 +261,7 @@ def solve_closed_form(
         x = torch.where(unknown, init.to(dtype), x)
     else:
         x[unknown] = 0.5
-    box = _crop_to_unknown(unknown.cpu().numpy(), 2 * radius)
-    _check_precond(precond, ("sa", "mg"))
+    box = crop_to_unknown(unknown.cpu().numpy(), 2 * radius)
     xb, _ = _pcg(
         _cf_stencil(image[:, box[0], box[1]], radius, eps, dtype=dtype),
         x[box].contiguous(),
@@ -295,19 +303,6 @@ def _cascade_guess(image, trimap, *, cascade, **solve):
 def _check_precond(precond, allowed):
     if precond not in allowed:
         raise ValueError(f"precond must be one of {list(allowed)}, got {precond!r}")
-
-
-def _crop_to_unknown(unknown: np.ndarray, margin: int):
-    """Bounding box of the unknown pixels grown by ``margin`` (slices), or None."""
-    rows = np.flatnonzero(unknown.any(1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(unknown.any(0))
-    h, w = unknown.shape
-    return (
-        slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)),
-        slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)),
-    )
 
 
 class ClosedFormModel:
@@ -423,7 +418,7 @@ class ClosedFormModel:
         ring &= trimap == UNKNOWN
         trimap[ring] = FOREGROUND  # "known", with the value taken from `alpha` below
         unknown = trimap == UNKNOWN
-        box = _crop_to_unknown(unknown, 2 * self.radius)
+        box = crop_to_unknown(unknown, 2 * self.radius)
         if box is None:
             return alpha.astype(np.float32)
         im, t = self._tensors(image[box], trimap[box])

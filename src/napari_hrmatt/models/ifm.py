@@ -28,7 +28,7 @@ patch's and far from every nearby background (foreground) patch's become known. 
 paper's post-processing is not part of this model.
 
 The normal equations ``A alpha_U = b`` are solved by conjugate gradients preconditioned
-with the multigrid V-cycle of :mod:`.closed_form`, built on the local stencil plus the
+with the multigrid V-cycle of :mod:`._stencil`, built on the local stencil plus the
 diagonal of the non-local terms (``precond_diag`` times it). Neighbours are searched only
 within a window of ``search`` (``search_known`` for known neighbours) pixels around each
 pixel (:func:`._knn.window_knn`): see docs/ifm.md for why and for the cost.
@@ -49,9 +49,9 @@ import torch
 from .._blocks import cut_ring
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
 from ._knn import lle_weights, window_knn
-from ._stencil import Multigrid, cg, restrict_to_unknown
+from ._stencil import Multigrid, cg, crop_to_unknown, restrict_to_unknown
 from ._trim import check_trim_options, trim_array, trim_reach
-from .closed_form import _cf_stencil, _crop_to_unknown
+from .closed_form import _cf_stencil
 
 __all__ = ["InformationFlowModel", "ifm_system", "solve_ifm"]
 
@@ -348,16 +348,13 @@ class InformationFlowModel:
         known = o["search_known"] if o["sigma_ku"] > 0 else 0  # K-to-U flow off at 0
         return max(o["search"], known, 2 * o["radius"])
 
-    def _trim_reach(self) -> int:
-        return trim_reach(self.opts)
-
     def _trimmed(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
         """``trimap`` after trimming (a copy); unchanged with ``trim="none"``."""
         return trim_array(image, trimap, self.opts, self.device)
 
     def _solve(self, image, trimap, alpha, *, prior=0.0):
         """Solve the crop around the unknown pixels of ``trimap``; ``alpha`` holds knowns."""
-        box = _crop_to_unknown(trimap == UNKNOWN, self._margin())
+        box = crop_to_unknown(trimap == UNKNOWN, self._margin())
         if box is None:
             return alpha
         im = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image[box], -1, 0)))
@@ -395,7 +392,7 @@ class InformationFlowModel:
         whole-image solve. With
         trimming, the labels those rows read depend on pixels ``trim_search + 1`` farther.
         """
-        reach = self._margin() + self._trim_reach()
+        reach = self._margin() + trim_reach(self.opts)
         return int(8 * math.ceil((4 * max(factor, 1) + reach) / 8))
 
 

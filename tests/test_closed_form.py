@@ -341,3 +341,66 @@ def test_chunked_equals_whole_with_trimming(scene):
     # Without the trimming's reach (overlap 8 = plain cf's) blocks trim differently.
     short = np.abs(estimate_alpha(image, trimap, chunks=37, overlap=8, **run) - whole)
     assert short.max() > 0.1
+
+
+def _thin_band(size=120, seed=5):
+    """A diagonal soft edge with a 3-px unknown band: few unknowns in a full-size box."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    d = (xx - yy + 4 * np.sin(yy / 9)) / np.sqrt(2)
+    alpha = np.clip(0.5 - d / 2, 0, 1)
+    fg = np.stack([0.9 + 0 * xx, 0.5 + 0.3 * np.sin(yy / 7), 0.2 + 0 * xx], -1)
+    bg = ndi.gaussian_filter(rng.random((size, size, 3)), (2, 2, 0))
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    trimap = np.where(np.abs(d) <= 1.5, 128, np.where(d < 0, 255, 0)).astype(np.uint8)
+    return image, trimap
+
+
+@pytest.mark.parametrize("prior", [1e-3, 0.5])
+def test_sparse_path_solves_the_same_screened_problem(prior, monkeypatch):
+    """A thin band takes the sparse direct path (only the windows touching unknown pixels);
+    it is checked against a dense solve with PyMatting's matrix and against the stencil
+    path (CG) on the same block."""
+    from napari_hrmatt.models import _sparse_cf
+    from napari_hrmatt.models.closed_form import ClosedFormModel
+
+    image, trimap = _thin_band()
+    u = (trimap == 128).ravel()
+    assert _sparse_cf.use_sparse(int(u.sum()), trimap.size)
+    calls = []
+    solve = _sparse_cf.solve_sparse
+    monkeypatch.setattr(
+        "napari_hrmatt.models.closed_form.solve_sparse",
+        lambda *a, **k: calls.append(1) or solve(*a, **k),
+    )
+    g = np.random.default_rng(1).random(trimap.shape).astype(np.float32)
+    model = ClosedFormModel(tol=1e-12, maxiter=5000, dtype="float64", prior=prior)
+    got = model.refine(image, trimap, g, (True, False, True, False))
+    assert calls == [1]
+    # the same problem densely: the pinned ring (cut top and left edges) is known
+    pinned = trimap.copy()
+    ring = np.zeros(trimap.shape, bool)
+    ring[0, :] = ring[:, 0] = True
+    ring &= trimap == 128
+    pinned[ring] = 255
+    known = np.where(ring, g, trimap / 255.0).ravel()
+    uu = (pinned == 128).ravel()
+    L = pymatting.cf_laplacian(image, epsilon=1e-7, radius=1).toarray()
+    rhs = -L[uu][:, ~uu] @ known[~uu] + prior * g.ravel()[uu]
+    a_u = np.linalg.solve(L[uu][:, uu] + prior * np.eye(uu.sum()), rhs)
+    expected = known.copy()
+    expected[uu] = np.clip(a_u, 0, 1)
+    np.testing.assert_allclose(got.ravel(), expected, atol=2e-5)
+    monkeypatch.setattr(_sparse_cf, "SPARSE_MAX_FILL", 0.0)  # the stencil path
+    stencil = model.refine(image, trimap, g, (True, False, True, False))
+    assert calls == [1]
+    np.testing.assert_allclose(got, stencil, atol=2e-5)
+
+
+def test_sparse_path_is_only_for_sparse_unknowns():
+    from napari_hrmatt.models._sparse_cf import use_sparse
+
+    assert use_sparse(1000, 100_000)
+    assert not use_sparse(0, 100_000)
+    assert not use_sparse(50_000, 100_000)  # a box mostly unknown: the stencil path
+    assert not use_sparse(100_000, 10_000_000)  # too many for a direct factor

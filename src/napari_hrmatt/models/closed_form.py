@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from .._blocks import cut_ring
 from ..trimap import FOREGROUND, UNKNOWN
 from ._aggregation import SmoothedAggregation
+from ._sparse_cf import solve_sparse, use_sparse
 from ._stencil import (
     Multigrid,
     Stencil,
@@ -420,6 +421,15 @@ class ClosedFormModel:
         unknown = trimap == UNKNOWN
         box = crop_to_unknown(unknown, 2 * self.radius)
         if box is None:
+            return alpha.astype(np.float32)
+        sub = unknown[box]
+        if self.device.type == "cpu" and use_sparse(int(sub.sum()), sub.size):
+            # A thin band across the block: solve its pixels only (exact, see _sparse_cf).
+            x = solve_sparse(
+                image[box], sub, alpha[box], radius=self.radius, eps=self.eps,
+                prior=self.prior, target=alpha[box],
+            )  # fmt: skip
+            alpha[box] = np.clip(x, 0, 1)
             return alpha.astype(np.float32)
         im, t = self._tensors(image[box], trimap[box])
         init = torch.as_tensor(alpha[box], dtype=self.dtype, device=self.device)

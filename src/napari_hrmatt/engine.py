@@ -7,7 +7,7 @@ import numpy as np
 
 from ._blocks import BlockProgress
 from .global_pass import global_pass
-from .image import image_channels, is_dask, to_float
+from .image import image_channels, is_dask
 from .patch_pass import refine
 from .trimap import canonical_trimap, known_alpha
 
@@ -128,11 +128,10 @@ def estimate_alpha(
         alpha = open_run(store)[0]
         return alpha.compute() if compute else alpha
     raw = image_channels(image, stacklevel=3)
-    img = to_float(raw)
     tri = canonical_trimap(trimap, labels=labels)
-    if img.shape[:2] != tri.shape:
+    if raw.shape[:2] != tri.shape:
         raise ValueError(
-            f"image is {img.shape[0]}x{img.shape[1]} but trimap is {tri.shape[0]}x"
+            f"image is {raw.shape[0]}x{raw.shape[1]} but trimap is {tri.shape[0]}x"
             f"{tri.shape[1]} (height x width); they must cover the same pixels"
         )
     if isinstance(model, str):
@@ -143,7 +142,7 @@ def estimate_alpha(
         raise ValueError("model_options apply to a model name, not to a model object")
     else:
         model_obj = model
-    context = global_pass(img, tri, model=model_obj, global_size=global_size, device=device)
+    context = global_pass(raw, tri, model=model_obj, global_size=global_size, device=device)
     if context.has_unknown and context.factor == 1:
         # The image fits the global working size: the global pass solved it at full
         # resolution already, and a patch pass would only repeat that solve.

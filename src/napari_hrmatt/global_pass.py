@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import dask.array as da
 import numpy as np
 
+from ._cells import CELL_MIXED, cell_kinds, cell_means, known_counts
 from ._threads import solver_threads
 from .trimap import BACKGROUND, FOREGROUND, UNKNOWN, TrimapError
 
@@ -49,6 +50,11 @@ class GlobalContext:
         Whether the full-resolution trimap has any unknown pixel.
     extras : dict
         Model-specific context (e.g. features for a deep model).
+    cell_kinds : (h, w) array of uint8, optional
+        What the full-resolution trimap holds in every cell (exact, from the pixel
+        counts: :func:`napari_hrmatt._cells.cell_kinds`); the patch pass skips the
+        image of blocks whose cells hold no unknown pixel. None: unknown (every block
+        reads its inputs).
     """
 
     alpha: np.ndarray
@@ -57,6 +63,7 @@ class GlobalContext:
     trimap: np.ndarray
     has_unknown: bool = True
     extras: dict = field(default_factory=dict)
+    cell_kinds: np.ndarray | None = None
 
     def alpha_at(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         """Bilinearly upsampled global alpha over full-res rows ``y0:y0+h``, cols ``x0:x0+w``."""
@@ -66,9 +73,12 @@ class GlobalContext:
         rows = _linear_weights(np.arange(y0, y0 + h), f, self.alpha.shape[0])
         cols = _linear_weights(np.arange(x0, x0 + w), f, self.alpha.shape[1])
         (r0, r1, wr), (c0, c1, wc) = rows, cols
-        a = self.alpha
-        top = a[r0][:, c0] * (1 - wc) + a[r0][:, c1] * wc
-        bot = a[r1][:, c0] * (1 - wc) + a[r1][:, c1] * wc
+        # Interpolate along x on the few low-res rows the window needs, then along y:
+        # the same arithmetic as on the full grid, with two full-size gathers, not four.
+        lo = int(r0[0])
+        a = self.alpha[lo : int(r1[-1]) + 1]
+        across = a[:, c0] * (1 - wc) + a[:, c1] * wc
+        top, bot = across[r0 - lo], across[r1 - lo]
         return (top * (1 - wr[:, None]) + bot * wr[:, None]).astype(np.float32)
 
     def cells(self, y0: int, x0: int, h: int, w: int) -> tuple[slice, slice]:
@@ -98,36 +108,40 @@ def downsample_factor(shape: tuple[int, int], global_size: float) -> int:
     return max(1, math.ceil(math.sqrt(shape[0] * shape[1] / global_size)))
 
 
-def _area_downsample(x: da.Array, f: int) -> da.Array:
-    """Mean over ``f x f`` cells of a dask array (H, W[, C]); edges padded by replication."""
+def _area_downsample(x: da.Array, f: int, scale: float = 1.0, need=None) -> da.Array:
+    """Mean over ``f x f`` cells of a dask array (H, W[, C]) times ``scale``; edges padded
+    by replication. float32. ``need``: see :func:`napari_hrmatt._cells.cell_means`."""
     if f == 1:
-        return x
-    h, w = x.shape[:2]
-    pad = [(0, -h % f), (0, -w % f)] + [(0, 0)] * (x.ndim - 2)
-    if any(p[1] for p in pad):
-        x = da.pad(x, pad, mode="edge")
-    # coarsen needs chunk edges on multiples of f
-    step = max(f, (max(x.chunksize[:2]) // f) * f)
-    x = x.rechunk((step, step) + x.chunksize[2:])
-    return da.coarsen(np.mean, x, {0: f, 1: f})
+        x = x.astype(np.float32)
+        return x * np.float32(scale) if scale != 1 else x
+    return cell_means(x, f, scale, need)
+
+
+def _scale(dtype) -> float:
+    """Factor to [0, 1]: 1 / the maximum of an unsigned integer dtype, else 1."""
+    dt = np.dtype(dtype)
+    return 1.0 / np.iinfo(dt).max if dt.kind == "u" else 1.0
 
 
 def downsample_inputs(image, trimap, *, global_size: float = 1_000_000):
     """The lazy inputs of the global pass: ``(small_image, fractions, factor)``.
 
-    ``small_image`` is the ``f x f`` area mean of the image, ``fractions`` the
-    fractions of foreground and background pixels in every cell (last axis), both
-    dask arrays; computing them reads the inputs once, block by block. Split from
+    ``small_image`` is the ``f x f`` area mean of the image (float in [0, 1]; an
+    integer image is scaled by its dtype's maximum), ``fractions`` the fractions of
+    foreground and background pixels in every cell (last axis), both dask arrays;
+    computing them reads the inputs once, block by block. Split from
     :func:`global_pass` so that a caller can compute them in the same pass as other
     reads of the inputs (the run store fingerprints its blocks in it).
     """
     h, w = trimap.shape
     f = downsample_factor((h, w), global_size)
     t = da.asarray(trimap)
-    fractions = _area_downsample(
-        da.stack([t == FOREGROUND, t == BACKGROUND], axis=-1).astype(np.float32), f
-    )
-    return _area_downsample(da.asarray(image), f), fractions, f
+    if f == 1:
+        fractions = da.stack([t == FOREGROUND, t == BACKGROUND], axis=-1).astype(np.float32)
+    else:
+        fractions = cell_means(t, f, prepare=known_counts, channels=2)
+    image = da.asarray(image)
+    return _area_downsample(image, f, _scale(image.dtype)), fractions, f
 
 
 def global_pass(
@@ -142,8 +156,9 @@ def global_pass(
 
     Parameters
     ----------
-    image : (H, W, C) array of float32 in [0, 1] (numpy or dask)
-        As returned by :func:`napari_hrmatt.image.as_float_image`.
+    image : (H, W, C) array of uint8, uint16, or float32 in [0, 1] (numpy or dask)
+        As returned by :func:`napari_hrmatt.image.image_channels` (integers are
+        averaged as integers and scaled to [0, 1]) or :func:`~napari_hrmatt.image.as_float_image`.
     trimap : (H, W) array of uint8 in {0, 128, 255} (numpy or dask)
         Canonical trimap (:func:`napari_hrmatt.trimap.canonical_trimap`).
     model : str or model object
@@ -168,8 +183,25 @@ def global_pass(
     Reads image and trimap once, block by block (peak memory ~ a few chunks plus the
     ``global_size`` copy); solving costs about as much as one ``global_size`` image.
     """
+    if isinstance(model, str):
+        from .models import get_model
+
+        model = get_model(model, device)
+    reach = getattr(model, "global_reach", lambda: None)()
     small_image, fractions, f = downsample_inputs(image, trimap, global_size=global_size)
-    small_image, fractions = da.compute(small_image, fractions)
+    if reach is None or f == 1:
+        small_image, fractions = da.compute(small_image, fractions)
+    else:
+        # The model reads the image only within `reach` cells of the unknown cells:
+        # read the trimap first, then only the image chunks under those cells.
+        from scipy import ndimage
+
+        fractions = fractions.compute()
+        need = cell_kinds(fractions, f) >= CELL_MIXED  # the cells the small trimap may
+        if need.any():  # leave unknown (known but not all one kind), grown by `reach`
+            need = ndimage.binary_dilation(need, np.ones((3, 3), bool), iterations=reach)
+        image = da.asarray(image)
+        small_image = _area_downsample(image, f, _scale(image.dtype), need).compute()
     return solve_global(
         small_image,
         fractions,
@@ -208,7 +240,7 @@ def solve_global(
             alpha = model.global_alpha(small_image, small_trimap)
     else:
         alpha = np.where(small_trimap == FOREGROUND, 1.0, fg).astype(np.float32)
-    return _context(model, small_image, small_trimap, alpha, f, (h, w), has_unknown)
+    return _context(model, small_image, small_trimap, alpha, f, (h, w), has_unknown, fractions)
 
 
 def update_global(
@@ -255,11 +287,20 @@ def update_global(
     with solver_threads():
         alpha = model.update_global(small_image, small_trimap, context.alpha, box)
     return _context(
-        model, small_image, small_trimap, alpha, context.factor, context.shape, has_unknown
+        model,
+        small_image,
+        small_trimap,
+        alpha,
+        context.factor,
+        context.shape,
+        has_unknown,
+        fractions,
     )
 
 
-def _context(model, small_image, small_trimap, alpha, f, shape, has_unknown) -> GlobalContext:
+def _context(
+    model, small_image, small_trimap, alpha, f, shape, has_unknown, fractions
+) -> GlobalContext:
     # Models that read more than the coarse alpha (e.g. a deep model's pool of context
     # patches) build it here, once per image.
     extras = (
@@ -274,6 +315,7 @@ def _context(model, small_image, small_trimap, alpha, f, shape, has_unknown) -> 
         trimap=small_trimap,
         has_unknown=has_unknown,
         extras=extras,
+        cell_kinds=cell_kinds(np.asarray(fractions), f),
     )
 
 

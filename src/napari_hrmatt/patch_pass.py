@@ -14,11 +14,12 @@ import dask.array as da
 import numpy as np
 
 from ._blocks import BlockGrid, share_cores
+from ._cells import CELL_BACKGROUND, CELL_FOREGROUND, CELL_MIXED, CELL_UNKNOWN
 from .global_pass import GlobalContext
 from .image import to_float
 from .trimap import UNKNOWN, known_alpha
 
-__all__ = ["refine", "refine_block"]
+__all__ = ["block_kinds", "refine", "refine_block"]
 
 
 def refine_block(
@@ -161,7 +162,7 @@ def refine(
         "model_options": model_options,
     }
     if stitch == "trim" or not any(margins):
-        return da.map_overlap(
+        solved = da.map_overlap(
             _block_task,
             stacked,
             depth=grid.depth(),
@@ -172,6 +173,7 @@ def refine(
             meta=np.empty((0, 0), np.float32),
             **kwargs,
         )
+        return _skip_known_blocks(solved, trimap, grid, context)
     # Blend: solve the grown blocks and keep them whole (dask's map_overlap cannot combine
     # trim=False with drop_axis, so the overlap is explicit) ...
     grown = da.overlap.overlap(stacked, depth=grid.depth(), boundary="none")
@@ -189,6 +191,69 @@ def refine(
         margins=margins,
         counts=tuple(len(c) for c in grid.chunks),
     )
+
+
+def block_kinds(grid: BlockGrid, context: GlobalContext) -> dict | None:
+    """Which blocks of ``grid`` need no solve, from the global pass's cell kinds.
+
+    Returns ``{(i, j): kind}`` for every block whose grown window (all that its task
+    reads) has no unknown pixel: :data:`~napari_hrmatt._cells.CELL_BACKGROUND` or
+    :data:`~napari_hrmatt._cells.CELL_FOREGROUND` when all its cells are, else
+    :data:`~napari_hrmatt._cells.CELL_MIXED`. None when the context has no cell kinds.
+    """
+    kinds = context.cell_kinds
+    if kinds is None:
+        return None
+    f = context.factor
+    out = {}
+    for i, j in grid:
+        rows, cols = grid.grown(i, j)
+        k = kinds[
+            rows.start // f : (rows.stop - 1) // f + 1, cols.start // f : (cols.stop - 1) // f + 1
+        ]
+        if (k == CELL_UNKNOWN).any():
+            continue
+        if (k == CELL_BACKGROUND).all():
+            out[i, j] = CELL_BACKGROUND
+        elif (k == CELL_FOREGROUND).all():
+            out[i, j] = CELL_FOREGROUND
+        else:
+            out[i, j] = CELL_MIXED
+    return out
+
+
+def _constant(shape, value):
+    return np.full(shape, value, np.float32)
+
+
+def _skip_known_blocks(solved: da.Array, trimap: da.Array, grid: BlockGrid, context):
+    """``solved`` with the blocks that have no unknown pixel replaced by cheap tasks.
+
+    Such a block's task would read its grown image and trimap block and return the
+    trimap's 0 / 1 (``refine_block``); here it is a constant block, or the 0 / 1 of the
+    trimap chunk alone (mixed known cells), so its image is never read: once the graph
+    is optimised (culled), only the blocks with unknown pixels read the image.
+    """
+    known = block_kinds(grid, context)
+    if not known:
+        return solved
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    name = "hrmatt-blocks-" + tokenize(solved.name, sorted(known.items()))
+    cores = trimap.rechunk(grid.chunks)
+    layer = {}
+    for i, j in grid:
+        shape = (grid.chunks[0][i], grid.chunks[1][j])
+        kind = known.get((i, j))
+        if kind is None:
+            layer[name, i, j] = (solved.name, i, j)  # an alias: the solved block
+        elif kind == CELL_MIXED:
+            layer[name, i, j] = (known_alpha, (cores.name, i, j))
+        else:
+            layer[name, i, j] = (_constant, shape, 1.0 if kind == CELL_FOREGROUND else 0.0)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[solved, cores])
+    return da.Array(graph, name, chunks=grid.chunks, dtype=np.float32, meta=solved._meta)
 
 
 def _ramp_sources(i: int, n: int, core: int, d: int):

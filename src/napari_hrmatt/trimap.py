@@ -51,8 +51,14 @@ class TrimapError(ValueError):
     """A trimap that does not follow a documented convention."""
 
 
+_CANONICAL_8BIT = np.full(256, UNKNOWN, np.uint8)
+_CANONICAL_8BIT[0], _CANONICAL_8BIT[255] = BACKGROUND, FOREGROUND
+
+
 def _canonical_block(t: np.ndarray, kind: str) -> np.ndarray:
     t = np.asarray(t)
+    if kind == "uint8":
+        return np.take(_CANONICAL_8BIT, t)  # one lookup pass
     out = np.full(t.shape, UNKNOWN, dtype=np.uint8)
     if kind == "labels":
         bad = (t != LABEL_UNKNOWN) & (t != LABEL_BACKGROUND) & (t != LABEL_FOREGROUND)
@@ -159,10 +165,21 @@ def canonical_trimap(trimap, *, labels: bool | None = None):
         raise TrimapError(f"trimap must be 2D (H, W), got shape {tuple(trimap.shape)}")
     kind = _trimap_kind(trimap, labels)
     if is_dask(trimap):
+        if kind == "uint8" and str(trimap.name).startswith(_CANONICAL_NAME):
+            return trimap  # already canonical (grey is idempotent): no second pass
+        from dask.base import tokenize
+
         return trimap.map_blocks(
-            _canonical_block, kind, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)
+            _canonical_block,
+            kind,
+            dtype=np.uint8,
+            meta=np.empty((0, 0), np.uint8),
+            name=_CANONICAL_NAME + tokenize(trimap, kind),
         )
     return _canonical_block(trimap, kind)
+
+
+_CANONICAL_NAME = "hrmatt-canonical-trimap-"
 
 
 def _grey_from_rgb(t: np.ndarray) -> np.ndarray:
@@ -249,7 +266,14 @@ def trimap_from_mask(mask, band: int = 10):
 
 def known_alpha(trimap: np.ndarray) -> np.ndarray:
     """Alpha implied by a canonical trimap: 0 / 1 where known, 0.5 where unknown (float32)."""
+    trimap = np.asarray(trimap)
+    if trimap.dtype == np.uint8:
+        return np.take(_KNOWN_ALPHA, trimap)  # one lookup pass
     a = np.full(trimap.shape, 0.5, dtype=np.float32)
     a[trimap == BACKGROUND] = 0.0
     a[trimap == FOREGROUND] = 1.0
     return a
+
+
+_KNOWN_ALPHA = np.full(256, 0.5, np.float32)
+_KNOWN_ALPHA[BACKGROUND], _KNOWN_ALPHA[FOREGROUND] = 0.0, 1.0

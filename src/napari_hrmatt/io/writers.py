@@ -25,14 +25,17 @@ _TIFF_TILE = 256
 def _quantize(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Float in [0, 1] -> round(x * max) as ``dtype`` (uint8/uint16) or float32."""
     x = np.asarray(block)
-    if np.isnan(x).any():
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if np.isnan(lo) or np.isnan(hi):  # min and max are NaN as soon as one value is
         raise ValueError("cannot save an image with NaN values")
     # Tolerate rounding noise from the solver, reject real range errors.
-    if x.size and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
+    if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(
-            f"float data to save must lie in [0, 1], got [{float(x.min()):.4g}, "
-            f"{float(x.max()):.4g}]; rescale it or save integer data"
+            f"float data to save must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; "
+            "rescale it or save integer data"
         )
+    if dtype.kind == "f" and x.dtype == np.float32 and lo >= 0 and hi <= 1:
+        return x  # already what is stored: no copy
     x = np.clip(x, 0, 1)
     if dtype.kind == "f":
         return x.astype(np.float32)

@@ -493,6 +493,15 @@ class ClosedFormModel:
         out[box] = x.clamp_(0, 1).cpu().numpy()
         return out
 
+    def global_reach(self) -> int | None:
+        """How far (in pixels of the global problem) the global solve reads the image
+        around the pixels the small trimap leaves unknown: the windows touching them
+        (``2r``) plus the trimming's reach. None (read it all) with ``precond="mg"``,
+        whose coarse-to-fine cascade averages the image farther out."""
+        if self.precond != "sa":
+            return None
+        return 2 * self.radius + trim_reach(self.trim_opts)
+
     def overlap(self, factor: int) -> int:
         """Overlap for seam-free stitching, derived from the solver's reach.
 

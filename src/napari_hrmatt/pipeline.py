@@ -338,11 +338,12 @@ def preview_alpha(
     import dask.array as da
 
     from .global_pass import downsample_inputs, solve_global
-    from .image import image_channels, to_float
+    from .image import image_channels
     from .models import get_model
     from .trimap import canonical_trimap
 
-    img = to_float(image_channels(image, stacklevel=3))
+    # integers stay integers: the global pass sums them exactly, as in estimate_alpha
+    img = image_channels(image, stacklevel=3)
     tri = canonical_trimap(trimap, labels=labels)
     if img.shape[:2] != tri.shape:
         raise ValueError(

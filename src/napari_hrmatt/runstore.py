@@ -321,7 +321,7 @@ def run_steps(
 
     from ._blocks import BlockGrid
     from .global_pass import downsample_factor, downsample_inputs, solve_global
-    from .image import image_channels, to_float
+    from .image import image_channels
     from .models import get_model, resolve_device
     from .trimap import canonical_trimap
 
@@ -355,7 +355,7 @@ def run_steps(
         store = str(path)
         records = _read_records(path, grid)
         yield Progress(0, report.blocks + 1, "checking inputs")
-        small_image, fractions, f = downsample_inputs(to_float(raw), tri, global_size=global_size)
+        small_image, fractions, f = downsample_inputs(raw, tri, global_size=global_size)
         # One read of the inputs: the global pass's downsampling, the fingerprints of
         # the recorded blocks and the checksums of their stored alpha.
         checks = {

@@ -95,7 +95,9 @@ def test_coarse_prior_is_the_closed_form_global_pass(coarse_size):
     context = global_pass(image, trimap, model=ClosedFormModel(), global_size=coarse_size)
     expected = np.where(trimap == 128, context.alpha_at(0, 0, *trimap.shape), known_alpha(trimap))
     assert (context.factor > 1) == (coarse_size < 60 * 72)
-    np.testing.assert_allclose(model.global_alpha(image, trimap), expected, atol=1e-5)
+    # 5e-5: the engine sums cells in float64, the model's avg_pool in float32, and the
+    # solve (relative residual 3e-5) carries that rounding into alpha.
+    np.testing.assert_allclose(model.global_alpha(image, trimap), expected, atol=5e-5)
     # The test can fail: without the prior the output is 0 in the unknown region.
     assert np.abs(_model(net).global_alpha(image, trimap) - expected).max() > 0.05
 

@@ -89,9 +89,11 @@ def estimate_alpha(
 
     Notes
     -----
-    The global pass runs eagerly: it reads the image once, block by block, and solves
-    a ``global_size`` copy. The full-resolution patch pass is a lazy ``map_overlap``
-    graph; blocks without unknown pixels cost only their reading. Peak memory is about
+    The global pass runs eagerly: it reads the trimap once and the image once (for
+    ``"cf"`` only near the unknown pixels), chunk by chunk, and solves a ``global_size``
+    copy. The full-resolution patch pass is a lazy ``map_overlap`` graph; blocks whose
+    grown window has no unknown pixel (known from the global pass) are constant blocks
+    or the trimap chunk's 0/1 and never read the image. Peak memory is about
     ``workers x (chunks + 2 overlap)^2 x 40 x 8`` bytes for ``"cf"`` plus the global copy.
 
     Examples

@@ -31,8 +31,12 @@ from scipy import ndimage
 
 __all__ = ["SPARSE_MAX_FILL", "SPARSE_MAX_UNKNOWN", "solve_sparse", "use_sparse"]
 
-#: Largest number of unknown pixels solved by the sparse direct path.
-SPARSE_MAX_UNKNOWN = 60_000
+#: Largest number of unknown pixels solved by the sparse direct path. A ring of unknown
+#: pixels in a 1296 x 1296 block (docs/engine.md): 12 px thick (30 k pixels) 0.87 s and
+#: 550 MB peak against the stencil path's 2.36 s and 553 MB; 20 px thick (50 k pixels)
+#: 2.48 s and 783 MB against 3.74 s and 596 MB: above ~30 k the factor's fill costs more
+#: memory than the stencil path.
+SPARSE_MAX_UNKNOWN = 32_000
 #: Largest fraction of the unknown pixels' bounding box that they may fill for the sparse
 #: path (above it the box is mostly unknown and the stencil path wastes little).
 SPARSE_MAX_FILL = 0.15

@@ -385,9 +385,10 @@ def test_sparse_path_solves_the_same_screened_problem(prior, monkeypatch):
     pinned[ring] = 255
     known = np.where(ring, g, trimap / 255.0).ravel()
     uu = (pinned == 128).ravel()
-    L = pymatting.cf_laplacian(image, epsilon=1e-7, radius=1).toarray()
-    rhs = -L[uu][:, ~uu] @ known[~uu] + prior * g.ravel()[uu]
-    a_u = np.linalg.solve(L[uu][:, uu] + prior * np.eye(uu.sum()), rhs)
+    L = pymatting.cf_laplacian(image, epsilon=1e-7, radius=1).tocsr()  # sparse: 14 400 px
+    rows = L[np.flatnonzero(uu)]
+    rhs = -(rows[:, np.flatnonzero(~uu)] @ known[~uu]) + prior * g.ravel()[uu]
+    a_u = np.linalg.solve(rows[:, np.flatnonzero(uu)].toarray() + prior * np.eye(uu.sum()), rhs)
     expected = known.copy()
     expected[uu] = np.clip(a_u, 0, 1)
     np.testing.assert_allclose(got.ravel(), expected, atol=2e-5)

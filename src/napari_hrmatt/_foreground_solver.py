@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "TILE",
+    "TILES",
     "Plan",
     "make_plan",
     "foreground_overlap",
@@ -21,13 +21,14 @@ __all__ = [
     "subsample",
     "upsample",
     "sweep_level",
-    "needed_tiles",
+    "plan_tiles",
     "solve_coarse",
 ]
 
-# Tile edge (pixels of the level) of the banded fine-level sweeps. Small tiles follow
-# thin hair closely; each costs a halo of 2 n + 1 pixels per side, so not too small.
-TILE = 32
+# Tile edges (pixels of the level) tried for the banded fine-level sweeps; each level
+# takes the one (or a dense sweep) that sweeps the fewest pixels. Small tiles follow thin
+# hair closely; each costs a halo of 2 n + 2 pixels per side, so not too small.
+TILES = (16, 32, 64, 128)
 
 
 # --------------------------------------------------------------------------- levels
@@ -123,7 +124,7 @@ def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None
     Parameters
     ----------
     X : (2C, h, w) tensor
-        Initial ``F`` and ``B`` stacked; the updated values are returned.
+        Initial ``F`` and ``B`` stacked; the updated values are returned (a new tensor).
     img : (C, h, w) tensor
         Image at this level.
     A : (h, w) tensor
@@ -145,80 +146,93 @@ def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None
     Each tile is swept with a halo of ``2 n_iter + 2`` pixels whose outer ring stays
     fixed: wrong values there travel at most two pixels per sweep, so they stop before
     the tile's own pixels. Tiles are independent and swept as one batch. Each tile is
-    gathered straight into four sub-lattices by (row, column) parity, so a half-sweep
-    updates two quarter-size arrays from the other two, without masks.
+    gathered straight into four sub-lattices by (row, column) parity with one
+    ``index_select`` per sub-lattice (clamped indices: replicate padding), so a
+    half-sweep updates two quarter-size arrays from the other two, without masks.
     """
     import torch
 
     c2, h, w = X.shape
     c = c2 // 2
     dev = X.device
-    if tile is None:
-        ty_, tx_, halo = h, w, 2
+    if tile is None:  # one tile of even sides, halo 2 (the outer ring stays fixed)
+        ty_, tx_, halo = h + h % 2, w + w % 2, 2
     else:
         ty_, tx_, halo = tile, tile, 2 * n_iter + 2
     nty, ntx = -(-h // ty_), -(-w // tx_)
     if active is None:
         active = torch.ones((nty, ntx), dtype=torch.bool, device=dev)
     idx = active.nonzero()
-    if idx.shape[0] == 0:
+    if idx.shape[0] == 0 or n_iter == 0:
         return X
     ti, tj = idx[:, 0], idx[:, 1]
-    # Tile arrays have even sides so the sub-lattices have equal sizes.
-    sy, sx = ty_ + 2 * halo + (ty_ % 2), tx_ + 2 * halo + (tx_ % 2)
-    # Level rows / columns of every tile pixel, split by parity: ly[p] is (N, sy / 2).
+    sy, sx = ty_ + 2 * halo, tx_ + 2 * halo  # even
+    # The level padded to whole tiles; tile pixels past the level are swept but dropped.
+    hp, wp = nty * ty_, ntx * tx_
+    Xp = torch.empty((c2, hp, wp), dtype=X.dtype, device=dev)
+    Xp[:, :h, :w] = X
+    # Level rows / columns of every tile pixel: (N, sy), (N, sx).
     ly = (ti * ty_ - halo)[:, None] + torch.arange(sy, device=dev)[None, :]
     lx = (tj * tx_ - halo)[:, None] + torch.arange(sx, device=dev)[None, :]
-    ly = (ly[:, 0::2], ly[:, 1::2])
-    lx = (lx[:, 0::2], lx[:, 1::2])
-    pad = (halo, ntx * tx_ - w + halo + tx_ % 2, halo, nty * ty_ - h + halo + ty_ % 2)
+    ry, rx = ly.clamp(0, h - 1), lx.clamp(0, w - 1)
+    Xf, If, Af = X.reshape(c2, -1), img.reshape(c, -1), A.reshape(-1)
 
-    def gather(t):  # (c, h, w) -> (c, N, sy, sx); replicate padding = clamped indices
-        p = torch.nn.functional.pad(t[None], pad, mode="replicate")[0]
-        return p.unfold(1, sy, ty_).unfold(2, sx, tx_)[:, ti, tj]
-
-    # Sub-lattice arrays are (channels, N, sy / 2, sx / 2).
-    Xt = gather(X)
-    lat = {pq: Xt[..., pq[0] :: 2, pq[1] :: 2].contiguous() for pq in _SUBLATTICES}
-    At = gather(A[None])[0]
-    alat = {pq: At[..., pq[0] :: 2, pq[1] :: 2] for pq in _SUBLATTICES}
-    It = gather(img)
-    del Xt
-
-    # Per sub-lattice coefficients of the update on its updated part. Edge weights are
-    # eps + omega |alpha_i - alpha_j|; an edge leaving the image becomes a self-edge of
-    # weight eps (PyMatting clamps the neighbour's coordinates, so the neighbour is the
-    # pixel itself). Weights are divided by their sum W (see the module notes).
+    # Per sub-lattice: gathered F, B (channels, N, sy / 2, sx / 2) and the coefficients
+    # of the update on its updated part. Edge weights are eps + omega |alpha_i - alpha_j|;
+    # an edge leaving the image becomes a self-edge of weight eps (PyMatting clamps the
+    # neighbour's coordinates, so the neighbour is the pixel itself). Weights are divided
+    # by their sum W (see the module notes).
     eps, omega, relax = plan.eps, plan.omega, plan.relaxation
-    zero = torch.zeros((), dtype=X.dtype, device=dev)
+    lat, alat, lin = {}, {}, {}
+    for p, q in _SUBLATTICES:
+        src = (ry[:, p::2, None] * w + rx[:, None, q::2]).reshape(-1)
+        lat[p, q] = Xf.index_select(1, src).view(c2, -1, sy // 2, sx // 2)
+        alat[p, q] = Af.index_select(0, src).view(-1, sy // 2, sx // 2)
+        lin[p, q] = src
     coef = {}
     has_self = False
+    border = (origin[0] + ly.min() <= 0, origin[0] + ly.max() >= full[0] - 1,
+              origin[1] + lx.min() <= 0, origin[1] + lx.max() >= full[1] - 1)  # fmt: skip
+    border = [bool(b) for b in border]
     for pq in _SUBLATTICES:
         (rows, cols), nbrs = _UPDATE[pq]
         a = alat[pq][:, rows, cols]
-        gy = (origin[0] + ly[pq[0]][:, rows])[:, :, None]
-        gx = (origin[1] + lx[pq[1]][:, cols])[:, None, :]
+        gy = (origin[0] + ly[:, pq[0] :: 2][:, rows])[:, :, None]
+        gx = (origin[1] + lx[:, pq[1] :: 2][:, cols])[:, None, :]
         outside = (gy == 0, gy == full[0] - 1, gx == 0, gx == full[1] - 1)
-        weights = [
-            torch.where(out, zero, eps + omega * (a - alat[src][:, r, q]).abs())
-            for (src, r, q), out in zip(nbrs, outside, strict=True)
-        ]
-        self_w = sum(out.to(X.dtype) for out in outside) * eps
-        total = weights[0] + weights[1] + weights[2] + weights[3] + self_w
-        has_self = has_self or bool((self_w > 0).any())
+        weights = []
+        self_w = None
+        for (src, r, q), out, edge in zip(nbrs, outside, border, strict=True):
+            wd = (a - alat[src][:, r, q]).abs_().mul_(omega).add_(eps)
+            if edge:
+                wd.masked_fill_(out, 0.0)
+                sw = out.to(X.dtype).mul_(eps).expand_as(a)
+                self_w = sw if self_w is None else self_w + sw
+            weights.append(wd)
+        total = weights[0] + weights[1]
+        total += weights[2]
+        total += weights[3]
+        if self_w is not None:
+            total += self_w
+            has_self = True
         a1 = 1.0 - a
-        denom = total + a * a + a1 * a1
+        denom = total + a * a
+        denom.addcmul_(a1, a1)
         # Over-relaxation x + r (x_gs - x) folded into the coefficients: the weights
         # give r F_bar, the residual divides it back out, and (1 - r) x is added last.
+        scale = torch.reciprocal(total).mul_(relax)
+        gain = torch.reciprocal(denom).mul_(relax)
+        ysrc = lin[pq].view(-1, sy // 2, sx // 2)[:, rows, cols].reshape(-1)
         coef[pq] = {
-            "w": [wd * (relax / total) for wd in weights],
-            "s": self_w * (relax / total),
+            "w": [wd.mul_(scale) for wd in weights],
+            "s": None if self_w is None else self_w * scale,
             "a0": a / relax,
             "a1": a1 / relax,
-            "g0": a * (relax / denom),
-            "g1": a1 * (relax / denom),
-            "img": It[..., pq[0] :: 2, pq[1] :: 2][..., rows, cols].contiguous(),
+            "g0": a * gain,
+            "g1": a1.mul_(gain),
+            "img": If.index_select(1, ysrc).view(c, *a.shape),
         }
+    del alat, lin
 
     def update(pq):
         co = coef[pq]
@@ -228,7 +242,7 @@ def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None
         for wd, v in zip(co["w"][1:], views[1:], strict=True):
             m.addcmul_(wd, v)
         target = lat[pq][..., rows, cols]
-        if has_self:
+        if has_self and co["s"] is not None:
             m.addcmul_(co["s"], target)
         fm, bm = m[:c], m[c:]
         res = torch.addcmul(co["img"], co["a0"], fm, value=-1.0)
@@ -237,24 +251,19 @@ def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None
         bm.addcmul_(co["g1"], res)
         if relax != 1.0:
             m.add_(target, alpha=1.0 - relax)
-        target.copy_(m.clamp_(0.0, 1.0))
+        torch.clamp(m, 0.0, 1.0, out=target)
 
     for _ in range(n_iter):
         for pq in _SUBLATTICES:  # red (00, 11), then black (01, 10)
             update(pq)
 
-    if tile is None:
-        out = torch.empty((c2, sy, sx), dtype=X.dtype, device=dev)
-        for (p, q), v in lat.items():
-            out[:, p::2, q::2] = v[:, 0]
-        return out[:, halo : halo + h, halo : halo + w].contiguous()
-    # Write the tile interiors back into the level.
-    Xf = torch.nn.functional.pad(X, (0, ntx * tx_ - w, 0, nty * ty_ - h))
-    grid = Xf.view(c2, nty, ty_ // 2, 2, ntx, tx_ // 2, 2)
+    # Write the tile interiors back into the (padded) level.
+    grid = Xp.view(c2, nty, ty_ // 2, 2, ntx, tx_ // 2, 2)
     k0, k1 = halo // 2, (halo + ty_) // 2
+    j0, j1 = halo // 2, (halo + tx_) // 2
     for (p, q), v in lat.items():
-        grid[:, :, :, p, :, :, q][:, ti, :, tj, :] = v[:, :, k0:k1, k0:k1].transpose(0, 1)
-    return Xf[:, :h, :w]
+        grid[:, :, :, p, :, :, q][:, ti, :, tj, :] = v[:, :, k0:k1, j0:j1].transpose(0, 1)
+    return Xp[:, :h, :w]
 
 
 def _tile_any(mask, tile: int):
@@ -266,33 +275,50 @@ def _tile_any(mask, tile: int):
     return m.view(m.shape[0] // tile, tile, m.shape[1] // tile, tile).any(3).any(1)
 
 
-def needed_tiles(frac, plan: Plan, levels: range, tile: int, sizes):
-    """Active tiles per fine level: those whose result can reach a soft-alpha pixel.
+def _grow(mask, r: int):
+    """Grow an (h, w) bool mask by ``r`` pixels in each direction (square dilation)."""
+    import torch.nn.functional as F
 
-    From fine to coarse: on level 0, the tiles holding a pixel with ``0 < alpha < 1``.
-    The pixels that a level's active tiles read (interior plus halo) must be exact on
-    entry, so the parents of those pixels must be exact on the next coarser level,
-    whose active tiles are the ones covering them.
+    if r <= 0:
+        return mask
+    m = mask.float()[None, None]
+    m = F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
+    m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
+    return m[0, 0] > 0
+
+
+def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES):
+    """Tiling of each fine level: ``{k: (tile, active)}``, ``tile`` None for dense.
+
+    From fine to coarse: on level 0 the pixels that must come out exact are those with
+    ``0 < alpha < 1``. ``n`` sweeps read at most ``2 n`` pixels away, so on level k the
+    needed pixels grown by ``2 n_k`` must be exact on entry; they are upsampled from
+    their parents on level k + 1, which are that level's needed pixels. Each level is
+    then covered by whichever tiling sweeps the fewest pixels: tiles of one of the edges
+    in ``tiles`` (those holding a needed pixel, each with its halo) or one dense tile.
     """
     import torch.nn.functional as F
 
-    active = {}
-    act = _tile_any(frac, tile)
+    out = {}
+    need = frac
     for k in levels:
-        active[k] = act
+        n = plan.iterations[k]
+        h, w = sizes[k]
+        best = (h + h % 2 + 4) * (w + w % 2 + 4), None, None
+        for t in tiles:
+            act = _tile_any(need, t)
+            cost = int(act.sum()) * (t + 4 * n + 4) ** 2
+            if cost < best[0]:
+                best = cost, t, act
+        out[k] = best[1:]
         if k + 1 not in levels:
             break
-        # Level k + 1 pixels whose children lie within `halo` of an active tile are
-        # those within ceil(halo / 2) of the tile seen at level k + 1 (T / 2 wide).
-        halo = 2 * plan.iterations[k] + 2
-        r = -(-halo // 2)
-        half = tile // 2
-        region = act.repeat_interleave(half, 0).repeat_interleave(half, 1)
-        region = region[: sizes[k + 1][0], : sizes[k + 1][1]].float()[None, None]
-        region = F.max_pool2d(region, (2 * r + 1, 1), stride=1, padding=(r, 0))
-        region = F.max_pool2d(region, (1, 2 * r + 1), stride=1, padding=(0, r))
-        act = _tile_any(region[0, 0] > 0, tile)
-    return active
+        # The parents of the needed pixels grown by 2 n are among the parents of the
+        # needed pixels grown by n on level k + 1 (cheaper there).
+        m = F.pad(need, (0, w % 2, 0, h % 2))
+        need = m.view(m.shape[0] // 2, 2, m.shape[1] // 2, 2).any(3).any(1)
+        need = _grow(need, n)
+    return out
 
 
 def solve_coarse(small: np.ndarray, plan: Plan, device: str) -> np.ndarray:
@@ -320,7 +346,7 @@ def _solve_coarse_torch(t, plan: Plan) -> np.ndarray:
     c = t.shape[0] - 1
     pyramid = {plan.glevel: t.contiguous()}
     for k in range(plan.glevel + 1, plan.levels + 1):
-        pyramid[k] = pyramid[k - 1][:, ::2, ::2]
+        pyramid[k] = pyramid[k - 1][:, ::2, ::2].contiguous()
     img, alpha = pyramid[plan.glevel][:c], pyramid[plan.glevel][c]
     # Start from the mean colours of the (mostly) foreground and background pixels.
     means = []

@@ -89,11 +89,11 @@ import numpy as np
 
 from ._blocks import BlockGrid
 from ._foreground_solver import (
-    TILE,
+    TILES,
     Plan,
     foreground_overlap,
     make_plan,
-    needed_tiles,
+    plan_tiles,
     solve_coarse,
     subsample,
     sweep_level,
@@ -125,7 +125,7 @@ def foreground_block(
     keep: tuple[slice, slice] | None = None,
     return_background: bool = False,
     device: str = "cpu",
-    tile: int = TILE,
+    tiles: tuple[int, ...] | None = TILES,
 ) -> np.ndarray:
     """Fine levels of one (grown) block; numpy in, numpy out.
 
@@ -145,8 +145,9 @@ def foreground_block(
         Return ``F`` and ``B`` stacked on the channel axis instead of ``F`` alone.
     device : str
         Resolved torch device.
-    tile : int
-        Tile edge of the banded sweeps.
+    tiles : tuple of int, optional
+        Tile edges the banded sweeps may use (each level takes the cheapest, or a
+        dense sweep); ``None``: dense sweeps of whole levels (for tests).
 
     Returns
     -------
@@ -169,10 +170,10 @@ def foreground_block(
         alpha = t[c]
         frac = (alpha > 0) & (alpha < 1)
         if g > 0 and bool(frac.any()):
-            active = needed_tiles(frac, plan, range(g), tile, sizes)
+            tiling = plan_tiles(frac, plan, range(g), sizes, tiles or ())
             pyramid = [t]
             for _ in range(1, g):
-                pyramid.append(pyramid[-1][:, ::2, ::2])
+                pyramid.append(pyramid[-1][:, ::2, ::2].contiguous())
             for k in range(g - 1, -1, -1):
                 X = upsample(X, sizes[k])
                 X = sweep_level(
@@ -183,8 +184,8 @@ def foreground_block(
                     full=plan.size(k),
                     n_iter=plan.iterations[k],
                     plan=plan,
-                    tile=tile,
-                    active=active[k],
+                    tile=tiling[k][0],
+                    active=tiling[k][1],
                 )
         elif g > 0:
             # Alpha is only 0 or 1 here: nothing to solve, the coarse F, B extend it.

@@ -54,7 +54,11 @@ class Plan:
         return len(self.iterations) - 1
 
 
-def make_plan(shape, global_size, n_small, n_big, small_size, eps, omega, relaxation=1.5) -> Plan:
+def make_plan(
+    shape, global_size, n_small, n_big, small_size, eps, omega, relaxation=1.5, n_finest=None
+) -> Plan:
+    """The pyramid of an image of ``shape``; ``n_finest`` (default ``n_big``) sweeps on
+    level 0 when it is larger than ``small_size``."""
     h, w = int(shape[0]), int(shape[1])
     top = max(0, math.ceil(math.log2(max(h, w, 1))))  # level L is 1 x 1
     glevel = 0
@@ -64,6 +68,8 @@ def make_plan(shape, global_size, n_small, n_big, small_size, eps, omega, relaxa
     for k in range(top + 1):
         hk, wk = -(-h // (1 << k)), -(-w // (1 << k))
         iterations.append(n_small if hk <= small_size and wk <= small_size else n_big)
+    if n_finest is not None and iterations[0] == n_big:
+        iterations[0] = n_finest
     return Plan((h, w), glevel, tuple(iterations), float(eps), float(omega), float(relaxation))
 
 
@@ -118,13 +124,17 @@ _UPDATE = {
 }
 
 
-def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None):
+def sweep_level(
+    X, img, A, *, origin, full, n_iter, plan, tile=None, active=None, from_coarser=False
+):
     """Run ``n_iter`` red-black sweeps of one pyramid level, tile by tile.
 
     Parameters
     ----------
     X : (2C, h, w) tensor
         Initial ``F`` and ``B`` stacked; the updated values are returned (a new tensor).
+        With ``from_coarser``: the next coarser level, (2C, ceil(h / 2), ceil(w / 2)),
+        whose nearest-neighbour upsampling is the initial value.
     img : (C, h, w) tensor
         Image at this level.
     A : (h, w) tensor
@@ -140,6 +150,8 @@ def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None
         Tile edge (even); ``None`` sweeps the whole array as one tile (dense).
     active : (nty, ntx) bool tensor, optional
         Tiles to sweep (default all); the others keep their values.
+    from_coarser : bool
+        ``X`` is the coarser level (upsampled straight into the work array).
 
     Notes
     -----
@@ -152,7 +164,8 @@ def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None
     """
     import torch
 
-    c2, h, w = X.shape
+    c2 = X.shape[0]
+    h, w = A.shape
     c = c2 // 2
     dev = X.device
     if tile is None:  # one tile of even sides, halo 2 (the outer ring stays fixed)
@@ -164,18 +177,23 @@ def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None
         active = torch.ones((nty, ntx), dtype=torch.bool, device=dev)
     idx = active.nonzero()
     if idx.shape[0] == 0 or n_iter == 0:
-        return X
+        return upsample(X, (h, w)) if from_coarser else X
     ti, tj = idx[:, 0], idx[:, 1]
     sy, sx = ty_ + 2 * halo, tx_ + 2 * halo  # even
     # The level padded to whole tiles; tile pixels past the level are swept but dropped.
     hp, wp = nty * ty_, ntx * tx_
     Xp = torch.empty((c2, hp, wp), dtype=X.dtype, device=dev)
-    Xp[:, :h, :w] = X
+    if from_coarser:  # nearest-neighbour upsampling, written once (hp, wp are even)
+        hc, wc = min(X.shape[1], hp // 2), min(X.shape[2], wp // 2)
+        up = Xp.view(c2, hp // 2, 2, wp // 2, 2)[:, :hc, :, :wc, :]
+        up.copy_(X[:, :hc, None, :wc, None].expand(c2, hc, 2, wc, 2))
+    else:
+        Xp[:, :h, :w] = X
     # Level rows / columns of every tile pixel: (N, sy), (N, sx).
     ly = (ti * ty_ - halo)[:, None] + torch.arange(sy, device=dev)[None, :]
     lx = (tj * tx_ - halo)[:, None] + torch.arange(sx, device=dev)[None, :]
     ry, rx = ly.clamp(0, h - 1), lx.clamp(0, w - 1)
-    Xf, If, Af = X.reshape(c2, -1), img.reshape(c, -1), A.reshape(-1)
+    Xf, If, Af = Xp.view(c2, -1), img.reshape(c, -1), A.reshape(-1)
 
     # Per sub-lattice: gathered F, B (channels, N, sy / 2, sx / 2) and the coefficients
     # of the update on its updated part. Edge weights are eps + omega |alpha_i - alpha_j|;
@@ -186,7 +204,8 @@ def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None
     lat, alat, lin = {}, {}, {}
     for p, q in _SUBLATTICES:
         src = (ry[:, p::2, None] * w + rx[:, None, q::2]).reshape(-1)
-        lat[p, q] = Xf.index_select(1, src).view(c2, -1, sy // 2, sx // 2)
+        xsrc = src if wp == w else (ry[:, p::2, None] * wp + rx[:, None, q::2]).reshape(-1)
+        lat[p, q] = Xf.index_select(1, xsrc).view(c2, -1, sy // 2, sx // 2)
         alat[p, q] = Af.index_select(0, src).view(-1, sy // 2, sx // 2)
         lin[p, q] = src
     coef = {}
@@ -305,8 +324,11 @@ def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES):
         n = plan.iterations[k]
         h, w = sizes[k]
         best = (h + h % 2 + 4) * (w + w % 2 + 4), None, None
-        for t in tiles:
-            act = _tile_any(need, t)
+        act, edge = None, 0
+        for t in sorted(tiles):
+            # Coarser tile grids from finer ones when the edges double (cheap).
+            act = _tile_any(need, t) if act is None or t != 2 * edge else _tile_any(act, 2)
+            edge = t
             cost = int(act.sum()) * (t + 4 * n + 4) ** 2
             if cost < best[0]:
                 best = cost, t, act
@@ -356,14 +378,14 @@ def _solve_coarse_torch(t, plan: Plan) -> np.ndarray:
     X = torch.cat(means)[:, None, None].to(torch.float32)
     for k in range(plan.levels, plan.glevel - 1, -1):  # coarse to fine
         level = pyramid[k]
-        X = upsample(X, level.shape[1:]) if k < plan.levels else X.expand(2 * c, 1, 1)
         X = sweep_level(
-            X.contiguous(),
+            X if k < plan.levels else X.expand(2 * c, 1, 1),
             level[:c],
             level[c],
             origin=(0, 0),
             full=plan.size(k),
             n_iter=plan.iterations[k],
             plan=plan,
+            from_coarser=k < plan.levels,
         )
     return X.cpu().numpy()

@@ -99,7 +99,7 @@ from ._foreground_solver import (
     sweep_level,
     to_tensor,
 )
-from .image import as_float_alpha, as_float_image, is_dask
+from .image import as_float_alpha, as_float_image, image_channels, is_dask
 
 __all__ = [
     "estimate_foreground",
@@ -154,50 +154,57 @@ def foreground_block(
     """
     import torch
 
-    keep = keep or (slice(None), slice(None))
-    c = block.shape[2] - 1
-    g = plan.glevel
     with torch.inference_mode():
         t = to_tensor(block, device).permute(2, 0, 1).contiguous()
-        h, w = t.shape[1:]
-        sizes = [(h, w)]
-        for _ in range(g):
-            sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))
-        oy, ox = origin[0] >> g, origin[1] >> g
-        hg, wg = sizes[g]
-        X = to_tensor(coarse[:, oy : oy + hg, ox : ox + wg], device)
-        alpha = t[c]
-        frac = (alpha > 0) & (alpha < 1)
-        if g > 0 and bool(frac.any()):
-            tiling = plan_tiles(frac, plan, range(g), sizes, tiles or ())
-            pyramid = [t]
-            for _ in range(1, g):
-                pyramid.append(pyramid[-1][:, ::2, ::2].contiguous())
-            for k in range(g - 1, -1, -1):
-                X = sweep_level(
-                    X,
-                    pyramid[k][:c],
-                    pyramid[k][c],
-                    origin=(origin[0] >> k, origin[1] >> k),
-                    full=plan.size(k),
-                    n_iter=plan.iterations[k],
-                    plan=plan,
-                    tile=tiling[k][0],
-                    active=tiling[k][1],
-                    from_coarser=True,
-                )
-        elif g > 0:
-            # Alpha is only 0 or 1 here: nothing to solve, the coarse F, B extend it.
-            iy = torch.arange(h, device=X.device) >> g
-            ix = torch.arange(w, device=X.device) >> g
-            X = X.index_select(1, iy).index_select(2, ix)
-        img = t[:c]
-        fg = torch.where(alpha == 1, img, X[:c])
-        out = fg
-        if return_background:
-            out = torch.cat([fg, torch.where(alpha == 0, img, X[c:])])
-        out = out[:, keep[0], keep[1]]
+        out = _solve_block(t, coarse=coarse, plan=plan, origin=origin, keep=keep,
+                           return_background=return_background, tiles=tiles)  # fmt: skip
         return out.permute(1, 2, 0).contiguous().cpu().numpy()
+
+
+def _solve_block(t, *, coarse, plan, origin, keep, return_background, tiles):
+    """:func:`foreground_block` on a (C + 1, h, w) tensor; returns (C or 2C, h', w')."""
+    import torch
+
+    keep = keep or (slice(None), slice(None))
+    c = t.shape[0] - 1
+    g = plan.glevel
+    h, w = t.shape[1:]
+    sizes = [(h, w)]
+    for _ in range(g):
+        sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))
+    oy, ox = origin[0] >> g, origin[1] >> g
+    hg, wg = sizes[g]
+    X = to_tensor(coarse[:, oy : oy + hg, ox : ox + wg], t.device)
+    alpha = t[c]
+    frac = (alpha > 0) & (alpha < 1)
+    if g > 0 and bool(frac.any()):
+        tiling = plan_tiles(frac, plan, range(g), sizes, tiles or ())
+        pyramid = [t]
+        for _ in range(1, g):
+            pyramid.append(pyramid[-1][:, ::2, ::2].contiguous())
+        for k in range(g - 1, -1, -1):
+            X = sweep_level(
+                X,
+                pyramid[k][:c],
+                pyramid[k][c],
+                origin=(origin[0] >> k, origin[1] >> k),
+                full=plan.size(k),
+                n_iter=plan.iterations[k],
+                plan=plan,
+                tile=tiling[k][0],
+                active=tiling[k][1],
+                from_coarser=True,
+            )
+    elif g > 0:
+        # Alpha is only 0 or 1 here: nothing to solve, the coarse F, B extend it.
+        iy = torch.arange(h, device=X.device) >> g
+        ix = torch.arange(w, device=X.device) >> g
+        X = X.index_select(1, iy).index_select(2, ix)
+    img, alpha, X = (x[..., keep[0], keep[1]] for x in (t[:c], alpha, X))
+    fg = torch.where(alpha == 1, img, X[:c])
+    if not return_background:
+        return fg
+    return torch.cat([fg, torch.where(alpha == 0, img, X[c:])])
 
 
 def _block_task(block, *, grid: BlockGrid, block_info=None, **kwargs):
@@ -383,6 +390,8 @@ def estimate_foreground(
 
 def _estimate_numpy(image, alpha, plan, grid: BlockGrid, return_background, device):
     """The numpy path of :func:`estimate_foreground`: the same blocks as the dask graph."""
+    import torch
+
     h, w = alpha.shape[:2]
     # Validate dtype and channels once (and warn once about an alpha channel).
     c = as_float_image(image[:1, :1]).shape[2]
@@ -395,21 +404,23 @@ def _estimate_numpy(image, alpha, plan, grid: BlockGrid, return_background, devi
     )
     coarse = solve_coarse(small, plan, device)
     out = np.empty((h, w, 2 * c if return_background else c), np.float32)
-    for i, j in grid:
-        region = grid.grown(i, j)
-        origin, keep = grid.locate(i, j)
-        block = np.concatenate(
-            [as_float_image(image[region]), as_float_alpha(alpha[region])[..., None]], axis=2
-        )
-        out[grid.core(i, j)] = foreground_block(
-            block,
-            coarse=coarse,
-            plan=plan,
-            origin=origin,
-            keep=keep,
-            return_background=return_background,
-            device=device,
-        )
+    out_t = torch.from_numpy(out)
+    with torch.inference_mode():
+        for i, j in grid:
+            region = grid.grown(i, j)
+            origin, keep = grid.locate(i, j)
+            # The block as a (C + 1, h, w) tensor: integer pixels are converted (and
+            # transposed) in one copy, scaled like as_float_image (x * float32(1 / max)).
+            img = image_channels(image[region], stacklevel=4)
+            img = img if img.flags.writeable else img.copy()  # torch wants writeable
+            t = torch.empty((c + 1,) + img.shape[:2], dtype=torch.float32, device=device)
+            t[:c].copy_(torch.from_numpy(img).permute(2, 0, 1))
+            if img.dtype.kind == "u":
+                t[:c].mul_(float(np.float32(1.0 / np.iinfo(img.dtype).max)))
+            t[c].copy_(torch.from_numpy(as_float_alpha(alpha[region])))
+            fb = _solve_block(t, coarse=coarse, plan=plan, origin=origin, keep=keep,
+                              return_background=return_background, tiles=TILES)  # fmt: skip
+            out_t[grid.core(i, j)].copy_(fb.permute(1, 2, 0))
     return out
 
 

@@ -196,38 +196,53 @@ def sweep_level(
     Xf, If, Af = Xp.view(c2, -1), img.reshape(c, -1), A.reshape(-1)
 
     # Per sub-lattice: gathered F, B (channels, N, sy / 2, sx / 2) and the coefficients
-    # of the update on its updated part. Edge weights are eps + omega |alpha_i - alpha_j|;
-    # an edge leaving the image becomes a self-edge of weight eps (PyMatting clamps the
-    # neighbour's coordinates, so the neighbour is the pixel itself). Weights are divided
-    # by their sum W (see the module notes).
+    # of the update on its updated part. Edge weights are eps + omega |alpha_i - alpha_j|,
+    # computed once per edge on the tiles' full layout; an edge leaving the image becomes
+    # a self-edge of weight eps (PyMatting clamps the neighbour's coordinates, so the
+    # neighbour is the pixel itself). Weights are divided by their sum W (module notes).
     eps, omega, relax = plan.eps, plan.omega, plan.relaxation
-    lat, alat, lin = {}, {}, {}
+    ny, nx = sy // 2, sx // 2
+    lat, lin = {}, {}
     for p, q in _SUBLATTICES:
         src = (ry[:, p::2, None] * w + rx[:, None, q::2]).reshape(-1)
         xsrc = src if wp == w else (ry[:, p::2, None] * wp + rx[:, None, q::2]).reshape(-1)
-        lat[p, q] = Xf.index_select(1, xsrc).view(c2, -1, sy // 2, sx // 2)
-        alat[p, q] = Af.index_select(0, src).view(-1, sy // 2, sx // 2)
+        lat[p, q] = Xf.index_select(1, xsrc).view(c2, -1, ny, nx)
         lin[p, q] = src
+    At = Af.index_select(0, (ry[:, :, None] * w + rx[:, None, :]).reshape(-1)).view(-1, sy, sx)
+    wv = (At[:, 1:] - At[:, :-1]).abs_().mul_(omega).add_(eps)  # edge (y, x)-(y + 1, x)
+    wh = (At[:, :, 1:] - At[:, :, :-1]).abs_().mul_(omega).add_(eps)  # (y, x)-(y, x + 1)
+    gy_all, gx_all = origin[0] + ly, origin[1] + lx
+    border = (bool(gy_all.min() <= 0), bool(gy_all.max() >= full[0] - 1),
+              bool(gx_all.min() <= 0), bool(gx_all.max() >= full[1] - 1))  # fmt: skip
+    if border[0] or border[1]:
+        cut = (gy_all[:, :-1] == -1) | (gy_all[:, :-1] == full[0] - 1)
+        wv.masked_fill_(cut[:, :, None], 0.0)
+    if border[2] or border[3]:
+        cut = (gx_all[:, :-1] == -1) | (gx_all[:, :-1] == full[1] - 1)
+        wh.masked_fill_(cut[:, None, :], 0.0)
+
+    def full_slice(sub: slice, n: int, parity: int, shift: int) -> slice:
+        # Full-layout positions 2 i + parity + shift of the sub-lattice indices i in sub.
+        i0, i1, _ = sub.indices(n)
+        return slice(2 * i0 + parity + shift, 2 * i1 + parity + shift - 1, 2)
+
     coef = {}
     has_self = False
-    border = (origin[0] + ly.min() <= 0, origin[0] + ly.max() >= full[0] - 1,
-              origin[1] + lx.min() <= 0, origin[1] + lx.max() >= full[1] - 1)  # fmt: skip
-    border = [bool(b) for b in border]
     for pq in _SUBLATTICES:
-        (rows, cols), nbrs = _UPDATE[pq]
-        a = alat[pq][:, rows, cols]
-        gy = (origin[0] + ly[:, pq[0] :: 2][:, rows])[:, :, None]
-        gx = (origin[1] + lx[:, pq[1] :: 2][:, cols])[:, None, :]
-        outside = (gy == 0, gy == full[0] - 1, gx == 0, gx == full[1] - 1)
-        weights = []
+        (rows, cols), _ = _UPDATE[pq]
+        yr, xr = full_slice(rows, ny, pq[0], 0), full_slice(cols, nx, pq[1], 0)
+        yu, xl = full_slice(rows, ny, pq[0], -1), full_slice(cols, nx, pq[1], -1)
+        a = At[:, yr, xr]
+        weights = [wv[:, yu, xr], wv[:, yr, xr], wh[:, yr, xl], wh[:, yr, xr]]  # u d l r
         self_w = None
-        for (src, r, q), out, edge in zip(nbrs, outside, border, strict=True):
-            wd = (a - alat[src][:, r, q]).abs_().mul_(omega).add_(eps)
-            if edge:
-                wd.masked_fill_(out, 0.0)
-                sw = out.to(X.dtype).mul_(eps).expand_as(a)
-                self_w = sw if self_w is None else self_w + sw
-            weights.append(wd)
+        if any(border):
+            gy = gy_all[:, yr][:, :, None]
+            gx = gx_all[:, xr][:, None, :]
+            outside = (gy == 0, gy == full[0] - 1, gx == 0, gx == full[1] - 1)
+            for out, edge in zip(outside, border, strict=True):
+                if edge:
+                    sw = out.to(X.dtype).mul_(eps).expand_as(a)
+                    self_w = sw if self_w is None else self_w + sw
         total = weights[0] + weights[1]
         total += weights[2]
         total += weights[3]
@@ -241,9 +256,9 @@ def sweep_level(
         # give r F_bar, the residual divides it back out, and (1 - r) x is added last.
         scale = torch.reciprocal(total).mul_(relax)
         gain = torch.reciprocal(denom).mul_(relax)
-        ysrc = lin[pq].view(-1, sy // 2, sx // 2)[:, rows, cols].reshape(-1)
+        ysrc = lin[pq].view(-1, ny, nx)[:, rows, cols].reshape(-1)
         coef[pq] = {
-            "w": [wd.mul_(scale) for wd in weights],
+            "w": [wd * scale for wd in weights],
             "s": None if self_w is None else self_w * scale,
             "a0": a / relax,
             "a1": a1 / relax,
@@ -251,7 +266,7 @@ def sweep_level(
             "g1": a1.mul_(gain),
             "img": If.index_select(1, ysrc).view(c, *a.shape),
         }
-    del alat, lin
+    del At, wv, wh, lin
 
     def update(pq):
         co = coef[pq]

@@ -30,6 +30,11 @@ __all__ = [
 # hair closely; each costs a halo of 2 n + 2 pixels per side, so not too small.
 TILES = (16, 32, 64, 128)
 
+# Swept pixels per batch of tiles on the CPU: the work arrays of a batch (~100 bytes per
+# pixel) stay closer to the core; measured ~10 % faster than one batch of all tiles at
+# 5 MP (2^16-2^18 alike). On CUDA all tiles go in one batch.
+_BATCH = 1 << 18
+
 
 # --------------------------------------------------------------------------- levels
 
@@ -166,7 +171,6 @@ def sweep_level(
 
     c2 = X.shape[0]
     h, w = A.shape
-    c = c2 // 2
     dev = X.device
     if tile is None:  # one tile of even sides, halo 2 (the outer ring stays fixed)
         ty_, tx_, halo = h + h % 2, w + w % 2, 2
@@ -189,11 +193,36 @@ def sweep_level(
         up.copy_(X[:, :hc, None, :wc, None].expand(c2, hc, 2, wc, 2))
     else:
         Xp[:, :h, :w] = X
+    # Tiles read their initial values from X (never written) and write their interiors
+    # into Xp, in batches of about _BATCH swept pixels, whose work arrays stay in cache.
+    xs = X.contiguous().view(c2, -1)
+    per = max(1, _BATCH // (sy * sx)) if dev.type == "cpu" else ti.shape[0]
+    for i in range(0, ti.shape[0], per):
+        _sweep_tiles(xs, X.shape[2], from_coarser, Xp, img, A, ti[i : i + per], tj[i : i + per],
+                     ty_, tx_, halo, origin, full, n_iter, plan)  # fmt: skip
+    return Xp[:, :h, :w]
+
+
+def _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti, tj, ty_, tx_, halo, origin, full, n_iter,
+                 plan):  # fmt: skip
+    """Gather, sweep and write back one batch of tiles (see :func:`sweep_level`).
+
+    ``xs`` is the initial state flattened, ``xw`` its row length: the level itself, or
+    with ``from_coarser`` the coarser level (a level pixel reads its parent).
+    """
+    import torch
+
+    c2, hp, wp = Xp.shape
+    c = c2 // 2
+    h, w = A.shape
+    dev = Xp.device
+    sy, sx = ty_ + 2 * halo, tx_ + 2 * halo
+    nty, ntx = hp // ty_, wp // tx_
     # Level rows / columns of every tile pixel: (N, sy), (N, sx).
     ly = (ti * ty_ - halo)[:, None] + torch.arange(sy, device=dev)[None, :]
     lx = (tj * tx_ - halo)[:, None] + torch.arange(sx, device=dev)[None, :]
     ry, rx = ly.clamp(0, h - 1), lx.clamp(0, w - 1)
-    Xf, If, Af = Xp.view(c2, -1), img.reshape(c, -1), A.reshape(-1)
+    If, Af = img.reshape(c, -1), A.reshape(-1)
 
     # Per sub-lattice: gathered F, B (channels, N, sy / 2, sx / 2) and the coefficients
     # of the update on its updated part. Edge weights are eps + omega |alpha_i - alpha_j|,
@@ -205,8 +234,11 @@ def sweep_level(
     lat, lin = {}, {}
     for p, q in _SUBLATTICES:
         src = (ry[:, p::2, None] * w + rx[:, None, q::2]).reshape(-1)
-        xsrc = src if wp == w else (ry[:, p::2, None] * wp + rx[:, None, q::2]).reshape(-1)
-        lat[p, q] = Xf.index_select(1, xsrc).view(c2, -1, ny, nx)
+        if from_coarser:
+            xsrc = ((ry[:, p::2, None] >> 1) * xw + (rx[:, None, q::2] >> 1)).reshape(-1)
+        else:
+            xsrc = src
+        lat[p, q] = xs.index_select(1, xsrc).view(c2, -1, ny, nx)
         lin[p, q] = src
     At = Af.index_select(0, (ry[:, :, None] * w + rx[:, None, :]).reshape(-1)).view(-1, sy, sx)
     wv = (At[:, 1:] - At[:, :-1]).abs_().mul_(omega).add_(eps)  # edge (y, x)-(y + 1, x)
@@ -241,7 +273,7 @@ def sweep_level(
             outside = (gy == 0, gy == full[0] - 1, gx == 0, gx == full[1] - 1)
             for out, edge in zip(outside, border, strict=True):
                 if edge:
-                    sw = out.to(X.dtype).mul_(eps).expand_as(a)
+                    sw = out.to(Xp.dtype).mul_(eps).expand_as(a)
                     self_w = sw if self_w is None else self_w + sw
         total = weights[0] + weights[1]
         total += weights[2]
@@ -297,7 +329,6 @@ def sweep_level(
     j0, j1 = halo // 2, (halo + tx_) // 2
     for (p, q), v in lat.items():
         grid[:, :, :, p, :, :, q][:, ti, :, tj, :] = v[:, :, k0:k1, j0:j1].transpose(0, 1)
-    return Xp[:, :h, :w]
 
 
 def _tile_any(mask, tile: int):

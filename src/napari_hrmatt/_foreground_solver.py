@@ -27,7 +27,7 @@ __all__ = [
 
 # Tile edges (pixels of the level) tried for the banded fine-level sweeps; each level
 # takes the one (or a dense sweep) that sweeps the fewest pixels. Small tiles follow thin
-# hair closely; each costs a halo of 2 n + 2 pixels per side, so not too small.
+# hair closely; each costs a halo of 2 n pixels per side, so not too small.
 TILES = (16, 32, 64, 128)
 
 # Swept pixels per batch of tiles on the CPU: the work arrays of a batch (~100 bytes per
@@ -175,7 +175,7 @@ def sweep_level(
     if tile is None:  # one tile of even sides, halo 2 (the outer ring stays fixed)
         ty_, tx_, halo = h + h % 2, w + w % 2, 2
     else:
-        ty_, tx_, halo = tile, tile, 2 * n_iter + 2
+        ty_, tx_, halo = tile, tile, 2 * n_iter
     nty, ntx = -(-h // ty_), -(-w // tx_)
     if active is None:
         active = torch.ones((nty, ntx), dtype=torch.bool, device=dev)
@@ -352,7 +352,7 @@ def _grow(mask, r: int):
     return m[0, 0] > 0
 
 
-def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES):
+def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES, dense=True):
     """Tiling of each fine level: ``{k: (tile, active)}``, ``tile`` None for dense.
 
     From fine to coarse: on level 0 the pixels that must come out exact are those with
@@ -360,7 +360,8 @@ def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES):
     needed pixels grown by ``2 n_k`` must be exact on entry; they are upsampled from
     their parents on level k + 1, which are that level's needed pixels. Each level is
     then covered by whichever tiling sweeps the fewest pixels: tiles of one of the edges
-    in ``tiles`` (those holding a needed pixel, each with its halo) or one dense tile.
+    in ``tiles`` (those holding a needed pixel, each with its halo) or, if ``dense``,
+    one dense tile.
     """
     import torch.nn.functional as F
 
@@ -369,13 +370,13 @@ def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES):
     for k in levels:
         n = plan.iterations[k]
         h, w = sizes[k]
-        best = (h + h % 2 + 4) * (w + w % 2 + 4), None, None
+        best = ((h + h % 2 + 4) * (w + w % 2 + 4) if dense else float("inf")), None, None
         act, edge = None, 0
         for t in sorted(tiles):
             # Coarser tile grids from finer ones when the edges double (cheap).
             act = _tile_any(need, t) if act is None or t != 2 * edge else _tile_any(act, 2)
             edge = t
-            cost = int(act.sum()) * (t + 4 * n + 4) ** 2
+            cost = int(act.sum()) * (t + 4 * n) ** 2
             if cost < best[0]:
                 best = cost, t, act
         out[k] = best[1:]

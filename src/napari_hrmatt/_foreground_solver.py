@@ -30,6 +30,11 @@ __all__ = [
 # hair closely; each costs a halo of 2 n pixels per side, so not too small.
 TILES = (16, 32, 64, 128)
 
+# Relative time per swept pixel of each tile edge (None: one dense tile), measured on one
+# CPU thread on a 1024 x 1024 level (benchmarks: docs/foreground.md, "Profile"): small
+# tiles pay per row, large ones per cache miss; a dense level is one huge tile.
+_TILE_COST = {16: 1.12, 32: 1.0, 64: 1.07, 128: 1.16, None: 2.4}
+
 # Swept pixels per batch of tiles on the CPU: the work arrays of a batch (~100 bytes per
 # pixel) stay closer to the core; measured ~10 % faster than one batch of all tiles at
 # 5 MP (2^16-2^18 alike). On CUDA all tiles go in one batch.
@@ -359,9 +364,9 @@ def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES, dense=True):
     ``0 < alpha < 1``. ``n`` sweeps read at most ``2 n`` pixels away, so on level k the
     needed pixels grown by ``2 n_k`` must be exact on entry; they are upsampled from
     their parents on level k + 1, which are that level's needed pixels. Each level is
-    then covered by whichever tiling sweeps the fewest pixels: tiles of one of the edges
-    in ``tiles`` (those holding a needed pixel, each with its halo) or, if ``dense``,
-    one dense tile.
+    then covered by whichever tiling costs least (swept pixels times the measured cost
+    per pixel of the tile edge): tiles of one of the edges in ``tiles`` (those holding
+    a needed pixel, each with its halo) or, if ``dense``, one dense tile.
     """
     import torch.nn.functional as F
 
@@ -370,13 +375,15 @@ def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES, dense=True):
     for k in levels:
         n = plan.iterations[k]
         h, w = sizes[k]
-        best = ((h + h % 2 + 4) * (w + w % 2 + 4) if dense else float("inf")), None, None
+        best = float("inf"), None, None
+        if dense:
+            best = (h + h % 2 + 4) * (w + w % 2 + 4) * _TILE_COST[None], None, None
         act, edge = None, 0
         for t in sorted(tiles):
             # Coarser tile grids from finer ones when the edges double (cheap).
             act = _tile_any(need, t) if act is None or t != 2 * edge else _tile_any(act, 2)
             edge = t
-            cost = int(act.sum()) * (t + 4 * n) ** 2
+            cost = int(act.sum()) * (t + 4 * n) ** 2 * _TILE_COST.get(t, 1.0)
             if cost < best[0]:
                 best = cost, t, act
         out[k] = best[1:]

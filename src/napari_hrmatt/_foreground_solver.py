@@ -135,7 +135,18 @@ _UPDATE = {
 
 
 def sweep_level(
-    X, img, A, *, origin, full, n_iter, plan, tile=None, active=None, from_coarser=False
+    X,
+    img,
+    A,
+    *,
+    origin,
+    full,
+    n_iter,
+    plan,
+    tile=None,
+    active=None,
+    from_coarser=False,
+    channels=None,
 ):
     """Run ``n_iter`` red-black sweeps of one pyramid level, tile by tile.
 
@@ -162,6 +173,9 @@ def sweep_level(
         Tiles to sweep (default all); the others keep their values.
     from_coarser : bool
         ``X`` is the coarser level (upsampled straight into the work array).
+    channels : int, optional
+        Return only the first ``channels`` channels (``C``: ``F`` alone, for the finest
+        level when ``B`` is not wanted), saving their upsampling and write-back.
 
     Notes
     -----
@@ -185,19 +199,20 @@ def sweep_level(
     if active is None:
         active = torch.ones((nty, ntx), dtype=torch.bool, device=dev)
     idx = active.nonzero()
+    nout = c2 if channels is None else channels
     if idx.shape[0] == 0 or n_iter == 0:
-        return upsample(X, (h, w)) if from_coarser else X
+        return (upsample(X, (h, w)) if from_coarser else X)[:nout]
     ti, tj = idx[:, 0], idx[:, 1]
     sy, sx = ty_ + 2 * halo, tx_ + 2 * halo  # even
     # The level padded to whole tiles; tile pixels past the level are swept but dropped.
     hp, wp = nty * ty_, ntx * tx_
-    Xp = torch.empty((c2, hp, wp), dtype=X.dtype, device=dev)
+    Xp = torch.empty((nout, hp, wp), dtype=X.dtype, device=dev)
     if from_coarser:  # nearest-neighbour upsampling, written once (hp, wp are even)
         hc, wc = min(X.shape[1], hp // 2), min(X.shape[2], wp // 2)
-        up = Xp.view(c2, hp // 2, 2, wp // 2, 2)[:, :hc, :, :wc, :]
-        up.copy_(X[:, :hc, None, :wc, None].expand(c2, hc, 2, wc, 2))
+        up = Xp.view(nout, hp // 2, 2, wp // 2, 2)[:, :hc, :, :wc, :]
+        up.copy_(X[:nout, :hc, None, :wc, None].expand(nout, hc, 2, wc, 2))
     else:
-        Xp[:, :h, :w] = X
+        Xp[:, :h, :w] = X[:nout]
     # Tiles read their initial values from X (never written) and write their interiors
     # into Xp, in batches of about _BATCH swept pixels, whose work arrays stay in cache.
     xs = X.contiguous().view(c2, -1)
@@ -217,7 +232,8 @@ def _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti, tj, ty_, tx_, halo, origi
     """
     import torch
 
-    c2, hp, wp = Xp.shape
+    c2 = xs.shape[0]
+    nout, hp, wp = Xp.shape
     c = c2 // 2
     h, w = A.shape
     dev = Xp.device
@@ -329,11 +345,11 @@ def _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti, tj, ty_, tx_, halo, origi
             update(pq)
 
     # Write the tile interiors back into the (padded) level.
-    grid = Xp.view(c2, nty, ty_ // 2, 2, ntx, tx_ // 2, 2)
+    grid = Xp.view(nout, nty, ty_ // 2, 2, ntx, tx_ // 2, 2)
     k0, k1 = halo // 2, (halo + ty_) // 2
     j0, j1 = halo // 2, (halo + tx_) // 2
     for (p, q), v in lat.items():
-        grid[:, :, :, p, :, :, q][:, ti, :, tj, :] = v[:, :, k0:k1, j0:j1].transpose(0, 1)
+        grid[:, :, :, p, :, :, q][:, ti, :, tj, :] = v[:nout, :, k0:k1, j0:j1].transpose(0, 1)
 
 
 def _tile_any(mask, tile: int):
@@ -347,14 +363,14 @@ def _tile_any(mask, tile: int):
 
 def _grow(mask, r: int):
     """Grow an (h, w) bool mask by ``r`` pixels in each direction (square dilation)."""
-    import torch.nn.functional as F
-
-    if r <= 0:
-        return mask
-    m = mask.float()[None, None]
-    m = F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
-    m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
-    return m[0, 0] > 0
+    for axis in (0, 1):
+        for _ in range(r):
+            grown = mask.clone()
+            n = mask.shape[axis]
+            grown.narrow(axis, 1, n - 1).logical_or_(mask.narrow(axis, 0, n - 1))
+            grown.narrow(axis, 0, n - 1).logical_or_(mask.narrow(axis, 1, n - 1))
+            mask = grown
+    return mask
 
 
 def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES, dense=True):

@@ -177,6 +177,7 @@ def _solve_block(t, *, coarse, plan, origin, keep, return_background, tiles):
     X = to_tensor(coarse[:, oy : oy + hg, ox : ox + wg], t.device)
     alpha = t[c]
     frac = (alpha > 0) & (alpha < 1)
+    keep_x = keep
     if g > 0 and bool(frac.any()):
         tiling = plan_tiles(frac, plan, range(g), sizes, tiles or ())
         pyramid = [t]
@@ -194,13 +195,17 @@ def _solve_block(t, *, coarse, plan, origin, keep, return_background, tiles):
                 tile=tiling[k][0],
                 active=tiling[k][1],
                 from_coarser=True,
+                channels=None if k or return_background else c,
             )
     elif g > 0:
         # Alpha is only 0 or 1 here: nothing to solve, the coarse F, B extend it.
-        iy = torch.arange(h, device=X.device) >> g
-        ix = torch.arange(w, device=X.device) >> g
+        # Only the kept part is expanded.
+        iy = torch.arange(h, device=X.device)[keep[0]] >> g
+        ix = torch.arange(w, device=X.device)[keep[1]] >> g
         X = X.index_select(1, iy).index_select(2, ix)
-    img, alpha, X = (x[..., keep[0], keep[1]] for x in (t[:c], alpha, X))
+        keep_x = (slice(None), slice(None))
+    img, alpha = t[:c, keep[0], keep[1]], alpha[keep[0], keep[1]]
+    X = X[:, keep_x[0], keep_x[1]]
     fg = torch.where(alpha == 1, img, X[:c])
     if not return_background:
         return fg

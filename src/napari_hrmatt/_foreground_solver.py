@@ -215,10 +215,15 @@ def sweep_level(
         Xp[:, :h, :w] = X[:nout]
     # Tiles read their initial values from X (never written) and write their interiors
     # into Xp, in batches of about _BATCH swept pixels, whose work arrays stay in cache.
-    xs = X.contiguous().view(c2, -1)
+    st = X.stride()
+    if st[2] == 1 and st[1] >= X.shape[2] and st[0] >= st[1] * X.shape[1]:
+        # Row-major with padding (a previous level's work array): read it in place.
+        xs, xw = X.as_strided((c2, st[0]), (st[0], 1)), st[1]
+    else:
+        xs, xw = X.contiguous().view(c2, -1), X.shape[2]
     per = max(1, _BATCH // (sy * sx)) if dev.type == "cpu" else ti.shape[0]
     for i in range(0, ti.shape[0], per):
-        _sweep_tiles(xs, X.shape[2], from_coarser, Xp, img, A, ti[i : i + per], tj[i : i + per],
+        _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti[i : i + per], tj[i : i + per],
                      ty_, tx_, halo, origin, full, n_iter, plan)  # fmt: skip
     return Xp[:, :h, :w]
 
@@ -243,6 +248,8 @@ def _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti, tj, ty_, tx_, halo, origi
     ly = (ti * ty_ - halo)[:, None] + torch.arange(sy, device=dev)[None, :]
     lx = (tj * tx_ - halo)[:, None] + torch.arange(sx, device=dev)[None, :]
     ry, rx = ly.clamp(0, h - 1), lx.clamp(0, w - 1)
+    if max(h * w, xs.shape[1]) < 2**31:  # 32-bit gather indices: half the index traffic
+        ry, rx = ry.int(), rx.int()
     If, Af = img.reshape(c, -1), A.reshape(-1)
 
     # Per sub-lattice: gathered F, B (channels, N, sy / 2, sx / 2) and the coefficients
@@ -257,8 +264,10 @@ def _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti, tj, ty_, tx_, halo, origi
         src = (ry[:, p::2, None] * w + rx[:, None, q::2]).reshape(-1)
         if from_coarser:
             xsrc = ((ry[:, p::2, None] >> 1) * xw + (rx[:, None, q::2] >> 1)).reshape(-1)
-        else:
+        elif xw == w:
             xsrc = src
+        else:
+            xsrc = (ry[:, p::2, None] * xw + rx[:, None, q::2]).reshape(-1)
         lat[p, q] = xs.index_select(1, xsrc).view(c2, -1, ny, nx)
         lin[p, q] = src
     At = Af.index_select(0, (ry[:, :, None] * w + rx[:, None, :]).reshape(-1)).view(-1, sy, sx)

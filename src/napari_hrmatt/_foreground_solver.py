@@ -30,9 +30,10 @@ __all__ = [
 # hair closely; each costs a halo of 2 n pixels per side, so not too small.
 TILES = (16, 32, 64, 128)
 
-# Relative time per swept pixel of each tile edge (None: one dense tile), measured on one
-# CPU thread on a 1024 x 1024 level (benchmarks: docs/foreground.md, "Profile"): small
-# tiles pay per row, large ones per cache miss; a dense level is one huge tile.
+# Relative time per swept pixel of each tile edge (None: one dense tile larger than a
+# batch), measured on one CPU thread on a 1024 x 1024 level (docs/foreground.md,
+# "Profile"): small tiles pay per row, large arrays per cache miss; a dense level no
+# larger than a batch measured like the tiles (1.0).
 _TILE_COST = {16: 1.12, 32: 1.0, 64: 1.07, 128: 1.16, None: 2.4}
 
 # Swept pixels per batch of tiles on the CPU: the work arrays of a batch (~100 bytes per
@@ -402,7 +403,8 @@ def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES, dense=True):
         h, w = sizes[k]
         best = float("inf"), None, None
         if dense:
-            best = (h + h % 2 + 4) * (w + w % 2 + 4) * _TILE_COST[None], None, None
+            px = (h + h % 2 + 4) * (w + w % 2 + 4)
+            best = px * (_TILE_COST[None] if px > _BATCH else 1.0), None, None
         act, edge = None, 0
         for t in sorted(tiles):
             # Coarser tile grids from finer ones when the edges double (cheap).

@@ -180,12 +180,14 @@ def sweep_level(
 
     Notes
     -----
-    Each tile is swept with a halo of ``2 n_iter + 2`` pixels whose outer ring stays
-    fixed: wrong values there travel at most two pixels per sweep, so they stop before
-    the tile's own pixels. Tiles are independent and swept as one batch. Each tile is
-    gathered straight into four sub-lattices by (row, column) parity with one
-    ``index_select`` per sub-lattice (clamped indices: replicate padding), so a
-    half-sweep updates two quarter-size arrays from the other two, without masks.
+    Each tile is swept with a halo of ``2 n_iter`` pixels whose outer ring stays fixed:
+    a ring pixel goes stale at the first half-sweep of its colour and its error moves
+    one pixel per half-sweep, so after ``2 n_iter`` half-sweeps it is ``2 n_iter - 1``
+    pixels in, short of the tile's own pixels. Tiles are independent and swept in
+    batches (of about ``_BATCH`` pixels on the CPU). Each tile is gathered straight into
+    four sub-lattices by (row, column) parity with one ``index_select`` per sub-lattice
+    (clamped indices: replicate padding), so a half-sweep updates two quarter-size
+    arrays from the other two, without masks.
     """
     import torch
 

@@ -164,8 +164,9 @@ def foreground_block(
         return out.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
-def _solve_block(t, *, coarse, plan, origin, keep, return_background, tiles):
-    """:func:`foreground_block` on a (C + 1, h, w) tensor; returns (C or 2C, h', w')."""
+def _solve_block(t, *, coarse, plan, origin, keep, return_background, tiles, out=None):
+    """:func:`foreground_block` on a (C + 1, h, w) tensor; returns (C or 2C, h', w'),
+    written into ``out`` (a view of that shape, e.g. of the output array) if given."""
     import torch
 
     keep = keep or (slice(None), slice(None))
@@ -209,10 +210,13 @@ def _solve_block(t, *, coarse, plan, origin, keep, return_background, tiles):
         keep_x = (slice(None), slice(None))
     img, alpha = t[:c, keep[0], keep[1]], alpha[keep[0], keep[1]]
     X = X[:, keep_x[0], keep_x[1]]
-    fg = torch.where(alpha == 1, img, X[:c])
-    if not return_background:
-        return fg
-    return torch.cat([fg, torch.where(alpha == 0, img, X[c:])])
+    if out is None:
+        out = torch.empty((2 * c if return_background else c,) + alpha.shape, dtype=t.dtype,
+                          device=t.device)  # fmt: skip
+    torch.where(alpha == 1, img, X[:c], out=out[:c])
+    if return_background:
+        torch.where(alpha == 0, img, X[c:], out=out[c:])
+    return out
 
 
 def _block_task(block, *, grid: BlockGrid, block_info=None, **kwargs):
@@ -422,13 +426,15 @@ def _estimate_numpy(image, alpha, plan, grid: BlockGrid, return_background, devi
             img = image_channels(image[region], stacklevel=4)
             img = img if img.flags.writeable else img.copy()  # torch wants writeable
             t = torch.empty((c + 1,) + img.shape[:2], dtype=torch.float32, device=device)
-            t[:c].copy_(torch.from_numpy(img).permute(2, 0, 1))
-            if img.dtype.kind == "u":
-                t[:c].mul_(float(np.float32(1.0 / np.iinfo(img.dtype).max)))
+            src = torch.from_numpy(img).permute(2, 0, 1)
+            if img.dtype.kind == "u":  # converted, transposed and scaled in one pass
+                torch.mul(src, float(np.float32(1.0 / np.iinfo(img.dtype).max)), out=t[:c])
+            else:
+                t[:c].copy_(src)
             t[c].copy_(torch.from_numpy(as_float_alpha(alpha[region])))
-            fb = _solve_block(t, coarse=coarse, plan=plan, origin=origin, keep=keep,
-                              return_background=return_background, tiles=TILES)  # fmt: skip
-            out_t[grid.core(i, j)].copy_(fb.permute(1, 2, 0))
+            _solve_block(t, coarse=coarse, plan=plan, origin=origin, keep=keep,
+                         return_background=return_background, tiles=TILES,
+                         out=out_t[grid.core(i, j)].permute(2, 0, 1))  # fmt: skip
     return out
 
 

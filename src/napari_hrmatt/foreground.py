@@ -427,14 +427,22 @@ def _estimate_numpy(image, alpha, plan, grid: BlockGrid, return_background, devi
             img = img if img.flags.writeable else img.copy()  # torch wants writeable
             t = torch.empty((c + 1,) + img.shape[:2], dtype=torch.float32, device=device)
             src = torch.from_numpy(img).permute(2, 0, 1)
-            if img.dtype.kind == "u":  # converted, transposed and scaled in one pass
-                torch.mul(src, float(np.float32(1.0 / np.iinfo(img.dtype).max)), out=t[:c])
+            cpu = t.device.type == "cpu"
+            if img.dtype.kind == "u":
+                scale = float(np.float32(1.0 / np.iinfo(img.dtype).max))
+                if cpu:  # converted, transposed and scaled in one pass
+                    torch.mul(src, scale, out=t[:c])
+                else:
+                    t[:c].copy_(src).mul_(scale)
             else:
                 t[:c].copy_(src)
             t[c].copy_(torch.from_numpy(as_float_alpha(alpha[region])))
-            _solve_block(t, coarse=coarse, plan=plan, origin=origin, keep=keep,
-                         return_background=return_background, tiles=TILES,
-                         out=out_t[grid.core(i, j)].permute(2, 0, 1))  # fmt: skip
+            dest = out_t[grid.core(i, j)].permute(2, 0, 1)
+            fb = _solve_block(t, coarse=coarse, plan=plan, origin=origin, keep=keep,
+                              return_background=return_background, tiles=TILES,
+                              out=dest if cpu else None)  # fmt: skip
+            if not cpu:
+                dest.copy_(fb)
     return out
 
 

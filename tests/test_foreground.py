@@ -153,6 +153,65 @@ def test_dask_input_is_lazy_and_matches(hairy, whole):
     assert isinstance(lazy, da.Array)
 
 
+def _block_result(hairy, plan, tiles, monkeypatch, shrink=False):
+    """The whole hairy sample as one block (so every image border is a block border),
+    swept densely (``tiles=None``) or in tiles only (never a dense level)."""
+    import napari_hrmatt.foreground as fg_mod
+    from napari_hrmatt._foreground_solver import plan_tiles, solve_coarse
+
+    image, _, alpha, _, _ = hairy
+    block = np.concatenate([as_float_image(image), alpha[..., None]], axis=2)
+    step = 1 << plan.glevel
+    coarse = solve_coarse(block[::step, ::step], plan, "cpu")
+
+    def tiled(frac, *args):
+        if shrink:  # negative control: forget the needed pixels of the lower half
+            frac = frac.clone()
+            frac[frac.shape[0] // 2 :] = False
+        return plan_tiles(frac, *args, dense=False)
+
+    monkeypatch.setattr(fg_mod, "plan_tiles", tiled)
+    return fg_mod.foreground_block(
+        block, coarse=coarse, plan=plan, origin=(0, 0), return_background=True, tiles=tiles
+    )
+
+
+@pytest.mark.parametrize("n_finest, n_big", [(1, 2), (2, 2), (1, 3)])
+@pytest.mark.parametrize("tiles", [(16,), (32,), (16, 32, 64, 128)])
+def test_banded_tiles_equal_dense_sweeps(hairy, n_finest, n_big, tiles, monkeypatch):
+    # Tiles with a 2 n halo, needed pixels propagated level by level: the pixels that
+    # matter (F where alpha > 0, B where alpha < 1) equal sweeping every level whole.
+    _, _, alpha, _, _ = hairy
+    plan = make_plan(alpha.shape, 600, 10, n_big, 32, 1e-5, 1.0, 1.5, n_finest)
+    assert plan.glevel == 3 and plan.iterations[:3] == (n_finest, n_big, n_big)
+    dense = _block_result(hairy, plan, None, monkeypatch)
+    banded = _block_result(hairy, plan, tiles, monkeypatch)
+    c = dense.shape[2] // 2
+    split = ((dense[..., :c], dense[..., c:]), (banded[..., :c], banded[..., c:]))
+    assert _max_diff(*split, alpha) < 1e-6
+
+
+def test_banded_tiles_check_can_fail(hairy, monkeypatch):
+    _, _, alpha, _, _ = hairy
+    plan = make_plan(alpha.shape, 600, 10, 2, 32, 1e-5, 1.0, 1.5, 1)
+    dense = _block_result(hairy, plan, None, monkeypatch)
+    banded = _block_result(hairy, plan, (32,), monkeypatch, shrink=True)
+    c = dense.shape[2] // 2
+    split = ((dense[..., :c], dense[..., c:]), (banded[..., :c], banded[..., c:]))
+    assert _max_diff(*split, alpha) > 1e-3
+
+
+def test_finest_sweeps_option(smooth):
+    image, alpha, _, _ = smooth
+    one = estimate_foreground(image, alpha, device="cpu", global_size=GLOBAL)
+    two = estimate_foreground(
+        image, alpha, device="cpu", global_size=GLOBAL, n_finest_iterations=2
+    )
+    assert np.abs(one - two)[(alpha > 0) & (alpha < 1)].max() > 1e-4
+    with pytest.raises(ValueError, match="sweeps"):
+        estimate_foreground(image, alpha, device="cpu", n_finest_iterations=-1)
+
+
 # --------------------------------------------------------------------------- alpha 0 / 1
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "TILE",
+    "TILES",
     "Plan",
     "make_plan",
     "foreground_overlap",
@@ -21,13 +21,25 @@ __all__ = [
     "subsample",
     "upsample",
     "sweep_level",
-    "needed_tiles",
+    "plan_tiles",
     "solve_coarse",
 ]
 
-# Tile edge (pixels of the level) of the banded fine-level sweeps. Small tiles follow
-# thin hair closely; each costs a halo of 2 n + 1 pixels per side, so not too small.
-TILE = 32
+# Tile edges (pixels of the level) tried for the banded fine-level sweeps; each level
+# takes the one (or a dense sweep) that sweeps the fewest pixels. Small tiles follow thin
+# hair closely; each costs a halo of 2 n pixels per side, so not too small.
+TILES = (16, 32, 64, 128)
+
+# Relative time per swept pixel of each tile edge (None: one dense tile larger than a
+# batch), measured on one CPU thread on a 1024 x 1024 level (docs/foreground.md,
+# "Profile"): small tiles pay per row, large arrays per cache miss; a dense level no
+# larger than a batch measured like the tiles (1.0).
+_TILE_COST = {16: 1.12, 32: 1.0, 64: 1.07, 128: 1.16, None: 2.4}
+
+# Swept pixels per batch of tiles on the CPU: the work arrays of a batch (~100 bytes per
+# pixel) stay closer to the core; measured ~10 % faster than one batch of all tiles at
+# 5 MP (2^16-2^18 alike). On CUDA all tiles go in one batch.
+_BATCH = 1 << 18
 
 
 # --------------------------------------------------------------------------- levels
@@ -53,7 +65,11 @@ class Plan:
         return len(self.iterations) - 1
 
 
-def make_plan(shape, global_size, n_small, n_big, small_size, eps, omega, relaxation=1.5) -> Plan:
+def make_plan(
+    shape, global_size, n_small, n_big, small_size, eps, omega, relaxation=1.5, n_finest=None
+) -> Plan:
+    """The pyramid of an image of ``shape``; ``n_finest`` (default ``n_big``) sweeps on
+    level 0 when it is larger than ``small_size``."""
     h, w = int(shape[0]), int(shape[1])
     top = max(0, math.ceil(math.log2(max(h, w, 1))))  # level L is 1 x 1
     glevel = 0
@@ -63,6 +79,8 @@ def make_plan(shape, global_size, n_small, n_big, small_size, eps, omega, relaxa
     for k in range(top + 1):
         hk, wk = -(-h // (1 << k)), -(-w // (1 << k))
         iterations.append(n_small if hk <= small_size and wk <= small_size else n_big)
+    if n_finest is not None and iterations[0] == n_big:
+        iterations[0] = n_finest
     return Plan((h, w), glevel, tuple(iterations), float(eps), float(omega), float(relaxation))
 
 
@@ -117,13 +135,28 @@ _UPDATE = {
 }
 
 
-def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None):
+def sweep_level(
+    X,
+    img,
+    A,
+    *,
+    origin,
+    full,
+    n_iter,
+    plan,
+    tile=None,
+    active=None,
+    from_coarser=False,
+    channels=None,
+):
     """Run ``n_iter`` red-black sweeps of one pyramid level, tile by tile.
 
     Parameters
     ----------
     X : (2C, h, w) tensor
-        Initial ``F`` and ``B`` stacked; the updated values are returned.
+        Initial ``F`` and ``B`` stacked; the updated values are returned (a new tensor).
+        With ``from_coarser``: the next coarser level, (2C, ceil(h / 2), ceil(w / 2)),
+        whose nearest-neighbour upsampling is the initial value.
     img : (C, h, w) tensor
         Image at this level.
     A : (h, w) tensor
@@ -139,86 +172,166 @@ def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None
         Tile edge (even); ``None`` sweeps the whole array as one tile (dense).
     active : (nty, ntx) bool tensor, optional
         Tiles to sweep (default all); the others keep their values.
+    from_coarser : bool
+        ``X`` is the coarser level (upsampled straight into the work array).
+    channels : int, optional
+        Return only the first ``channels`` channels (``C``: ``F`` alone, for the finest
+        level when ``B`` is not wanted), saving their upsampling and write-back.
 
     Notes
     -----
-    Each tile is swept with a halo of ``2 n_iter + 2`` pixels whose outer ring stays
-    fixed: wrong values there travel at most two pixels per sweep, so they stop before
-    the tile's own pixels. Tiles are independent and swept as one batch. Each tile is
-    gathered straight into four sub-lattices by (row, column) parity, so a half-sweep
-    updates two quarter-size arrays from the other two, without masks.
+    Each tile is swept with a halo of ``2 n_iter`` pixels whose outer ring stays fixed:
+    a ring pixel goes stale at the first half-sweep of its colour and its error moves
+    one pixel per half-sweep, so after ``2 n_iter`` half-sweeps it is ``2 n_iter - 1``
+    pixels in, short of the tile's own pixels. Tiles are independent and swept in
+    batches (of about ``_BATCH`` pixels on the CPU). Each tile is gathered straight into
+    four sub-lattices by (row, column) parity with one ``index_select`` per sub-lattice
+    (clamped indices: replicate padding), so a half-sweep updates two quarter-size
+    arrays from the other two, without masks.
     """
     import torch
 
-    c2, h, w = X.shape
-    c = c2 // 2
+    c2 = X.shape[0]
+    h, w = A.shape
     dev = X.device
-    if tile is None:
-        ty_, tx_, halo = h, w, 2
+    if tile is None:  # one tile of even sides, halo 2 (the outer ring stays fixed)
+        ty_, tx_, halo = h + h % 2, w + w % 2, 2
     else:
-        ty_, tx_, halo = tile, tile, 2 * n_iter + 2
+        ty_, tx_, halo = tile, tile, 2 * n_iter
     nty, ntx = -(-h // ty_), -(-w // tx_)
     if active is None:
         active = torch.ones((nty, ntx), dtype=torch.bool, device=dev)
     idx = active.nonzero()
-    if idx.shape[0] == 0:
-        return X
+    nout = c2 if channels is None else channels
+    if idx.shape[0] == 0 or n_iter == 0:
+        return (upsample(X, (h, w)) if from_coarser else X)[:nout]
     ti, tj = idx[:, 0], idx[:, 1]
-    # Tile arrays have even sides so the sub-lattices have equal sizes.
-    sy, sx = ty_ + 2 * halo + (ty_ % 2), tx_ + 2 * halo + (tx_ % 2)
-    # Level rows / columns of every tile pixel, split by parity: ly[p] is (N, sy / 2).
+    sy, sx = ty_ + 2 * halo, tx_ + 2 * halo  # even
+    # The level padded to whole tiles; tile pixels past the level are swept but dropped.
+    hp, wp = nty * ty_, ntx * tx_
+    Xp = torch.empty((nout, hp, wp), dtype=X.dtype, device=dev)
+    if from_coarser:  # nearest-neighbour upsampling, written once (hp, wp are even)
+        hc, wc = min(X.shape[1], hp // 2), min(X.shape[2], wp // 2)
+        up = Xp.view(nout, hp // 2, 2, wp // 2, 2)[:, :hc, :, :wc, :]
+        up.copy_(X[:nout, :hc, None, :wc, None].expand(nout, hc, 2, wc, 2))
+    else:
+        Xp[:, :h, :w] = X[:nout]
+    # Tiles read their initial values from X (never written) and write their interiors
+    # into Xp, in batches of about _BATCH swept pixels, whose work arrays stay in cache.
+    st = X.stride()
+    if st[2] == 1 and st[1] >= X.shape[2] and st[0] >= st[1] * X.shape[1]:
+        # Row-major with padding (a previous level's work array): read it in place.
+        xs, xw = X.as_strided((c2, st[0]), (st[0], 1)), st[1]
+    else:
+        xs, xw = X.contiguous().view(c2, -1), X.shape[2]
+    per = max(1, _BATCH // (sy * sx)) if dev.type == "cpu" else ti.shape[0]
+    for i in range(0, ti.shape[0], per):
+        _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti[i : i + per], tj[i : i + per],
+                     ty_, tx_, halo, origin, full, n_iter, plan)  # fmt: skip
+    return Xp[:, :h, :w]
+
+
+def _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti, tj, ty_, tx_, halo, origin, full, n_iter,
+                 plan):  # fmt: skip
+    """Gather, sweep and write back one batch of tiles (see :func:`sweep_level`).
+
+    ``xs`` is the initial state flattened, ``xw`` its row length: the level itself, or
+    with ``from_coarser`` the coarser level (a level pixel reads its parent).
+    """
+    import torch
+
+    c2 = xs.shape[0]
+    nout, hp, wp = Xp.shape
+    c = c2 // 2
+    h, w = A.shape
+    dev = Xp.device
+    sy, sx = ty_ + 2 * halo, tx_ + 2 * halo
+    nty, ntx = hp // ty_, wp // tx_
+    # Level rows / columns of every tile pixel: (N, sy), (N, sx).
     ly = (ti * ty_ - halo)[:, None] + torch.arange(sy, device=dev)[None, :]
     lx = (tj * tx_ - halo)[:, None] + torch.arange(sx, device=dev)[None, :]
-    ly = (ly[:, 0::2], ly[:, 1::2])
-    lx = (lx[:, 0::2], lx[:, 1::2])
-    pad = (halo, ntx * tx_ - w + halo + tx_ % 2, halo, nty * ty_ - h + halo + ty_ % 2)
+    ry, rx = ly.clamp(0, h - 1), lx.clamp(0, w - 1)
+    if max(h * w, xs.shape[1]) < 2**31:  # 32-bit gather indices: half the index traffic
+        ry, rx = ry.int(), rx.int()
+    If, Af = img.reshape(c, -1), A.reshape(-1)
 
-    def gather(t):  # (c, h, w) -> (c, N, sy, sx); replicate padding = clamped indices
-        p = torch.nn.functional.pad(t[None], pad, mode="replicate")[0]
-        return p.unfold(1, sy, ty_).unfold(2, sx, tx_)[:, ti, tj]
-
-    # Sub-lattice arrays are (channels, N, sy / 2, sx / 2).
-    Xt = gather(X)
-    lat = {pq: Xt[..., pq[0] :: 2, pq[1] :: 2].contiguous() for pq in _SUBLATTICES}
-    At = gather(A[None])[0]
-    alat = {pq: At[..., pq[0] :: 2, pq[1] :: 2] for pq in _SUBLATTICES}
-    It = gather(img)
-    del Xt
-
-    # Per sub-lattice coefficients of the update on its updated part. Edge weights are
-    # eps + omega |alpha_i - alpha_j|; an edge leaving the image becomes a self-edge of
-    # weight eps (PyMatting clamps the neighbour's coordinates, so the neighbour is the
-    # pixel itself). Weights are divided by their sum W (see the module notes).
+    # Per sub-lattice: gathered F, B (channels, N, sy / 2, sx / 2) and the coefficients
+    # of the update on its updated part. Edge weights are eps + omega |alpha_i - alpha_j|,
+    # computed once per edge on the tiles' full layout; an edge leaving the image becomes
+    # a self-edge of weight eps (PyMatting clamps the neighbour's coordinates, so the
+    # neighbour is the pixel itself). Weights are divided by their sum W (module notes).
     eps, omega, relax = plan.eps, plan.omega, plan.relaxation
-    zero = torch.zeros((), dtype=X.dtype, device=dev)
+    ny, nx = sy // 2, sx // 2
+    lat, lin = {}, {}
+    for p, q in _SUBLATTICES:
+        src = (ry[:, p::2, None] * w + rx[:, None, q::2]).reshape(-1)
+        if from_coarser:
+            xsrc = ((ry[:, p::2, None] >> 1) * xw + (rx[:, None, q::2] >> 1)).reshape(-1)
+        elif xw == w:
+            xsrc = src
+        else:
+            xsrc = (ry[:, p::2, None] * xw + rx[:, None, q::2]).reshape(-1)
+        lat[p, q] = xs.index_select(1, xsrc).view(c2, -1, ny, nx)
+        lin[p, q] = src
+    At = Af.index_select(0, (ry[:, :, None] * w + rx[:, None, :]).reshape(-1)).view(-1, sy, sx)
+    wv = (At[:, 1:] - At[:, :-1]).abs_().mul_(omega).add_(eps)  # edge (y, x)-(y + 1, x)
+    wh = (At[:, :, 1:] - At[:, :, :-1]).abs_().mul_(omega).add_(eps)  # (y, x)-(y, x + 1)
+    gy_all, gx_all = origin[0] + ly, origin[1] + lx
+    border = (bool(gy_all.min() <= 0), bool(gy_all.max() >= full[0] - 1),
+              bool(gx_all.min() <= 0), bool(gx_all.max() >= full[1] - 1))  # fmt: skip
+    if border[0] or border[1]:
+        cut = (gy_all[:, :-1] == -1) | (gy_all[:, :-1] == full[0] - 1)
+        wv.masked_fill_(cut[:, :, None], 0.0)
+    if border[2] or border[3]:
+        cut = (gx_all[:, :-1] == -1) | (gx_all[:, :-1] == full[1] - 1)
+        wh.masked_fill_(cut[:, None, :], 0.0)
+
+    def full_slice(sub: slice, n: int, parity: int, shift: int) -> slice:
+        # Full-layout positions 2 i + parity + shift of the sub-lattice indices i in sub.
+        i0, i1, _ = sub.indices(n)
+        return slice(2 * i0 + parity + shift, 2 * i1 + parity + shift - 1, 2)
+
     coef = {}
     has_self = False
     for pq in _SUBLATTICES:
-        (rows, cols), nbrs = _UPDATE[pq]
-        a = alat[pq][:, rows, cols]
-        gy = (origin[0] + ly[pq[0]][:, rows])[:, :, None]
-        gx = (origin[1] + lx[pq[1]][:, cols])[:, None, :]
-        outside = (gy == 0, gy == full[0] - 1, gx == 0, gx == full[1] - 1)
-        weights = [
-            torch.where(out, zero, eps + omega * (a - alat[src][:, r, q]).abs())
-            for (src, r, q), out in zip(nbrs, outside, strict=True)
-        ]
-        self_w = sum(out.to(X.dtype) for out in outside) * eps
-        total = weights[0] + weights[1] + weights[2] + weights[3] + self_w
-        has_self = has_self or bool((self_w > 0).any())
+        (rows, cols), _ = _UPDATE[pq]
+        yr, xr = full_slice(rows, ny, pq[0], 0), full_slice(cols, nx, pq[1], 0)
+        yu, xl = full_slice(rows, ny, pq[0], -1), full_slice(cols, nx, pq[1], -1)
+        a = At[:, yr, xr]
+        weights = [wv[:, yu, xr], wv[:, yr, xr], wh[:, yr, xl], wh[:, yr, xr]]  # u d l r
+        self_w = None
+        if any(border):
+            gy = gy_all[:, yr][:, :, None]
+            gx = gx_all[:, xr][:, None, :]
+            outside = (gy == 0, gy == full[0] - 1, gx == 0, gx == full[1] - 1)
+            for out, edge in zip(outside, border, strict=True):
+                if edge:
+                    sw = out.to(Xp.dtype).mul_(eps).expand_as(a)
+                    self_w = sw if self_w is None else self_w + sw
+        total = weights[0] + weights[1]
+        total += weights[2]
+        total += weights[3]
+        if self_w is not None:
+            total += self_w
+            has_self = True
         a1 = 1.0 - a
-        denom = total + a * a + a1 * a1
+        denom = total + a * a
+        denom.addcmul_(a1, a1)
         # Over-relaxation x + r (x_gs - x) folded into the coefficients: the weights
         # give r F_bar, the residual divides it back out, and (1 - r) x is added last.
+        scale = torch.reciprocal(total).mul_(relax)
+        gain = torch.reciprocal(denom).mul_(relax)
+        ysrc = lin[pq].view(-1, ny, nx)[:, rows, cols].reshape(-1)
         coef[pq] = {
-            "w": [wd * (relax / total) for wd in weights],
-            "s": self_w * (relax / total),
+            "w": [wd * scale for wd in weights],
+            "s": None if self_w is None else self_w * scale,
             "a0": a / relax,
             "a1": a1 / relax,
-            "g0": a * (relax / denom),
-            "g1": a1 * (relax / denom),
-            "img": It[..., pq[0] :: 2, pq[1] :: 2][..., rows, cols].contiguous(),
+            "g0": a * gain,
+            "g1": a1.mul_(gain),
+            "img": If.index_select(1, ysrc).view(c, *a.shape),
         }
+    del At, wv, wh, lin
 
     def update(pq):
         co = coef[pq]
@@ -228,7 +341,7 @@ def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None
         for wd, v in zip(co["w"][1:], views[1:], strict=True):
             m.addcmul_(wd, v)
         target = lat[pq][..., rows, cols]
-        if has_self:
+        if has_self and co["s"] is not None:
             m.addcmul_(co["s"], target)
         fm, bm = m[:c], m[c:]
         res = torch.addcmul(co["img"], co["a0"], fm, value=-1.0)
@@ -237,24 +350,18 @@ def sweep_level(X, img, A, *, origin, full, n_iter, plan, tile=None, active=None
         bm.addcmul_(co["g1"], res)
         if relax != 1.0:
             m.add_(target, alpha=1.0 - relax)
-        target.copy_(m.clamp_(0.0, 1.0))
+        torch.clamp(m, 0.0, 1.0, out=target)
 
     for _ in range(n_iter):
         for pq in _SUBLATTICES:  # red (00, 11), then black (01, 10)
             update(pq)
 
-    if tile is None:
-        out = torch.empty((c2, sy, sx), dtype=X.dtype, device=dev)
-        for (p, q), v in lat.items():
-            out[:, p::2, q::2] = v[:, 0]
-        return out[:, halo : halo + h, halo : halo + w].contiguous()
-    # Write the tile interiors back into the level.
-    Xf = torch.nn.functional.pad(X, (0, ntx * tx_ - w, 0, nty * ty_ - h))
-    grid = Xf.view(c2, nty, ty_ // 2, 2, ntx, tx_ // 2, 2)
+    # Write the tile interiors back into the (padded) level.
+    grid = Xp.view(nout, nty, ty_ // 2, 2, ntx, tx_ // 2, 2)
     k0, k1 = halo // 2, (halo + ty_) // 2
+    j0, j1 = halo // 2, (halo + tx_) // 2
     for (p, q), v in lat.items():
-        grid[:, :, :, p, :, :, q][:, ti, :, tj, :] = v[:, :, k0:k1, k0:k1].transpose(0, 1)
-    return Xf[:, :h, :w]
+        grid[:, :, :, p, :, :, q][:, ti, :, tj, :] = v[:nout, :, k0:k1, j0:j1].transpose(0, 1)
 
 
 def _tile_any(mask, tile: int):
@@ -266,33 +373,57 @@ def _tile_any(mask, tile: int):
     return m.view(m.shape[0] // tile, tile, m.shape[1] // tile, tile).any(3).any(1)
 
 
-def needed_tiles(frac, plan: Plan, levels: range, tile: int, sizes):
-    """Active tiles per fine level: those whose result can reach a soft-alpha pixel.
+def _grow(mask, r: int):
+    """Grow an (h, w) bool mask by ``r`` pixels in each direction (square dilation)."""
+    for axis in (0, 1):
+        for _ in range(r):
+            grown = mask.clone()
+            n = mask.shape[axis]
+            grown.narrow(axis, 1, n - 1).logical_or_(mask.narrow(axis, 0, n - 1))
+            grown.narrow(axis, 0, n - 1).logical_or_(mask.narrow(axis, 1, n - 1))
+            mask = grown
+    return mask
 
-    From fine to coarse: on level 0, the tiles holding a pixel with ``0 < alpha < 1``.
-    The pixels that a level's active tiles read (interior plus halo) must be exact on
-    entry, so the parents of those pixels must be exact on the next coarser level,
-    whose active tiles are the ones covering them.
+
+def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES, dense=True):
+    """Tiling of each fine level: ``{k: (tile, active)}``, ``tile`` None for dense.
+
+    From fine to coarse: on level 0 the pixels that must come out exact are those with
+    ``0 < alpha < 1``. ``n`` sweeps read at most ``2 n`` pixels away, so on level k the
+    needed pixels grown by ``2 n_k`` must be exact on entry; they are upsampled from
+    their parents on level k + 1, which are that level's needed pixels. Each level is
+    then covered by whichever tiling costs least (swept pixels times the measured cost
+    per pixel of the tile edge): tiles of one of the edges in ``tiles`` (those holding
+    a needed pixel, each with its halo) or, if ``dense``, one dense tile.
     """
     import torch.nn.functional as F
 
-    active = {}
-    act = _tile_any(frac, tile)
+    out = {}
+    need = frac
     for k in levels:
-        active[k] = act
+        n = plan.iterations[k]
+        h, w = sizes[k]
+        best = float("inf"), None, None
+        if dense:
+            px = (h + h % 2 + 4) * (w + w % 2 + 4)
+            best = px * (_TILE_COST[None] if px > _BATCH else 1.0), None, None
+        act, edge = None, 0
+        for t in sorted(tiles):
+            # Coarser tile grids from finer ones when the edges double (cheap).
+            act = _tile_any(need, t) if act is None or t != 2 * edge else _tile_any(act, 2)
+            edge = t
+            cost = int(act.sum()) * (t + 4 * n) ** 2 * _TILE_COST.get(t, 1.0)
+            if cost < best[0]:
+                best = cost, t, act
+        out[k] = best[1:]
         if k + 1 not in levels:
             break
-        # Level k + 1 pixels whose children lie within `halo` of an active tile are
-        # those within ceil(halo / 2) of the tile seen at level k + 1 (T / 2 wide).
-        halo = 2 * plan.iterations[k] + 2
-        r = -(-halo // 2)
-        half = tile // 2
-        region = act.repeat_interleave(half, 0).repeat_interleave(half, 1)
-        region = region[: sizes[k + 1][0], : sizes[k + 1][1]].float()[None, None]
-        region = F.max_pool2d(region, (2 * r + 1, 1), stride=1, padding=(r, 0))
-        region = F.max_pool2d(region, (1, 2 * r + 1), stride=1, padding=(0, r))
-        act = _tile_any(region[0, 0] > 0, tile)
-    return active
+        # The parents of the needed pixels grown by 2 n are among the parents of the
+        # needed pixels grown by n on level k + 1 (cheaper there).
+        m = F.pad(need, (0, w % 2, 0, h % 2))
+        need = m.view(m.shape[0] // 2, 2, m.shape[1] // 2, 2).any(3).any(1)
+        need = _grow(need, n)
+    return out
 
 
 def solve_coarse(small: np.ndarray, plan: Plan, device: str) -> np.ndarray:
@@ -320,7 +451,7 @@ def _solve_coarse_torch(t, plan: Plan) -> np.ndarray:
     c = t.shape[0] - 1
     pyramid = {plan.glevel: t.contiguous()}
     for k in range(plan.glevel + 1, plan.levels + 1):
-        pyramid[k] = pyramid[k - 1][:, ::2, ::2]
+        pyramid[k] = pyramid[k - 1][:, ::2, ::2].contiguous()
     img, alpha = pyramid[plan.glevel][:c], pyramid[plan.glevel][c]
     # Start from the mean colours of the (mostly) foreground and background pixels.
     means = []
@@ -330,14 +461,14 @@ def _solve_coarse_torch(t, plan: Plan) -> np.ndarray:
     X = torch.cat(means)[:, None, None].to(torch.float32)
     for k in range(plan.levels, plan.glevel - 1, -1):  # coarse to fine
         level = pyramid[k]
-        X = upsample(X, level.shape[1:]) if k < plan.levels else X.expand(2 * c, 1, 1)
         X = sweep_level(
-            X.contiguous(),
+            X if k < plan.levels else X.expand(2 * c, 1, 1),
             level[:c],
             level[c],
             origin=(0, 0),
             full=plan.size(k),
             n_iter=plan.iterations[k],
             plan=plan,
+            from_coarser=k < plan.levels,
         )
     return X.cpu().numpy()

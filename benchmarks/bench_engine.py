@@ -1,4 +1,4 @@
-"""Engine benchmark: napari-hrmatt ("cf") against PyMatting's estimate_alpha_cf.
+"""Engine benchmark: napari-hrmatt (cf; `scale --model`) against PyMatting's estimate_alpha_cf.
 
 Two parts, each printing a markdown table with ratios measured in the same run:
 

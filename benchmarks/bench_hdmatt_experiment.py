@@ -3,7 +3,8 @@
 The seed papers of this project (HDMatt, Yu et al. AAAI 2021; LFPNet, Liu et al.
 2021) argue that high-resolution matting cannot be done by (b) downsampling or
 (c) independent patches, but that patches *with* long-range context can. We measure
-that claim with our closed-form solver on semi-synthetic high-resolution composites
+that claim with our closed-form solver (``--model cf``, the default; ``--model ifm`` for
+information-flow matting) on semi-synthetic high-resolution composites
 (real HR alphamatting.com mattes, see ``benchmarks/composites.py``) of dev images:
 
 (a) ``whole``     whole-image solve at full resolution (where it fits in memory):
@@ -58,34 +59,36 @@ def _known(trimap: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return alpha
 
 
-def _model(options):
+def _model(name, options):
     from napari_hrmatt.models import get_model
 
-    return get_model("cf", "auto", **options)
+    return get_model(name, "auto", **options)
 
 
-def run_whole(image, trimap, *, global_size, chunks, options):
-    from napari_hrmatt.global_pass import global_pass
-    from napari_hrmatt.image import as_float_image
-
-    h, w = trimap.shape
-    ctx = global_pass(as_float_image(image), trimap, model=_model(options), global_size=h * w)
-    assert ctx.factor == 1
-    return _known(trimap, ctx.alpha)
-
-
-def run_downsample(image, trimap, *, global_size, chunks, options):
+def run_whole(image, trimap, *, model, global_size, chunks, options):
     from napari_hrmatt.global_pass import global_pass
     from napari_hrmatt.image import as_float_image
 
     h, w = trimap.shape
     ctx = global_pass(
-        as_float_image(image), trimap, model=_model(options), global_size=global_size
+        as_float_image(image), trimap, model=_model(model, options), global_size=h * w
+    )
+    assert ctx.factor == 1
+    return _known(trimap, ctx.alpha)
+
+
+def run_downsample(image, trimap, *, model, global_size, chunks, options):
+    from napari_hrmatt.global_pass import global_pass
+    from napari_hrmatt.image import as_float_image
+
+    h, w = trimap.shape
+    ctx = global_pass(
+        as_float_image(image), trimap, model=_model(model, options), global_size=global_size
     )
     return _known(trimap, ctx.alpha_at(0, 0, h, w))
 
 
-def _patch_alone(block, *, options):
+def _patch_alone(block, *, model, options):
     """Solve one grown tile with only its own trimap (no global alpha, free borders)."""
     tri = block[..., -1].astype(np.uint8)
     unknown = tri == 128
@@ -94,10 +97,11 @@ def _patch_alone(block, *, options):
         # Nothing to solve, or nothing to propagate from: a tile inside a wide
         # unknown band is exactly where naive patches have no information.
         return alpha
-    return np.asarray(_model(dict(options)).global_alpha(block[..., :-1], tri), np.float32)
+    solver = _model(model, dict(options))
+    return np.asarray(solver.global_alpha(block[..., :-1], tri), np.float32)
 
 
-def run_patches(image, trimap, *, global_size, chunks, options):
+def run_patches(image, trimap, *, model, global_size, chunks, options):
     import dask.array as da
 
     from napari_hrmatt.global_pass import downsample_factor
@@ -105,7 +109,7 @@ def run_patches(image, trimap, *, global_size, chunks, options):
 
     h, w = trimap.shape
     # Same tiles and overlap as the patch pass of (d), for a like-for-like comparison.
-    overlap = _model(options).overlap(downsample_factor((h, w), global_size))
+    overlap = _model(model, options).overlap(downsample_factor((h, w), global_size))
     img = as_float_image(image)
     stacked = np.concatenate([img, trimap[..., None].astype(np.float32)], axis=2)
     size = max(chunks, overlap)
@@ -113,24 +117,25 @@ def run_patches(image, trimap, *, global_size, chunks, options):
     alpha = da.map_overlap(
         _patch_alone,
         x,
-        depth={0: overlap, 1: overlap, 2: 0},
+        depth={0: min(overlap, h), 1: min(overlap, w), 2: 0},  # the warm-up's 64-px crop
         boundary="none",
         trim=True,
         drop_axis=2,
         dtype=np.float32,
         meta=np.empty((0, 0), np.float32),
+        model=model,
         options=tuple(sorted(options.items())),
     )
     return _known(trimap, alpha.compute())
 
 
-def run_ours(image, trimap, *, global_size, chunks, options):
+def run_ours(image, trimap, *, model, global_size, chunks, options):
     from napari_hrmatt.engine import estimate_alpha
 
     return estimate_alpha(
         image,
         trimap,
-        model="cf",
+        model=model,
         chunks=chunks,
         global_size=global_size,
         model_options=options or None,
@@ -148,7 +153,7 @@ RUNNERS = {
 # --------------------------------------------------------------------------- worker
 
 
-def _worker(variant, npz, global_size, chunks, options, conn):
+def _worker(variant, npz, model, global_size, chunks, options, conn):
     try:
         from napari_hrmatt.bench import measure
         from napari_hrmatt.metrics import evaluate
@@ -157,12 +162,18 @@ def _worker(variant, npz, global_size, chunks, options, conn):
         image, trimap, gt = data["image"], data["trimap"], data["alpha"]
         # Warm-up on a tiny crop: imports and first-call costs stay out of the timing.
         RUNNERS[variant](
-            image[:64, :64], trimap[:64, :64], global_size=1e6, chunks=64, options=options
+            image[:64, :64],
+            trimap[:64, :64],
+            model=model,
+            global_size=1e6,
+            chunks=64,
+            options=options,
         )
         alpha, stats = measure(
             RUNNERS[variant],
             image,
             trimap,
+            model=model,
             global_size=global_size,
             chunks=chunks,
             options=options,
@@ -175,12 +186,14 @@ def _worker(variant, npz, global_size, chunks, options, conn):
         conn.close()
 
 
-def run_variant(variant, npz, *, global_size, chunks, options, timeout) -> dict:
+def run_variant(variant, npz, *, model="cf", global_size, chunks, options, timeout) -> dict:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(variant, npz, global_size, chunks, options, child))
+    proc = ctx.Process(
+        target=_worker, args=(variant, npz, model, global_size, chunks, options, child)
+    )
     t0 = time.perf_counter()
     proc.start()
     child.close()
@@ -208,6 +221,7 @@ COLS = [
     ("Grad", "grad", 1, "{:.1f}"),
     ("Conn", "conn", 1, "{:.1f}"),
     ("time (s)", "time_s", 1, "{:.0f}"),
+    ("CPU (s)", "cpu_s", 1, "{:.0f}"),
     ("peak RSS (MB)", "peak_rss_mb", 1, "{:.0f}"),
 ]
 
@@ -244,7 +258,7 @@ def format_means(rows) -> str:
         sel = [r for r in rows if r["variant"] == variant and r["image"] in complete]
         if not sel:
             continue
-        m = {k: float(np.mean([r[k] for r in sel])) for _, k, _, _ in COLS[:5]}
+        m = {k: float(np.mean([r[k] for r in sel])) for _, k, _, _ in COLS[:-1]}
         m["peak_rss_mb"] = float(np.max([r["peak_rss_mb"] for r in sel]))
         means[variant] = m
         lines.append(
@@ -261,7 +275,7 @@ def format_means(rows) -> str:
 def _write_csv(rows, path) -> None:
     import csv
 
-    keys = ["image", "size", "letter", "variant", "sad", "mse", "grad", "conn", "time_s"]
+    keys = ["image", "size", "letter", "variant", "sad", "mse", "grad", "conn", "time_s", "cpu_s"]
     keys += ["peak_rss_mb", "delta_rss_mb", "status", "error"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -289,10 +303,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="CSV of all rows")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument(
+        "--model", default="cf", help="registered model for every variant (cf, ifm, ...)"
+    )
+    parser.add_argument(
         "--model-options",
         default="",
         metavar="K=V,...",
-        help="closed-form solver settings for every variant, e.g. tol=1e-6,maxiter=2000",
+        help="the model's options for every variant, e.g. tol=1e-6,maxiter=2000",
     )
     args = parser.parse_args(argv)
     import composites
@@ -338,6 +355,7 @@ def main(argv=None) -> int:
                         run_variant(
                             variant,
                             npz,
+                            model=args.model,
                             global_size=args.global_size,
                             chunks=args.chunks,
                             options=options,
@@ -349,6 +367,7 @@ def main(argv=None) -> int:
                     _write_csv(rows, args.out)
     print(
         f"HDMatt experiment on {composites.KIND} HR composites, Trimap{args.trimap}, "
+        f"model {args.model}, "
         f"global_size {args.global_size:.3g} px, chunks {args.chunks}, "
         f"solver options {options or 'default'}\n"
     )

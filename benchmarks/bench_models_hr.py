@@ -4,7 +4,8 @@
 scores the same method names (``hrmatt-<model>[:key=value,...]`` and ``pymatting-*``)
 on the semi-synthetic HR composites of ``benchmarks/composites.py`` (real HR mattes,
 estimated foreground colours, real background photos), resized to ``--megapixels``:
-SAD, MSE, Grad, Conn over the HR trimap's unknown region, wall time and peak RSS.
+SAD, MSE, Grad, Conn over the HR trimap's unknown region, wall time and peak RSS, and
+(second table) CPU seconds per megapixel of unknown pixels with the ratio to ``hrmatt-cf``.
 
 Each (image, method) runs in a fresh process (``_harness.run_child``): time and
 ``VmHWM`` are measured around the call only, after a warm-up on a tiny problem.
@@ -13,10 +14,13 @@ defaults (global pass at 1 MP + patch pass in 512-px blocks), so at 2 MP and mor
 patch pass is part of what is measured.
 
 The held-out images GT19-GT27 are the default: this is an evaluation script, nothing
-here tunes anything. Run (from the repository root)::
+here tunes anything (the cost table, e.g. on dev GT04, is not a quality result). Run (from
+the repository root)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_models_hr.py \\
         --methods hrmatt-cf hrmatt-hdmatt pymatting-cf --megapixels 2 --out /tmp/hr.csv
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_models_hr.py \\
+        --methods hrmatt-cf hrmatt-ifm --images GT04 --megapixels 3    # cost, ifm / cf
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ def main(argv=None) -> int:
                     "trimap": args.trimap,
                 }
                 row.update(height=trimap.shape[0], width=trimap.shape[1])
+                row.update(unknown_px=int((trimap == 128).sum()))
                 out = os.path.join(tmp, "alpha.npy")
                 try:
                     row.update(run_child(__file__, "_solve", method, npz, out))
@@ -117,7 +122,29 @@ def main(argv=None) -> int:
         f"{len(args.images)} images; errors over the unknown region (MSE x1e3)\n"
     )
     print(format_table(summarize(rows)))
+    print()
+    print(cost_table(rows))
     return 0
+
+
+def cost_table(rows) -> str:
+    """CPU seconds per megapixel of unknown pixels, per (image, method), and the ratio to
+    ``hrmatt-cf`` measured in the same run (CPU time, all threads: comparable on a loaded
+    machine, where wall time is not)."""
+    lines = [
+        "| image | size | unknown MP | method | CPU s | CPU s / unknown MP | / cf |",
+        "|---|---|---:|---|---:|---:|---:|",
+    ]
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("cpu_s") not in (None, "")]
+    for r in ok:
+        mp = max(int(r["unknown_px"]), 1) / 1e6
+        cf = [c for c in ok if c["image"] == r["image"] and c["method"] == "hrmatt-cf"]
+        ratio = f"{float(r['cpu_s']) / float(cf[0]['cpu_s']):.2f}" if cf else "-"
+        lines.append(
+            f"| {r['image']} | {r['width']}x{r['height']} | {mp:.2f} | {r['method']} | "
+            f"{float(r['cpu_s']):.1f} | {float(r['cpu_s']) / mp:.1f} | {ratio} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ CSV_FIELDS = (
     "grad",
     "conn",
     "time_s",
+    "cpu_s",
     "peak_rss_mb",
     "delta_rss_mb",
     "memory_probe",
@@ -204,22 +205,25 @@ def measure(fn: Callable, *args, **kwargs):
     result
         What ``fn`` returned.
     stats : dict
-        ``time_s``; ``peak_rss_mb`` (peak resident set size of the whole process while
-        ``fn`` ran); ``delta_rss_mb`` (that minus the RSS just before the call);
+        ``time_s``; ``cpu_s`` (CPU time of the whole process, all threads, during the
+        call: comparable on a loaded machine where wall time is not); ``peak_rss_mb``
+        (peak resident set size of the whole process while ``fn`` ran);
+        ``delta_rss_mb`` (that minus the RSS just before the call);
         ``memory_probe``: ``"VmHWM"`` (reset before the call) or ``"ru_maxrss"`` (the
         process's lifetime peak, an upper bound, where no reset is possible).
     """
     probe = "VmHWM" if _reset_peak() and _status_kb("VmHWM") is not None else "ru_maxrss"
     before = _status_kb("VmRSS")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = fn(*args, **kwargs)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     if probe == "VmHWM":
         peak = _status_kb("VmHWM")
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
     stats = {
         "time_s": elapsed,
+        "cpu_s": cpu,
         "peak_rss_mb": peak / 1024,
         "delta_rss_mb": (peak - before) / 1024 if before is not None else math.nan,
         "memory_probe": probe,
@@ -396,7 +400,7 @@ def write_csv(rows: Iterable[dict], path) -> None:
 
 def read_csv(path) -> list[dict]:
     """Rows written by :func:`write_csv`, with numbers parsed back."""
-    numeric = {"sad", "mse", "grad", "conn", "time_s", "peak_rss_mb", "delta_rss_mb"}
+    numeric = {"sad", "mse", "grad", "conn", "time_s", "cpu_s", "peak_rss_mb", "delta_rss_mb"}
     integer = {"trimap", "height", "width", "unknown_px"}
     rows = []
     with open(path, newline="") as f:

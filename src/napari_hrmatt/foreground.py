@@ -213,9 +213,12 @@ def _solve_block(t, *, coarse, plan, origin, keep, return_background, tiles, out
     if out is None:
         out = torch.empty((2 * c if return_background else c,) + alpha.shape, dtype=t.dtype,
                           device=t.device)  # fmt: skip
-    torch.where(alpha == 1, img, X[:c], out=out[:c])
-    if return_background:
-        torch.where(alpha == 0, img, X[c:], out=out[c:])
+    # One channel at a time: torch.where into the strided (HWC) output measured ~1.7x
+    # faster per channel than over all channels at once (one thread).
+    for value, dst, src in ((1, out[:c], X[:c]), (0, out[c:], X[c:]))[: 1 + return_background]:
+        mask = alpha == value
+        for i in range(c):
+            torch.where(mask, img[i], src[i], out=dst[i])
     return out
 
 
@@ -430,8 +433,9 @@ def _estimate_numpy(image, alpha, plan, grid: BlockGrid, return_background, devi
             cpu = t.device.type == "cpu"
             if img.dtype.kind == "u":
                 scale = float(np.float32(1.0 / np.iinfo(img.dtype).max))
-                if cpu:  # converted, transposed and scaled in one pass
-                    torch.mul(src, scale, out=t[:c])
+                if cpu:  # converted, transposed and scaled in one pass per channel
+                    for ch in range(c):  # (~2x faster than all channels in one call)
+                        torch.mul(src[ch], scale, out=t[ch])
                 else:
                     t[:c].copy_(src).mul_(scale)
             else:

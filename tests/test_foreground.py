@@ -8,7 +8,7 @@ import pytest
 
 from napari_hrmatt._foreground_solver import foreground_overlap, make_plan
 from napari_hrmatt.foreground import estimate_foreground
-from napari_hrmatt.image import as_float_image
+from napari_hrmatt.image import as_float_alpha, as_float_image
 from napari_hrmatt.sample import make_sample
 
 from .conftest import has_cuda
@@ -322,3 +322,29 @@ def test_cuda_matches_cpu(hairy, whole):
         image, alpha, return_background=True, device="cuda", global_size=GLOBAL, chunks=40
     )
     assert _max_diff(gpu, whole, alpha) < 1e-4
+
+
+@pytest.mark.parametrize("bad", [np.nan, 1.01, -0.01])
+def test_bad_alpha_pixel_off_the_global_grid(bad):
+    # The global pass reads every 2^G-th pixel only: the blocks validate the rest.
+    alpha = np.full((64, 80), 0.5, np.float32)
+    alpha[33, 47] = bad
+    with pytest.raises(ValueError, match="NaN" if np.isnan(bad) else r"\[0, 1\]"):
+        estimate_foreground(np.zeros((64, 80, 3), np.uint8), alpha, global_size=100,
+                            chunks=32, device="cpu")  # fmt: skip
+
+
+def test_alpha_dtypes_give_the_same_result(smooth):
+    image, alpha, _, _ = smooth
+    a8 = (alpha * 255).round().astype(np.uint8)
+    for a in (a8, a8.astype(np.uint16) * np.uint16(257), a8 / 255.0):
+        np.testing.assert_array_equal(
+            estimate_foreground(image, a, device="cpu"),
+            estimate_foreground(image, as_float_alpha(a), device="cpu"),
+        )
+    # Values a hair outside [0, 1] are clipped, as by as_float_alpha.
+    a = np.where(alpha > 0.99, np.float32(1.0005), alpha)
+    np.testing.assert_array_equal(
+        estimate_foreground(image, a, device="cpu"),
+        estimate_foreground(image, np.clip(a, 0, 1), device="cpu"),
+    )

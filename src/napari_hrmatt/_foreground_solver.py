@@ -366,11 +366,14 @@ def _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti, tj, ty_, tx_, halo, origi
 
 def _tile_any(mask, tile: int):
     """(h, w) bool -> (ceil(h / tile), ceil(w / tile)): does each tile hold a True."""
+    import torch
     import torch.nn.functional as F
 
     h, w = mask.shape
-    m = F.pad(mask, (0, -w % tile, 0, -h % tile))
-    return m.view(m.shape[0] // tile, tile, m.shape[1] // tile, tile).any(3).any(1)
+    # As uint8, rows of tiles first (long contiguous rows): ~4x faster than bool any().
+    m = F.pad(mask, (0, -w % tile, 0, -h % tile)).view(torch.uint8)
+    r = m.view(m.shape[0] // tile, tile, m.shape[1]).amax(1)
+    return r.view(r.shape[0], -1, tile).amax(2).bool()
 
 
 def _grow(mask, r: int):
@@ -421,7 +424,9 @@ def plan_tiles(frac, plan: Plan, levels: range, sizes, tiles=TILES, dense=True):
         # The parents of the needed pixels grown by 2 n are among the parents of the
         # needed pixels grown by n on level k + 1 (cheaper there).
         m = F.pad(need, (0, w % 2, 0, h % 2))
-        need = m.view(m.shape[0] // 2, 2, m.shape[1] // 2, 2).any(3).any(1)
+        need = m[0::2, 0::2] | m[1::2, 0::2]  # (the four children, ~4x faster than any())
+        need |= m[0::2, 1::2]
+        need |= m[1::2, 1::2]
         need = _grow(need, n)
     return out
 

@@ -182,7 +182,7 @@ def _solve_block(t, *, coarse, plan, origin, keep, return_background, tiles, out
     alpha = t[c]
     frac = (alpha > 0) & (alpha < 1)
     keep_x = keep
-    if g > 0 and bool(frac.any()):
+    if g > 0 and bool(frac.view(torch.uint8).max()):  # (bool any() is ~50x slower)
         tiling = plan_tiles(frac, plan, range(g), sizes, tiles or ())
         pyramid = [t]
         for _ in range(1, g):

@@ -122,7 +122,15 @@ def _cf_stencil_part(image: torch.Tensor, valid: torch.Tensor, radius: int, eps:
     n_win = (2 * r + 1) ** 2
     mu = _box(image, r) / n_win
     centred = [shift(image, dy, dx) - mu for dy, dx in stencil_offsets(r)]  # e_a, at window k
-    cov = sum(e[:, None] * e[None, :] for e in centred) / n_win  # (C, C, H, W)
+    cov = torch.empty((c, c, h, w), dtype=image.dtype, device=image.device)
+    for i in range(c):  # (C, C, H, W), symmetric: each entry once, no (C, C) temporaries
+        for j in range(i, c):
+            v = centred[0][i] * centred[0][j]
+            for e in centred[1:]:
+                v.addcmul_(e[i], e[j])
+            cov[i, j] = v
+            cov[j, i] = v
+    cov /= n_win
     eye = torch.eye(c, dtype=image.dtype, device=image.device)
     cov = cov.permute(2, 3, 0, 1) + (eps / n_win) * eye
     cov[valid == 0] = eye  # windows sticking out of the array are not used

@@ -349,7 +349,7 @@ class ClosedFormModel:
         Preconditioned CG limits per solve (relative residual ``tol``, default 3e-5).
         The blocks start from the global alpha with it as a prior: at 3e-5 they end
         within 0.004 of a 1e-6 solve (mean 1e-5) on a 5 MP dev composite, SAD unchanged
-        (docs/engine.md, "Performance at 5-8 MP").
+        (docs/engine.md, "Whole process at 5-8 MP").
     global_tol : float, optional
         Relative residual of the global pass's whole-image solve (``solve_closed_form``);
         default ``tol``: 3e-5 matched PyMatting's SAD on the dev photos (docs/engine.md,

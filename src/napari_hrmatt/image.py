@@ -99,16 +99,17 @@ def to_float(image):
     return image
 
 
-def _check_alpha_block(a: np.ndarray) -> np.ndarray:
-    if np.isnan(a).any():
-        raise ValueError("alpha contains NaN; pass a matte with values in [0, 1]")
+def _check_alpha_block(a: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    """``a`` clipped to [0, 1] after checking it: two reductions and the clip."""
     lo, hi = float(a.min(initial=0.0)), float(a.max(initial=0.0))
+    if np.isnan(lo) or np.isnan(hi):  # min and max are NaN as soon as one value is
+        raise ValueError("alpha contains NaN; pass a matte with values in [0, 1]")
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(
             f"alpha values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; "
             "pass the matte from estimate_alpha or rescale it"
         )
-    return np.clip(a, 0.0, 1.0, out=a)
+    return np.clip(a, 0.0, 1.0, out=a if inplace else None)
 
 
 def as_float_alpha(alpha):
@@ -122,7 +123,7 @@ def as_float_alpha(alpha):
         return alpha.astype(np.float32) * np.float32(1.0 / np.iinfo(dt).max)
     if dt.kind != "f":
         raise ValueError(f"unsupported alpha dtype {dt}; use float in [0, 1], uint8 or uint16")
-    alpha = alpha.astype(np.float32)
     if is_dask(alpha):
-        return alpha.map_blocks(_check_alpha_block, dtype=np.float32)
-    return _check_alpha_block(alpha.copy())
+        # not in place: a float32 input's chunks may be the caller's own memory
+        return alpha.astype(np.float32).map_blocks(_check_alpha_block, dtype=np.float32)
+    return _check_alpha_block(np.array(alpha, np.float32), inplace=True)  # one copy

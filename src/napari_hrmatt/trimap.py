@@ -51,6 +51,7 @@ class TrimapError(ValueError):
     """A trimap that does not follow a documented convention."""
 
 
+_CANONICAL_NAME = "hrmatt-canonical-trimap-"  # dask name prefix of converted trimaps
 _CANONICAL_8BIT = np.full(256, UNKNOWN, np.uint8)
 _CANONICAL_8BIT[0], _CANONICAL_8BIT[255] = BACKGROUND, FOREGROUND
 
@@ -177,9 +178,6 @@ def canonical_trimap(trimap, *, labels: bool | None = None):
             name=_CANONICAL_NAME + tokenize(trimap, kind),
         )
     return _canonical_block(trimap, kind)
-
-
-_CANONICAL_NAME = "hrmatt-canonical-trimap-"
 
 
 def _grey_from_rgb(t: np.ndarray) -> np.ndarray:

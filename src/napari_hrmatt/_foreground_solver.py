@@ -122,17 +122,38 @@ def upsample(x, shape):
 
 # Red-black sweeps on four sub-lattices. A tile's pixels are stored by (row, column)
 # parity; with tiles starting on even coordinates, 00 and 11 are the red pixels
-# (even y + x) and 01 and 10 the black ones. For each sub-lattice: the part that is
-# updated (everything but the tile's fixed outer ring) and where its up / down / left /
-# right neighbours sit, as (sub-lattice, rows, columns).
+# (even y + x) and 01 and 10 the black ones. Sub-lattice pixel (i, j) of (p, q) is tile
+# pixel (2 i + p, 2 j + q). For each sub-lattice: the part that is updated (everything
+# but the tile's fixed outer ring), its up / down / left / right neighbours as
+# (sub-lattice, (row, column) offset in the sub-lattice), and the edges to them, named by
+# the edge's upper / left end: ("V", p, q) joins (p, q) to the pixel below, ("H", p, q)
+# to the one on its right.
 _SUBLATTICES = ((0, 0), (1, 1), (0, 1), (1, 0))
 _A, _B = slice(1, None), slice(None, -1)
-_UPDATE = {
-    (0, 0): ((_A, _A), (((1, 0), _B, _A), ((1, 0), _A, _A), ((0, 1), _A, _B), ((0, 1), _A, _A))),
-    (1, 1): ((_B, _B), (((0, 1), _B, _B), ((0, 1), _A, _B), ((1, 0), _B, _B), ((1, 0), _B, _A))),
-    (0, 1): ((_A, _B), (((1, 1), _B, _B), ((1, 1), _A, _B), ((0, 0), _A, _B), ((0, 0), _A, _A))),
-    (1, 0): ((_B, _A), (((0, 0), _B, _A), ((0, 0), _A, _A), ((1, 1), _B, _B), ((1, 1), _B, _A))),
+_UPDATED = {(0, 0): (_A, _A), (1, 1): (_B, _B), (0, 1): (_A, _B), (1, 0): (_B, _A)}
+_NEIGHBOURS = {
+    (0, 0): (((1, 0), (-1, 0)), ((1, 0), (0, 0)), ((0, 1), (0, -1)), ((0, 1), (0, 0))),
+    (1, 1): (((0, 1), (0, 0)), ((0, 1), (1, 0)), ((1, 0), (0, 0)), ((1, 0), (0, 1))),
+    (0, 1): (((1, 1), (-1, 0)), ((1, 1), (0, 0)), ((0, 0), (0, 0)), ((0, 0), (0, 1))),
+    (1, 0): (((0, 0), (0, 0)), ((0, 0), (1, 0)), ((1, 1), (0, -1)), ((1, 1), (0, 0))),
 }
+_EDGES = {
+    (0, 0): ((("V", 1, 0), (-1, 0)), (("V", 0, 0), (0, 0)), (("H", 0, 1), (0, -1)),
+             (("H", 0, 0), (0, 0))),
+    (1, 1): ((("V", 0, 1), (0, 0)), (("V", 1, 1), (0, 0)), (("H", 1, 0), (0, 0)),
+             (("H", 1, 1), (0, 0))),
+    (0, 1): ((("V", 1, 1), (-1, 0)), (("V", 0, 1), (0, 0)), (("H", 0, 0), (0, 0)),
+             (("H", 0, 1), (0, 0))),
+    (1, 0): ((("V", 0, 0), (0, 0)), (("V", 1, 0), (0, 0)), (("H", 1, 1), (0, -1)),
+             (("H", 1, 0), (0, 0))),
+}  # fmt: skip
+# The other end of each edge: (sub-lattice, offset).
+_EDGE_ENDS = {
+    ("V", 0, 0): ((1, 0), (0, 0)), ("V", 0, 1): ((1, 1), (0, 0)),
+    ("V", 1, 0): ((0, 0), (1, 0)), ("V", 1, 1): ((0, 1), (1, 0)),
+    ("H", 0, 0): ((0, 1), (0, 0)), ("H", 1, 0): ((1, 1), (0, 0)),
+    ("H", 0, 1): ((0, 0), (0, 1)), ("H", 1, 1): ((1, 0), (0, 1)),
+}  # fmt: skip
 
 
 def sweep_level(
@@ -237,14 +258,24 @@ def _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti, tj, ty_, tx_, halo, origi
 
     ``xs`` is the initial state flattened, ``xw`` its row length: the level itself, or
     with ``from_coarser`` the coarser level (a level pixel reads its parent).
+
+    Every array of a sub-lattice is flat: the ``N`` tiles' ``ny x nx`` sub-lattice
+    pixels one after another (``L`` of them), with a margin of ``nx + 1`` entries on
+    each side, so that each neighbour of the whole batch is one shifted 1-D view and
+    every operation runs over long contiguous rows (short rows of ``nx`` entries cost
+    torch's CPU kernels a few times more per element). The fixed outer ring is swept
+    too, with coefficients that keep it as it is (zero weights and gains, ``x`` kept
+    whole); the reads across a tile's edge that such a sweep makes are multiplied by
+    these zeros.
     """
     import torch
+    import torch.nn.functional as F
 
     c2 = xs.shape[0]
     nout, hp, wp = Xp.shape
     c = c2 // 2
     h, w = A.shape
-    dev = Xp.device
+    dev, dt = Xp.device, Xp.dtype
     sy, sx = ty_ + 2 * halo, tx_ + 2 * halo
     nty, ntx = hp // ty_, wp // tx_
     # Level rows / columns of every tile pixel: (N, sy), (N, sx).
@@ -254,102 +285,127 @@ def _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti, tj, ty_, tx_, halo, origi
     if max(h * w, xs.shape[1]) < 2**31:  # 32-bit gather indices: half the index traffic
         ry, rx = ry.int(), rx.int()
     If, Af = img.reshape(c, -1), A.reshape(-1)
-
-    # Per sub-lattice: gathered F, B (channels, N, sy / 2, sx / 2) and the coefficients
-    # of the update on its updated part. Edge weights are eps + omega |alpha_i - alpha_j|,
-    # computed once per edge on the tiles' full layout; an edge leaving the image becomes
-    # a self-edge of weight eps (PyMatting clamps the neighbour's coordinates, so the
-    # neighbour is the pixel itself). Weights are divided by their sum W (module notes).
     eps, omega, relax = plan.eps, plan.omega, plan.relaxation
     ny, nx = sy // 2, sx // 2
-    lat, lin = {}, {}
+    n = ti.shape[0]
+    size = n * ny * nx  # L
+    pad = nx + 1
+    core = slice(pad, pad + size)
+
+    def padded(index):  # margins read pixel 0 (any finite value does)
+        return F.pad(index, (pad, pad))
+
+    # Gathers: F and B, alpha (with margins), the image (core only).
+    lat, al, im = {}, {}, {}
     for p, q in _SUBLATTICES:
         src = (ry[:, p::2, None] * w + rx[:, None, q::2]).reshape(-1)
+        al[p, q] = Af.index_select(0, padded(src))
+        im[p, q] = If.index_select(1, src)
+        if from_coarser and lat:
+            # All four sub-lattices start as the same parents: rows 2 i and 2 i + 1 of a
+            # tile (which starts on an even row) have one parent, clamped or not, and
+            # likewise the columns. A copy is cheaper than another gather.
+            lat[p, q] = lat[0, 0].clone()
+            continue
         if from_coarser:
             xsrc = ((ry[:, p::2, None] >> 1) * xw + (rx[:, None, q::2] >> 1)).reshape(-1)
         elif xw == w:
             xsrc = src
         else:
             xsrc = (ry[:, p::2, None] * xw + rx[:, None, q::2]).reshape(-1)
-        lat[p, q] = xs.index_select(1, xsrc).view(c2, -1, ny, nx)
-        lin[p, q] = src
-    At = Af.index_select(0, (ry[:, :, None] * w + rx[:, None, :]).reshape(-1)).view(-1, sy, sx)
-    wv = (At[:, 1:] - At[:, :-1]).abs_().mul_(omega).add_(eps)  # edge (y, x)-(y + 1, x)
-    wh = (At[:, :, 1:] - At[:, :, :-1]).abs_().mul_(omega).add_(eps)  # (y, x)-(y, x + 1)
+        lat[p, q] = xs.index_select(1, padded(xsrc))
+
+    # Edge weights eps + omega |alpha_i - alpha_j|, once per edge: V[p, q] joins a pixel
+    # of sub-lattice (p, q) to the one below it, H[p, q] to the one on its right (the
+    # next tile row / column for p = 1 / q = 1: flat offset nx / 1).
+    full_len = size + 2 * pad
+    edges = {}
+    for (kind, p, q), (other, (dy, dx)) in _EDGE_ENDS.items():
+        off = dy * nx + dx
+        e = torch.empty(full_len, dtype=dt, device=dev)
+        d = torch.sub(al[p, q][: full_len - off], al[other][off:], out=e[: full_len - off])
+        d.abs_().mul_(omega).add_(eps)
+        e[full_len - off :] = eps  # (only read by the ring, whose weights are zeroed)
+        edges[kind, p, q] = e
+    # An edge leaving the image becomes a self-edge of weight eps (PyMatting clamps the
+    # neighbour's coordinates, so the neighbour is the pixel itself): the edge is cut
+    # and the pixel gets weight eps on itself.
     gy_all, gx_all = origin[0] + ly, origin[1] + lx
     border = (bool(gy_all.min() <= 0), bool(gy_all.max() >= full[0] - 1),
               bool(gx_all.min() <= 0), bool(gx_all.max() >= full[1] - 1))  # fmt: skip
     if border[0] or border[1]:
-        cut = (gy_all[:, :-1] == -1) | (gy_all[:, :-1] == full[0] - 1)
-        wv.masked_fill_(cut[:, :, None], 0.0)
+        for p in (0, 1):
+            g = gy_all[:, p::2]
+            cut = (g == -1) | (g == full[0] - 1)
+            for q in (0, 1):
+                edges["V", p, q][core].view(n, ny, nx).masked_fill_(cut[:, :, None], 0.0)
     if border[2] or border[3]:
-        cut = (gx_all[:, :-1] == -1) | (gx_all[:, :-1] == full[1] - 1)
-        wh.masked_fill_(cut[:, None, :], 0.0)
+        for q in (0, 1):
+            g = gx_all[:, q::2]
+            cut = (g == -1) | (g == full[1] - 1)
+            for p in (0, 1):
+                edges["H", p, q][core].view(n, ny, nx).masked_fill_(cut[:, None, :], 0.0)
 
-    def full_slice(sub: slice, n: int, parity: int, shift: int) -> slice:
-        # Full-layout positions 2 i + parity + shift of the sub-lattice indices i in sub.
-        i0, i1, _ = sub.indices(n)
-        return slice(2 * i0 + parity + shift, 2 * i1 + parity + shift - 1, 2)
-
-    coef = {}
-    has_self = False
-    for pq in _SUBLATTICES:
-        (rows, cols), _ = _UPDATE[pq]
-        yr, xr = full_slice(rows, ny, pq[0], 0), full_slice(cols, nx, pq[1], 0)
-        yu, xl = full_slice(rows, ny, pq[0], -1), full_slice(cols, nx, pq[1], -1)
-        a = At[:, yr, xr]
-        weights = [wv[:, yu, xr], wv[:, yr, xr], wh[:, yr, xl], wh[:, yr, xr]]  # u d l r
+    def coefficients(pq):
+        rows, cols = _UPDATED[pq]
+        a = al[pq][core]
+        weights = [edges[e][pad + dy * nx + dx :][:size] for e, (dy, dx) in _EDGES[pq]]
         self_w = None
         if any(border):
-            gy = gy_all[:, yr][:, :, None]
-            gx = gx_all[:, xr][:, None, :]
+            gy = gy_all[:, pq[0] :: 2][:, :, None]
+            gx = gx_all[:, pq[1] :: 2][:, None, :]
             outside = (gy == 0, gy == full[0] - 1, gx == 0, gx == full[1] - 1)
             for out, edge in zip(outside, border, strict=True):
                 if edge:
-                    sw = out.to(Xp.dtype).mul_(eps).expand_as(a)
+                    sw = out.to(dt).mul_(eps).expand(n, ny, nx)
                     self_w = sw if self_w is None else self_w + sw
+            self_w = self_w.reshape(-1)
         total = weights[0] + weights[1]
         total += weights[2]
         total += weights[3]
         if self_w is not None:
             total += self_w
-            has_self = True
         a1 = 1.0 - a
         denom = total + a * a
         denom.addcmul_(a1, a1)
         # Over-relaxation x + r (x_gs - x) folded into the coefficients: the weights
         # give r F_bar, the residual divides it back out, and (1 - r) x is added last.
+        # On the fixed ring all of it is zero and x is kept whole.
         scale = torch.reciprocal(total).mul_(relax)
         gain = torch.reciprocal(denom).mul_(relax)
-        ysrc = lin[pq].view(-1, ny, nx)[:, rows, cols].reshape(-1)
-        coef[pq] = {
+        keep = torch.full((n, ny, nx), 1.0 - relax, dtype=dt, device=dev)
+        for arr in (scale.view(n, ny, nx), gain.view(n, ny, nx), keep):
+            fill = 1.0 if arr is keep else 0.0
+            arr[:, 0 if rows.start else -1] = fill
+            arr[:, :, 0 if cols.start else -1] = fill
+        return {
             "w": [wd * scale for wd in weights],
             "s": None if self_w is None else self_w * scale,
             "a0": a / relax,
             "a1": a1 / relax,
             "g0": a * gain,
             "g1": a1.mul_(gain),
-            "img": If.index_select(1, ysrc).view(c, *a.shape),
+            "keep": keep.view(-1),
+            "img": im[pq],
         }
-    del At, wv, wh, lin
+
+    coef = {pq: coefficients(pq) for pq in _SUBLATTICES}
 
     def update(pq):
         co = coef[pq]
-        (rows, cols), nbrs = _UPDATE[pq]
-        views = [lat[src][..., r, q] for src, r, q in nbrs]
+        views = [lat[src][:, pad + dy * nx + dx :][:, :size] for src, (dy, dx) in _NEIGHBOURS[pq]]
         m = co["w"][0] * views[0]
         for wd, v in zip(co["w"][1:], views[1:], strict=True):
             m.addcmul_(wd, v)
-        target = lat[pq][..., rows, cols]
-        if has_self and co["s"] is not None:
+        target = lat[pq][:, core]
+        if co["s"] is not None:
             m.addcmul_(co["s"], target)
         fm, bm = m[:c], m[c:]
         res = torch.addcmul(co["img"], co["a0"], fm, value=-1.0)
         res.addcmul_(co["a1"], bm, value=-1.0)
         fm.addcmul_(co["g0"], res)
         bm.addcmul_(co["g1"], res)
-        if relax != 1.0:
-            m.add_(target, alpha=1.0 - relax)
+        m.addcmul_(co["keep"], target)
         torch.clamp(m, 0.0, 1.0, out=target)
 
     for _ in range(n_iter):
@@ -361,7 +417,8 @@ def _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti, tj, ty_, tx_, halo, origi
     k0, k1 = halo // 2, (halo + ty_) // 2
     j0, j1 = halo // 2, (halo + tx_) // 2
     for (p, q), v in lat.items():
-        grid[:, :, :, p, :, :, q][:, ti, :, tj, :] = v[:nout, :, k0:k1, j0:j1].transpose(0, 1)
+        v = v[:nout, core].view(nout, n, ny, nx)
+        grid[:, :, :, p, :, :, q][:, ti, :, tj, :] = v[:, :, k0:k1, j0:j1].transpose(0, 1)
 
 
 def _tile_any(mask, tile: int):

@@ -15,7 +15,9 @@ Two parts, each printing a markdown table; ratios are measured in the same run.
 Each measurement runs in a fresh subprocess that reports its own peak resident memory
 (``VmHWM``, imports and the loaded input included) and the wall and CPU time of the
 estimate alone (CPU time is steadier on a shared machine), after a small warm-up call
-(numba compilation, torch start-up not counted).
+(numba compilation, torch start-up not counted). With ``--repeats N`` each method runs N
+times per problem, alternating with the other, and the tables show the medians (the
+per-run wall times are in the JSON lines on stderr).
 Both methods run on one core by default (``--threads 1``: one torch thread, one dask
 worker; PyMatting's solver is single-threaded).
 
@@ -166,25 +168,33 @@ def compare(args) -> int:
                 row["soft_fraction"] = float(soft.mean())
                 row["naive_err"] = float(np.abs(image / 255.0 - fg)[pos].mean())
                 row["naive_soft"] = float(np.abs(image / 255.0 - fg)[soft].mean())
-                for method in ("hrmatt", "pymatting"):
-                    out = os.path.join(tmp, f"{method}.npy")
-                    res = run_child(__file__, "_compare", method, npz, out, str(args.threads))
-                    est = np.load(out)
-                    row[f"{method}_s"] = res["seconds"]
-                    row[f"{method}_cpu"] = res["cpu_seconds"]
-                    row[f"{method}_rss"] = res["peak_rss_mb"]
-                    row[f"{method}_err"] = float(np.abs(est - fg)[pos].mean())
-                    row[f"{method}_soft"] = float(np.abs(est - fg)[soft].mean())
-                    del est
+                runs = {"hrmatt": [], "pymatting": []}
+                for rep in range(args.repeats):  # alternating, each a fresh process
+                    for method in ("hrmatt", "pymatting"):
+                        out = os.path.join(tmp, f"{method}.npy")
+                        res = run_child(__file__, "_compare", method, npz, out, str(args.threads))
+                        runs[method].append(res)
+                        if rep == 0:  # (the estimates are deterministic)
+                            est = np.load(out)
+                            row[f"{method}_err"] = float(np.abs(est - fg)[pos].mean())
+                            row[f"{method}_soft"] = float(np.abs(est - fg)[soft].mean())
+                            del est
+                for method, rs in runs.items():
+                    row[f"{method}_s"] = float(np.median([r["seconds"] for r in rs]))
+                    row[f"{method}_cpu"] = float(np.median([r["cpu_seconds"] for r in rs]))
+                    row[f"{method}_rss"] = float(np.median([r["peak_rss_mb"] for r in rs]))
+                    row[f"{method}_all_s"] = [round(r["seconds"], 3) for r in rs]
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-    print(_table(rows, args.threads))
+    print(_table(rows, args.threads, args.repeats))
     return 0
 
 
-def _table(rows, threads) -> str:
+def _table(rows, threads, repeats=1) -> str:
+    runs = "one run" if repeats == 1 else f"medians of {repeats} alternating runs"
     lines = [
-        f"Semi-synthetic composites (real GT matte, photo F and B); {threads} thread(s) each.",
+        f"Semi-synthetic composites (real GT matte, photo F and B); {threads} thread(s) each;"
+        f" times: first full-size call in a fresh process, {runs}.",
         "",
         "F err: mean |F - F_true| over alpha > 0 (a > 0) and over 0 < alpha < 1 (soft); "
         "naive: F = I.",
@@ -305,6 +315,10 @@ def main(argv=None) -> int:
     p.add_argument("--megapixels", nargs="+", type=float, default=[1.0, 5.0])
     p.add_argument("--data", default=str(DATA_DIR), help="shared/bench-data folder")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--repeats", type=int, default=1,
+        help="fresh-process runs per method, alternating; times are their medians",
+    )  # fmt: skip
     p.set_defaults(func=compare)
     p = sub.add_parser("scale", help="peak memory on a synthetic 100 MP image")
     p.add_argument("--megapixels", nargs="+", type=float, default=[100.0])

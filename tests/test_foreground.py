@@ -176,14 +176,17 @@ def _block_result(hairy, plan, tiles, monkeypatch, shrink=False):
     )
 
 
-@pytest.mark.parametrize("n_finest, n_big", [(1, 2), (2, 2), (1, 3)])
+@pytest.mark.parametrize(
+    ("n_finest", "n_big", "sweeps"),
+    [(1, 2, (1, 2, 2)), (2, 2, (2, 2, 2)), (1, 3, (1, 3, 3)), ((1, 1), 2, (1, 1, 2))],
+)
 @pytest.mark.parametrize("tiles", [(16,), (32,), (16, 32, 64, 128)])
-def test_banded_tiles_equal_dense_sweeps(hairy, n_finest, n_big, tiles, monkeypatch):
+def test_banded_tiles_equal_dense_sweeps(hairy, n_finest, n_big, sweeps, tiles, monkeypatch):
     # Tiles with a 2 n halo, needed pixels propagated level by level: the pixels that
     # matter (F where alpha > 0, B where alpha < 1) equal sweeping every level whole.
     _, _, alpha, _, _ = hairy
-    plan = make_plan(alpha.shape, 600, 10, n_big, 32, 1e-5, 1.0, 1.5, n_finest)
-    assert plan.glevel == 3 and plan.iterations[:3] == (n_finest, n_big, n_big)
+    plan = make_plan(alpha.shape, 600, 10, n_big, 32, 1e-5, 1.0, 1.5, n_finest, 1.2)
+    assert plan.glevel == 3 and plan.iterations[:3] == sweeps
     dense = _block_result(hairy, plan, None, monkeypatch)
     banded = _block_result(hairy, plan, tiles, monkeypatch)
     c = dense.shape[2] // 2
@@ -210,6 +213,27 @@ def test_finest_sweeps_option(smooth):
     assert np.abs(one - two)[(alpha > 0) & (alpha < 1)].max() > 1e-4
     with pytest.raises(ValueError, match="sweeps"):
         estimate_foreground(image, alpha, device="cpu", n_finest_iterations=-1)
+    with pytest.raises(ValueError, match="sweeps"):
+        estimate_foreground(image, alpha, device="cpu", n_finest_iterations=(1, -1))
+
+
+def test_finest_sweeps_per_level_and_their_relaxation(smooth):
+    image, alpha, _, _ = smooth
+    soft = (alpha > 0) & (alpha < 1)
+    plan = make_plan(alpha.shape, GLOBAL, 10, 2, 32, 1e-5, 1.0, 1.5, (1, 1), 1.2)
+    assert plan.iterations[:3] == (1, 1, 2)
+    assert (plan.relax(1), plan.relax(2)) == (1.2, 1.5)
+    assert make_plan(alpha.shape, GLOBAL, 10, 2, 32, 1e-5, 1.0, 1.5, 1).relax(1) == 1.5
+
+    def run(**kw):
+        return estimate_foreground(image, alpha, device="cpu", global_size=GLOBAL, **kw)
+
+    default = run()
+    # The defaults are one sweep on levels 0 and 1 at relaxation_once ...
+    assert np.array_equal(default, run(n_finest_iterations=(1, 1), relaxation_once=1.2))
+    # ... and each of the two changes the result.
+    assert np.abs(default - run(n_finest_iterations=1))[soft].max() > 1e-4
+    assert np.abs(default - run(relaxation_once=1.5))[soft].max() > 1e-4
 
 
 # --------------------------------------------------------------------------- alpha 0 / 1
@@ -294,6 +318,7 @@ def test_rgba_image_drops_alpha_channel(smooth):
         ({"overlap": -1}, "overlap"),
         ({"global_size": 0}, "global_size"),
         ({"relaxation": 2.0}, "relaxation"),
+        ({"relaxation_once": 0.0}, "relaxation_once"),
     ],
 )
 def test_bad_input(change, match):

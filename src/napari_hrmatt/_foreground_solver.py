@@ -54,7 +54,13 @@ class Plan:
     iterations: tuple[int, ...]  # sweeps on level k, k = 0..L
     eps: float
     omega: float
-    relaxation: float = 1.0
+    relaxation: float = 1.0  # over-relaxation of levels swept more than once
+    relaxation_once: float | None = None  # of levels swept once (None: ``relaxation``)
+
+    def relax(self, n_iter: int) -> float:
+        """Over-relaxation factor of a level swept ``n_iter`` times."""
+        once = self.relaxation if self.relaxation_once is None else self.relaxation_once
+        return once if n_iter == 1 else self.relaxation
 
     def size(self, k: int) -> tuple[int, int]:
         f = 1 << k
@@ -66,10 +72,25 @@ class Plan:
 
 
 def make_plan(
-    shape, global_size, n_small, n_big, small_size, eps, omega, relaxation=1.5, n_finest=None
+    shape,
+    global_size,
+    n_small,
+    n_big,
+    small_size,
+    eps,
+    omega,
+    relaxation=1.5,
+    n_finest=None,
+    relaxation_once=None,
 ) -> Plan:
-    """The pyramid of an image of ``shape``; ``n_finest`` (default ``n_big``) sweeps on
-    level 0 when it is larger than ``small_size``."""
+    """The pyramid of an image of ``shape``.
+
+    Levels of at most ``small_size`` pixels per side get ``n_small`` sweeps, the others
+    ``n_big``; ``n_finest`` overrides the finest of these: an int for level 0, or a
+    sequence for levels 0, 1, ... (each only where that level has ``n_big``).
+    ``relaxation_once`` (default ``relaxation``) is the over-relaxation of levels swept
+    once.
+    """
     h, w = int(shape[0]), int(shape[1])
     top = max(0, math.ceil(math.log2(max(h, w, 1))))  # level L is 1 x 1
     glevel = 0
@@ -79,9 +100,13 @@ def make_plan(
     for k in range(top + 1):
         hk, wk = -(-h // (1 << k)), -(-w // (1 << k))
         iterations.append(n_small if hk <= small_size and wk <= small_size else n_big)
-    if n_finest is not None and iterations[0] == n_big:
-        iterations[0] = n_finest
-    return Plan((h, w), glevel, tuple(iterations), float(eps), float(omega), float(relaxation))
+    finest = () if n_finest is None else (n_finest,) if isinstance(n_finest, int) else n_finest
+    for k, n in enumerate(tuple(finest)[: top + 1]):
+        if iterations[k] == n_big:
+            iterations[k] = int(n)
+    once = None if relaxation_once is None else float(relaxation_once)
+    return Plan((h, w), glevel, tuple(iterations), float(eps), float(omega), float(relaxation),
+                once)  # fmt: skip
 
 
 def foreground_overlap(plan: Plan) -> int:
@@ -285,7 +310,7 @@ def _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti, tj, ty_, tx_, halo, origi
     if max(h * w, xs.shape[1]) < 2**31:  # 32-bit gather indices: half the index traffic
         ry, rx = ry.int(), rx.int()
     If, Af = img.reshape(c, -1), A.reshape(-1)
-    eps, omega, relax = plan.eps, plan.omega, plan.relaxation
+    eps, omega, relax = plan.eps, plan.omega, plan.relax(n_iter)
     ny, nx = sy // 2, sx // 2
     n = ti.shape[0]
     size = n * ny * nx  # L

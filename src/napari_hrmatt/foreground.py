@@ -247,7 +247,8 @@ def estimate_foreground(
     n_big_iterations: int = 2,
     small_size: int = 32,
     relaxation: float = 1.5,
-    n_finest_iterations: int = 1,
+    n_finest_iterations: int | tuple[int, ...] = (1, 1),
+    relaxation_once: float = 1.2,
 ):
     """Estimate the foreground (and background) colours of an image given its alpha.
 
@@ -286,14 +287,19 @@ def estimate_foreground(
         Sweeps per level: ``n_small_iterations`` on levels of at most
         ``small_size`` pixels per side, else ``n_big_iterations`` (PyMatting's
         defaults).
-    n_finest_iterations : int
-        Sweeps on the full-resolution level (when it is larger than ``small_size``);
-        1, where PyMatting does ``n_big_iterations``: half the finest level's work, and
-        on the development composites still a lower F error than PyMatting's (see
-        ``docs/foreground.md``).
+    n_finest_iterations : int or tuple of int
+        Sweeps on the finest levels (where they are larger than ``small_size``): an int
+        for the full-resolution level 0, a tuple for levels 0, 1, ...; the others get
+        ``n_big_iterations``. Default one sweep on levels 0 and 1, where PyMatting does
+        ``n_big_iterations``: about half the work, and on the development composites
+        still a lower F error than PyMatting's (see ``docs/foreground.md``).
     relaxation : float
-        Over-relaxation factor of the sweeps, in (0, 2); 1 is plain Gauss-Seidel.
-        1.5 was chosen on the development images (see ``docs/foreground.md``).
+        Over-relaxation factor of the sweeps of levels swept more than once, in (0, 2);
+        1 is plain Gauss-Seidel. 1.5 was chosen on the development images (see
+        ``docs/foreground.md``).
+    relaxation_once : float
+        Over-relaxation factor of levels swept only once, in (0, 2); 1.2 was chosen on
+        the development images (one sweep has no second one to damp an overshoot).
 
     Returns
     -------
@@ -343,10 +349,9 @@ def estimate_foreground(
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     if not global_size > 0:
         raise ValueError(f"global_size must be positive (pixels), got {global_size}")
-    if not 0 < relaxation < 2:
-        raise ValueError(
-            f"relaxation must lie in (0, 2) for the sweeps to converge, got {relaxation}"
-        )
+    for name, value in (("relaxation", relaxation), ("relaxation_once", relaxation_once)):
+        if not 0 < value < 2:
+            raise ValueError(f"{name} must lie in (0, 2) for the sweeps to converge, got {value}")
     if image.shape[:2] != alpha.shape[:2]:
         raise ValueError(
             f"image is {image.shape[0]}x{image.shape[1]} but alpha is {alpha.shape[0]}x"
@@ -354,10 +359,12 @@ def estimate_foreground(
         )
     device = resolve_device(device)
     h, w = image.shape[:2]
-    if n_finest_iterations < 0 or n_big_iterations < 0 or n_small_iterations < 0:
+    finest = (n_finest_iterations,) if np.ndim(n_finest_iterations) == 0 else n_finest_iterations
+    if min((*finest, n_big_iterations, n_small_iterations)) < 0:
         raise ValueError("the numbers of sweeps must be >= 0")
     plan = make_plan((h, w), global_size, n_small_iterations, n_big_iterations, small_size,
-                     regularization, gradient_weight, relaxation, n_finest_iterations)  # fmt: skip
+                     regularization, gradient_weight, relaxation, tuple(int(n) for n in finest),
+                     relaxation_once)  # fmt: skip
     step = 1 << plan.glevel
     depth = foreground_overlap(plan) if overlap is None else -(-int(overlap) // step) * step
     size = -(-int(chunks) // step) * step

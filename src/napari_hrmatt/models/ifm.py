@@ -311,13 +311,13 @@ class InformationFlowModel:
         Half-size, in pixels, of the window searched for colour-mixture and intra-U
         neighbours, and for known (foreground/background) neighbours.
     maxiter, tol : int, float
-        CG limits per solve (relative residual ``tol``).
+        CG limits per solve (relative residual ``tol``; 3e-5 as ``"cf"``, docs/ifm.md).
     dtype : {"float32", "float64"}
         Working precision of CG (the operators are built in float64).
     prior : float
         Weight of the global alpha as a soft prior in the patch pass, as in ``"cf"``.
     precond_diag : float
-        Share of the non-local diagonal put in the multigrid preconditioner (1: all).
+        Share of the non-local diagonal put in the multigrid preconditioner (0.25; 1: all).
     trim : {"patch", "none"}
         Trimap trimming before the solve (the paper's patch-based trimming, :mod:`._trim`;
         on by default: better on every dev metric and about twice as fast).
@@ -327,7 +327,7 @@ class InformationFlowModel:
         farther than ``trim_far`` from every background patch (and vice versa).
     trim_search : int
         Half-size, in pixels, of the window searched for known patches when trimming
-        (40, chosen on dev over 20).
+        (20: by the cost rule on dev, docs/ifm.md; 40 is a little better, and dearer).
     trim_reg : float
         Added to the diagonal of every patch colour covariance (flat patches).
     """
@@ -351,14 +351,14 @@ class InformationFlowModel:
         search=20,
         search_known=40,
         maxiter=1000,
-        tol=1e-5,
+        tol=3e-5,
         dtype="float32",
         prior=1e-3,
-        precond_diag=1.0,
+        precond_diag=0.25,
         trim="patch",
         trim_close=0.25,
         trim_far=0.9,
-        trim_search=40,
+        trim_search=20,
         trim_reg=1e-4,
     ):
         self.device = torch.device(device)

@@ -12,7 +12,7 @@ from napari_hrmatt import estimate_alpha
 from napari_hrmatt.models import get_model
 from napari_hrmatt.models._knn import window_knn
 from napari_hrmatt.models._trim import trim_distances, trim_patch
-from napari_hrmatt.models.ifm import InformationFlowModel, ifm_system, solve_ifm
+from napari_hrmatt.models.ifm import InformationFlowModel, _NonLocal, ifm_system, solve_ifm
 
 from .conftest import has_cuda, make_scene
 
@@ -373,3 +373,30 @@ def test_chunked_equals_whole_with_trimming(scene):
     diff = np.abs(estimate_alpha(image, trimap, chunks=37, **run) - whole)
     assert diff.mean() < 3e-3
     assert diff.max() < 0.15
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nonlocal_csr_product_matches_the_gather_formula(dtype):
+    """The CSR products of ``_NonLocal`` (rows with repeated columns: missing neighbours
+    point at the query with weight 0) equal the plain gather / index_add formula."""
+    rng = np.random.default_rng(3)
+    n, m, k, ku = 60, 25, 6, 3
+    rows = torch.as_tensor(np.sort(rng.choice(n, m, replace=False)))
+    cm_index = torch.as_tensor(rng.integers(0, n, (m, k)))
+    cm_index[::4, -2:] = rows[::4, None]  # "missing" neighbours, weight 0 below
+    cm_w = torch.as_tensor(rng.random((m, k)))
+    cm_w[::4, -2:] = 0
+    uu_index = torch.as_tensor(rng.integers(0, n, (m, ku)))
+    uu_w = torch.as_tensor(rng.random((m, ku)))
+    nl = _NonLocal(n, 0.7, rows, cm_index, cm_w, rows, uu_index, uu_w)
+    x = torch.as_tensor(rng.random(n))
+    r = 0.7 * (x[rows] - (cm_w * x[cm_index]).sum(1))
+    expected = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, r)
+    expected.index_add_(0, cm_index.reshape(-1), (-cm_w * r[:, None]).reshape(-1))
+    p, q = rows[:, None].expand_as(uu_index).reshape(-1), uu_index.reshape(-1)
+    d = uu_w.reshape(-1) * (x[p] - x[q])
+    expected.index_add_(0, p, d).index_add_(0, q, -d)
+    got = nl.to(dtype)(x.to(dtype))
+    assert got.dtype == dtype
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(got.double().numpy(), expected.numpy(), atol=tol, rtol=tol)

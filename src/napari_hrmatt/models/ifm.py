@@ -42,6 +42,7 @@ References
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -61,7 +62,9 @@ class _NonLocal:
 
     Colour mixture: rows ``p`` (unknown) of ``I - W``; the operator is
     ``sigma_cm (I - W)^T (I - W)``. Intra-U: edges ``(p, q, w)``; the operator is the graph
-    Laplacian of ``sigma_uu (W + W^T)``.
+    Laplacian of ``sigma_uu (W + W^T)``. Applied as sparse (CSR) matrix-vector products
+    with ``I - W``, its transpose and ``W + W^T`` (never ``(I - W)^T (I - W)``, which would
+    hold about ``k_cm^2`` entries per row); the matrices are built once per dtype.
     """
 
     def __init__(self, n, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w):
@@ -69,19 +72,46 @@ class _NonLocal:
         self.cm_rows, self.cm_index, self.cm_w = cm_rows, cm_index, cm_w
         self.uu_p = uu_rows[:, None].expand_as(uu_index).reshape(-1)
         self.uu_q, self.uu_w = uu_index.reshape(-1), uu_w.reshape(-1)
+        dev, m, k = cm_w.device, cm_rows.numel(), cm_index.shape[1]
+        # I - W: row r holds p (weight 1) and its k neighbours (missing ones point at p
+        # with weight 0), already in CSR order; its transpose and W_uu + W_uu^T need one
+        # sort each (by row), kept for every dtype.
+        self._mix_cols = torch.cat([cm_rows[:, None], cm_index], 1).reshape(-1)
+        self._mix_crow = torch.arange(m + 1, device=dev) * (k + 1)
+        self._mix_t = _csr_pattern(
+            self._mix_cols, torch.arange(m, device=dev).repeat_interleave(k + 1), n
+        )
+        uu_rows_all = torch.cat([self.uu_p, self.uu_q])
+        self._uu = _csr_pattern(uu_rows_all, torch.cat([self.uu_q, self.uu_p]), n)
+        self._mats = {}
+
+    def _matrices(self, dtype):
+        if dtype not in self._mats:
+            m, k = self.cm_index.shape
+            ones = torch.ones((m, 1), dtype=dtype, device=self.cm_w.device)
+            vals = torch.cat([ones, -self.cm_w.to(dtype)], 1).reshape(-1)
+            mix = _sparse_csr(self._mix_crow, self._mix_cols, vals, (m, self.n))
+            order, crow, cols = self._mix_t
+            mix_t = _sparse_csr(crow, cols, vals[order], (self.n, m))
+            w = self.uu_w.to(dtype)
+            order, crow, cols = self._uu
+            adj = _sparse_csr(crow, cols, torch.cat([w, w])[order], (self.n, self.n))
+            deg = torch.zeros(self.n, dtype=dtype, device=w.device)
+            deg.index_add_(0, self.uu_p, w).index_add_(0, self.uu_q, w)
+            self._mats[dtype] = (mix, mix_t, adj, deg)
+        return self._mats[dtype]
 
     def to(self, dtype):
         self.cm_w, self.uu_w = self.cm_w.to(dtype), self.uu_w.to(dtype)
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(x)
-        r = self.sigma_cm * (x[self.cm_rows] - (self.cm_w * x[self.cm_index]).sum(1))
-        out.index_add_(0, self.cm_rows, r)
-        out.index_add_(0, self.cm_index.reshape(-1), (-self.cm_w * r[:, None]).reshape(-1))
-        d = self.uu_w * (x[self.uu_p] - x[self.uu_q])
-        out.index_add_(0, self.uu_p, d)
-        out.index_add_(0, self.uu_q, -d)
+        mix, mix_t, adj, deg = self._matrices(x.dtype)
+        out = mix_t @ (mix @ x)
+        if self.sigma_cm != 1:
+            out *= self.sigma_cm
+        out += deg * x
+        out -= adj @ x
         return out
 
     def diagonal(self, dtype) -> torch.Tensor:
@@ -98,6 +128,21 @@ class _NonLocal:
         """The operator as a dense matrix (tests only: ``n`` columns of products)."""
         eye = torch.eye(self.n, dtype=self.cm_w.dtype, device=self.cm_w.device)
         return torch.stack([self(e) for e in eye], 1).cpu().numpy()
+
+
+def _csr_pattern(rows, cols, n):
+    """``(order, crow_indices, col_indices)`` of the CSR matrix with ``n`` rows holding the
+    entries ``(rows[i], cols[i])``; its values are ``vals[order]`` (duplicates allowed)."""
+    order = torch.argsort(rows, stable=True)
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=rows.device)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+    return order, crow, cols[order]
+
+
+def _sparse_csr(crow, cols, vals, size):
+    with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols, vals, size, check_invariants=False)
 
 
 def _valid(index, rows):
@@ -266,13 +311,13 @@ class InformationFlowModel:
         Half-size, in pixels, of the window searched for colour-mixture and intra-U
         neighbours, and for known (foreground/background) neighbours.
     maxiter, tol : int, float
-        CG limits per solve (relative residual ``tol``).
+        CG limits per solve (relative residual ``tol``; 3e-5 as ``"cf"``, docs/ifm.md).
     dtype : {"float32", "float64"}
         Working precision of CG (the operators are built in float64).
     prior : float
         Weight of the global alpha as a soft prior in the patch pass, as in ``"cf"``.
     precond_diag : float
-        Share of the non-local diagonal put in the multigrid preconditioner (1: all).
+        Share of the non-local diagonal put in the multigrid preconditioner (0.25; 1: all).
     trim : {"patch", "none"}
         Trimap trimming before the solve (the paper's patch-based trimming, :mod:`._trim`;
         on by default: better on every dev metric and about twice as fast).
@@ -282,7 +327,7 @@ class InformationFlowModel:
         farther than ``trim_far`` from every background patch (and vice versa).
     trim_search : int
         Half-size, in pixels, of the window searched for known patches when trimming
-        (40, chosen on dev over 20).
+        (20: by the cost rule on dev, docs/ifm.md; 40 is a little better, and dearer).
     trim_reg : float
         Added to the diagonal of every patch colour covariance (flat patches).
     """
@@ -306,14 +351,14 @@ class InformationFlowModel:
         search=20,
         search_known=40,
         maxiter=1000,
-        tol=1e-5,
+        tol=3e-5,
         dtype="float32",
         prior=1e-3,
-        precond_diag=1.0,
+        precond_diag=0.25,
         trim="patch",
         trim_close=0.25,
         trim_far=0.9,
-        trim_search=40,
+        trim_search=20,
         trim_reg=1e-4,
     ):
         self.device = torch.device(device)

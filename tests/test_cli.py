@@ -428,6 +428,26 @@ def test_help_imports_nothing_heavy():
     assert "HEAVY []" in result.stdout
 
 
+def test_local_matte_never_imports_distributed(files):
+    """A local run names dask's scheduler and rechunk method itself: left unset, dask
+    imports distributed (when installed) to look for a client, ~0.2 s of every run."""
+    pytest.importorskip("distributed")
+    image, trimap = files
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from napari_hrmatt.cli import main
+        assert main(["matte", {str(image)!r}, {str(trimap)!r}, "-o",
+                     {str(image.parent / "alpha.tif")!r}, *{FAST!r}]) == 0
+        print("DISTRIBUTED", "distributed" in sys.modules)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "DISTRIBUTED False" in result.stdout
+
+
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))
 def test_every_command_module_has_parser_and_run(name, capsys):
     import importlib

@@ -6,7 +6,7 @@ import scipy.ndimage as ndi
 import torch
 
 from napari_hrmatt.models import get_model, list_models, resolve_device
-from napari_hrmatt.models.closed_form import laplacian_product, solve_closed_form
+from napari_hrmatt.models.closed_form import _cf_stencil, laplacian_product, solve_closed_form
 
 from .conftest import has_cuda, make_scene
 
@@ -27,6 +27,25 @@ def test_laplacian_product_equals_pymatting_matrix(small, radius):
     expected = (L @ p.ravel()).reshape(p.shape)
     got = laplacian_product(image, p, radius=radius, eps=1e-7)
     np.testing.assert_allclose(got, expected, atol=1e-9 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_stencil_built_for_some_rows_is_exact_there(radius):
+    """``rows=`` builds each strip only over the columns holding a needed pixel: at those
+    pixels every coefficient equals the whole build (strips cut across, masks touching
+    the array's edges and strips without a needed pixel included)."""
+    rng = np.random.default_rng(1)
+    image = torch.tensor(rng.random((3, 70, 90)))
+    rows = np.zeros((70, 90), bool)
+    rows[5:20, 30:34] = True  # one strip, narrow columns
+    rows[33:36, 0:3] = True  # at the left edge, across the strip boundary at 32
+    rows[40:60, 85:] = True  # the right edge; the strip of rows 64-69 needs nothing
+    rows[50, 40] = True
+    whole = _cf_stencil(image, radius, 1e-5, strip=32).coef
+    part = _cf_stencil(image, radius, 1e-5, rows=rows).coef
+    assert torch.equal(part[:, torch.as_tensor(rows)], whole[:, torch.as_tensor(rows)])
+    assert not part[:, 64:].any()  # skipped strip: left zero
+    assert not part[:, 5:20, 40:80].any()  # outside a strip's columns: left zero
 
 
 def test_converged_solve_agrees_with_pymatting_cf(small):

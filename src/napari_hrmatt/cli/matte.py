@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if address and args.workers is not None:
         raise ValueError("--workers applies to local runs; on a cluster its workers decide")
     resumable = out.name.lower().endswith(".zarr")
-    with _cluster(address), engine_settings(args):
+    with _cluster(address), engine_settings(args, local=address is None):
         image = open_image(args.image)
         trimap = open_trimap(args.trimap, labels=args.labels)
         if resumable:

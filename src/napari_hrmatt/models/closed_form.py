@@ -374,6 +374,15 @@ class ClosedFormModel:
         docs/benchmarks.md; 0 solves the plain closed-form problem in each block, with
         the global alpha only as initial guess and border condition. Unused in the
         global pass.
+    cut_edge : {"free", "pinned"}, optional
+        What a patch-pass block does at its cuts (its sides inside the image). ``"free"``
+        (the default when ``prior > 0``): nothing, windows beyond the cut are left out and
+        the prior carries the global alpha; ``"pinned"`` (the default, and the only choice,
+        with ``prior=0``): the outermost ring of unknown pixels is a Dirichlet condition at
+        the global alpha. The pinned ring forces the global alpha's error (up to ~0.3 on
+        strands at factor 3) onto the block's edge, and it decays only over ~10-20 px into
+        the kept pixels; the free edge halves to quarters the seams at the same overlap
+        (docs/engine.md, "Seams").
     trim : {"none", "patch"}
         Trimap trimming before every solve (Aksoy et al. 2017's patch-based trimming,
         :mod:`._trim`, shared with ``"ifm"``): confident unknown pixels become known.
@@ -401,6 +410,7 @@ class ClosedFormModel:
         trim_far=0.9,
         trim_search=40,
         trim_reg=1e-4,
+        cut_edge=None,
     ):
         self.device = torch.device(device)
         self.radius, self.eps, self.maxiter, self.tol = int(radius), float(eps), maxiter, tol
@@ -409,6 +419,13 @@ class ClosedFormModel:
         if not float(prior) >= 0:
             raise ValueError(f"prior must be 0 or more, got {prior!r}")
         self.prior = float(prior)
+        if cut_edge is None:
+            cut_edge = "free" if self.prior > 0 else "pinned"
+        if cut_edge not in ("free", "pinned") or (cut_edge == "free" and self.prior == 0):
+            raise ValueError(
+                f"cut_edge must be 'free' (needs prior > 0) or 'pinned', got {cut_edge!r}"
+            )
+        self.cut_edge = cut_edge
         _check_precond(precond, ("sa", "mg"))
         self.precond = precond
         self.trim_opts = check_trim_options(trim, trim_close, trim_far, trim_search, trim_reg)
@@ -443,12 +460,14 @@ class ClosedFormModel:
         trimap = np.array(trimap, dtype=np.uint8)  # a copy: the border ring is edited below
         # Trimming first, so that the pinned ring below is not taken for known pixels.
         trimap = self._trimmed(image, trimap)
-        # Interior cuts: the outermost ring of unknown pixels takes the global alpha as a
-        # Dirichlet condition, which is how the block hears about the rest of the image.
-        ring = cut_ring(trimap.shape, fixed_border)
         alpha = np.where(trimap == UNKNOWN, coarse, trimap / 255.0).astype(np.float64)
-        ring &= trimap == UNKNOWN
-        trimap[ring] = FOREGROUND  # "known", with the value taken from `alpha` below
+        if self.cut_edge == "pinned":
+            # Interior cuts: the outermost ring of unknown pixels takes the global alpha as
+            # a Dirichlet condition, which is how the block hears about the rest of the image.
+            ring = cut_ring(trimap.shape, fixed_border) & (trimap == UNKNOWN)
+            trimap[ring] = FOREGROUND  # "known", with the value taken from `alpha` below
+        # "free": no condition on the cut; the prior (the global alpha) is how the block
+        # hears about the rest of the image, and windows beyond the cut are left out.
         unknown = trimap == UNKNOWN
         box = crop_to_unknown(unknown, 2 * self.radius)
         if box is None:

@@ -555,12 +555,13 @@ class ClosedFormModel:
     def overlap(self, factor: int) -> int:
         """Overlap for seam-free stitching, derived from the solver's reach.
 
-        A block's edge ring is pinned to the global alpha, which is only accurate to
-        about one low-resolution pixel (``factor`` full-resolution pixels); the error of a
-        Dirichlet condition decays into a Laplace-type solution over a few times its own
+        A block's edge sees the global alpha (through the prior, or as a pinned ring),
+        which is only accurate to about one low-resolution pixel (``factor`` full-resolution
+        pixels); an edge error decays into a Laplace-type solution over a few times its own
         wavelength, so we keep ``4 * factor`` pixels plus the window support ``2r`` in the
-        trimmed margin (checked by the chunked-vs-whole test). With ``trim`` on, the labels
-        of those pixels depend on the image ``trim_search + 1`` pixels farther.
+        trimmed margin (checked by the chunked-vs-whole tests; measured on full-resolution
+        crops in docs/engine.md, "Seams"). With ``trim`` on, the labels of those pixels
+        depend on the image ``trim_search + 1`` pixels farther.
         """
         reach = 2 * self.radius + trim_reach(self.trim_opts)
         return int(8 * math.ceil((4 * max(factor, 1) + reach) / 8))

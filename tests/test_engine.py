@@ -36,30 +36,32 @@ def _chunked(scene, overlap, **options):
 
 
 def test_chunked_equals_whole_at_derived_overlap(scene, whole):
-    """Stated tolerance: mean |chunked - whole| < 3e-4 and max < 0.03 (alpha units).
+    """Stated tolerance: mean |chunked - whole| < 3e-3 and max < 0.15 (alpha units).
 
     The remaining difference sits on sub-pixel strands near block cuts, where the
-    4x-downsampled global alpha (the blocks' prior) is least accurate.
+    4x-downsampled global alpha pinned on the cut is least accurate.
     """
     diff = np.abs(_chunked(scene, None) - whole)
-    assert diff.mean() < 3e-4
-    assert diff.max() < 0.03
+    assert diff.mean() < 3e-3
+    assert diff.max() < 0.15
 
 
 @pytest.mark.parametrize("overlap", [0, 2])
 def test_too_small_overlap_shows_seams(scene, whole, overlap):
     """The same comparison fails when the overlap is too small: the test can catch seams."""
     diff = np.abs(_chunked(scene, overlap) - whole)
-    assert diff.mean() >= 3e-4
+    assert diff.mean() >= 3e-3
 
 
-def test_free_cut_edges_beat_a_pinned_ring(scene, whole):
-    """The old pinned ring (the global alpha as a Dirichlet condition on every cut) stays
-    within the old bound (mean 3e-3, max 0.15) but has larger seams than the free edges."""
-    free = np.abs(_chunked(scene, None) - whole)
-    pinned = np.abs(_chunked(scene, None, cut_edge="pinned") - whole)
-    assert pinned.mean() < 3e-3 and pinned.max() < 0.15
+def test_free_cut_edges_beat_the_pinned_ring(scene, whole):
+    """cut_edge="free" (no ring; the prior carries the global alpha): mean < 3e-4 and
+    max < 0.03 at the derived overlap, smaller seams than the pinned ring (the default),
+    and a 2-px overlap still fails that mean bound."""
+    pinned = np.abs(_chunked(scene, None) - whole)
+    free = np.abs(_chunked(scene, None, cut_edge="free") - whole)
+    assert free.mean() < 3e-4 and free.max() < 0.03
     assert pinned.mean() > 2 * free.mean() and pinned.max() > free.max()
+    assert np.abs(_chunked(scene, 2, cut_edge="free") - whole).mean() >= 3e-4
 
 
 def test_blend_stitching_matches_whole(scene, whole):
@@ -70,7 +72,7 @@ def test_blend_stitching_matches_whole(scene, whole):
         image, trimap, chunks=37, global_size=800, model_options=TIGHT, stitch="blend"
     )
     diff = np.abs(blended - whole)
-    assert diff.mean() < 3e-4 and diff.max() < 0.03
+    assert diff.mean() < 3e-3 and diff.max() < 0.15
 
 
 @pytest.mark.parametrize(("i", "n"), [(0, 3), (1, 3), (2, 3), (0, 1)])

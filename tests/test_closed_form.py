@@ -362,6 +362,17 @@ def test_chunked_equals_whole_with_trimming(scene):
     assert short.max() > 0.1
 
 
+def test_cut_edge_options():
+    from napari_hrmatt.models.closed_form import ClosedFormModel
+
+    assert ClosedFormModel().cut_edge == "pinned"
+    assert ClosedFormModel(cut_edge="free").cut_edge == "free"
+    with pytest.raises(ValueError, match="needs prior > 0"):
+        ClosedFormModel(prior=0, cut_edge="free")
+    with pytest.raises(ValueError, match="cut_edge"):
+        ClosedFormModel(cut_edge="soft")
+
+
 def _thin_band(size=120, seed=5):
     """A diagonal soft edge with a 3-px unknown band: few unknowns in a full-size box."""
     rng = np.random.default_rng(seed)
@@ -375,11 +386,11 @@ def _thin_band(size=120, seed=5):
     return image, trimap
 
 
-@pytest.mark.parametrize("prior", [1e-3, 0.5])
-def test_sparse_path_solves_the_same_screened_problem(prior, monkeypatch):
+@pytest.mark.parametrize(("prior", "cut_edge"), [(1e-3, "free"), (0.5, "free"), (1e-3, "pinned")])
+def test_sparse_path_solves_the_same_screened_problem(prior, cut_edge, monkeypatch):
     """A thin band takes the sparse direct path (only the windows touching unknown pixels);
     it is checked against a dense solve with PyMatting's matrix and against the stencil
-    path (CG) on the same block."""
+    path (CG) on the same block, with free and with pinned cut edges."""
     from napari_hrmatt.models import _sparse_cf
     from napari_hrmatt.models.closed_form import ClosedFormModel
 
@@ -393,13 +404,17 @@ def test_sparse_path_solves_the_same_screened_problem(prior, monkeypatch):
         lambda *a, **k: calls.append(1) or solve(*a, **k),
     )
     g = np.random.default_rng(1).random(trimap.shape).astype(np.float32)
-    model = ClosedFormModel(tol=1e-12, maxiter=5000, dtype="float64", prior=prior)
+    model = ClosedFormModel(
+        tol=1e-12, maxiter=5000, dtype="float64", prior=prior, cut_edge=cut_edge
+    )
     got = model.refine(image, trimap, g, (True, False, True, False))
     assert calls == [1]
-    # the same problem densely: the pinned ring (cut top and left edges) is known
+    # the same problem densely: a pinned ring (cut top and left edges) is known; a free
+    # edge is the block's own border (only windows inside it, as PyMatting's matrix)
     pinned = trimap.copy()
     ring = np.zeros(trimap.shape, bool)
-    ring[0, :] = ring[:, 0] = True
+    if cut_edge == "pinned":
+        ring[0, :] = ring[:, 0] = True
     ring &= trimap == 128
     pinned[ring] = 255
     known = np.where(ring, g, trimap / 255.0).ravel()

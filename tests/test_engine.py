@@ -22,11 +22,16 @@ def whole(scene):
     return estimate_alpha(image, trimap, chunks=10_000, global_size=800, model_options=TIGHT)
 
 
-def _chunked(scene, overlap):
+def _chunked(scene, overlap, **options):
     image, trimap, _ = scene
     # 37 does not divide 96 x 128: uneven chunks; global pass at factor 4.
     return estimate_alpha(
-        image, trimap, chunks=37, overlap=overlap, global_size=800, model_options=TIGHT
+        image,
+        trimap,
+        chunks=37,
+        overlap=overlap,
+        global_size=800,
+        model_options={**TIGHT, **options},
     )
 
 
@@ -46,6 +51,17 @@ def test_too_small_overlap_shows_seams(scene, whole, overlap):
     """The same comparison fails when the overlap is too small: the test can catch seams."""
     diff = np.abs(_chunked(scene, overlap) - whole)
     assert diff.mean() >= 3e-3
+
+
+def test_free_cut_edges_beat_the_pinned_ring(scene, whole):
+    """cut_edge="free" (no ring; the prior carries the global alpha): mean < 3e-4 and
+    max < 0.03 at the derived overlap, smaller seams than the pinned ring (the default),
+    and a 2-px overlap still fails that mean bound."""
+    pinned = np.abs(_chunked(scene, None) - whole)
+    free = np.abs(_chunked(scene, None, cut_edge="free") - whole)
+    assert free.mean() < 3e-4 and free.max() < 0.03
+    assert pinned.mean() > 2 * free.mean() and pinned.max() > free.max()
+    assert np.abs(_chunked(scene, 2, cut_edge="free") - whole).mean() >= 3e-4
 
 
 def test_blend_stitching_matches_whole(scene, whole):

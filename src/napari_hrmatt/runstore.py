@@ -72,7 +72,7 @@ __all__ = [
 FORMAT = 1
 # A block is recomputed when the global alpha it was solved with moved by more than
 # this anywhere in its footprint (max abs, in alpha units). Half of one 8-bit level:
-# the block's result follows its context at most about 1:1 (prior, pinned ring), so a
+# the block's result follows its context at most about 1:1 (prior, or pinned ring), so a
 # reused block stays within 1/510 of a fresh solve plus the solver's own tolerance,
 # inside the 2/255 the issue allows; and a global re-solve after a local edit moves far
 # blocks' context by much less (measured in docs/engine.md), so they are kept.

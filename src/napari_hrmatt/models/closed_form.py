@@ -399,6 +399,16 @@ class ClosedFormModel:
         docs/benchmarks.md; 0 solves the plain closed-form problem in each block, with
         the global alpha only as initial guess and border condition. Unused in the
         global pass.
+    cut_edge : {"pinned", "free"}
+        What a patch-pass block does at its cuts (its sides inside the image).
+        ``"pinned"`` (default): the outermost ring of unknown pixels is a Dirichlet
+        condition at the global alpha. ``"free"`` (needs ``prior > 0``): nothing, windows
+        beyond the cut are left out and the prior carries the global alpha. The pinned
+        ring forces the global alpha's error (up to ~0.3 on strands at factor 3) onto the
+        block's edge, from where it decays over ~10-20 px into the kept pixels; the free
+        edge makes seams 2-4x smaller at the same overlap but costs ~9 % more time on a
+        5 MP composite (more CG iterations), so it is not the default (docs/engine.md,
+        "Seams").
     trim : {"none", "patch"}
         Trimap trimming before every solve (Aksoy et al. 2017's patch-based trimming,
         :mod:`._trim`, shared with ``"ifm"``): confident unknown pixels become known.
@@ -426,6 +436,7 @@ class ClosedFormModel:
         trim_far=0.9,
         trim_search=40,
         trim_reg=1e-4,
+        cut_edge="pinned",
     ):
         self.device = torch.device(device)
         self.radius, self.eps, self.maxiter, self.tol = int(radius), float(eps), maxiter, tol
@@ -434,6 +445,11 @@ class ClosedFormModel:
         if not float(prior) >= 0:
             raise ValueError(f"prior must be 0 or more, got {prior!r}")
         self.prior = float(prior)
+        if cut_edge not in ("free", "pinned") or (cut_edge == "free" and self.prior == 0):
+            raise ValueError(
+                f"cut_edge must be 'free' (needs prior > 0) or 'pinned', got {cut_edge!r}"
+            )
+        self.cut_edge = cut_edge
         _check_precond(precond, ("sa", "mg"))
         self.precond = precond
         self.trim_opts = check_trim_options(trim, trim_close, trim_far, trim_search, trim_reg)
@@ -468,12 +484,14 @@ class ClosedFormModel:
         trimap = np.array(trimap, dtype=np.uint8)  # a copy: the border ring is edited below
         # Trimming first, so that the pinned ring below is not taken for known pixels.
         trimap = self._trimmed(image, trimap)
-        # Interior cuts: the outermost ring of unknown pixels takes the global alpha as a
-        # Dirichlet condition, which is how the block hears about the rest of the image.
-        ring = cut_ring(trimap.shape, fixed_border)
         alpha = np.where(trimap == UNKNOWN, coarse, trimap / 255.0).astype(np.float64)
-        ring &= trimap == UNKNOWN
-        trimap[ring] = FOREGROUND  # "known", with the value taken from `alpha` below
+        if self.cut_edge == "pinned":
+            # Interior cuts: the outermost ring of unknown pixels takes the global alpha as
+            # a Dirichlet condition, which is how the block hears about the rest of the image.
+            ring = cut_ring(trimap.shape, fixed_border) & (trimap == UNKNOWN)
+            trimap[ring] = FOREGROUND  # "known", with the value taken from `alpha` below
+        # "free": no condition on the cut; the prior (the global alpha) is how the block
+        # hears about the rest of the image, and windows beyond the cut are left out.
         unknown = trimap == UNKNOWN
         box = crop_to_unknown(unknown, 2 * self.radius)
         if box is None:
@@ -561,12 +579,13 @@ class ClosedFormModel:
     def overlap(self, factor: int) -> int:
         """Overlap for seam-free stitching, derived from the solver's reach.
 
-        A block's edge ring is pinned to the global alpha, which is only accurate to
-        about one low-resolution pixel (``factor`` full-resolution pixels); the error of a
-        Dirichlet condition decays into a Laplace-type solution over a few times its own
+        A block's edge sees the global alpha (through the prior, or as a pinned ring),
+        which is only accurate to about one low-resolution pixel (``factor`` full-resolution
+        pixels); an edge error decays into a Laplace-type solution over a few times its own
         wavelength, so we keep ``4 * factor`` pixels plus the window support ``2r`` in the
-        trimmed margin (checked by the chunked-vs-whole test). With ``trim`` on, the labels
-        of those pixels depend on the image ``trim_search + 1`` pixels farther.
+        trimmed margin (checked by the chunked-vs-whole tests; measured on full-resolution
+        crops in docs/engine.md, "Seams"). With ``trim`` on, the labels of those pixels
+        depend on the image ``trim_search + 1`` pixels farther.
         """
         reach = 2 * self.radius + trim_reach(self.trim_opts)
         return int(8 * math.ceil((4 * max(factor, 1) + reach) / 8))

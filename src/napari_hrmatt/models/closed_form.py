@@ -415,7 +415,8 @@ class ClosedFormModel:
         Default ``"none"`` (docs/benchmarks.md, "Trimap trimming for cf").
     trim_close, trim_far, trim_search, trim_reg : float, float, int, float
         The trimming's thresholds, search half-size and patch covariance regulariser,
-        as for ``"ifm"``.
+        meaning as for ``"ifm"`` (defaults 0.25, 0.9, 40, 1e-4; ``"ifm"``'s
+        ``trim_search`` default is 20).
     """
 
     name = "cf"

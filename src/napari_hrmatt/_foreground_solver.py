@@ -33,7 +33,11 @@ TILES = (16, 32, 64, 128)
 # Relative time per swept pixel of each tile edge (None: one dense tile larger than a
 # batch), measured on one CPU thread on a 1024 x 1024 level (docs/foreground.md,
 # "Profile"): small tiles pay per row, large arrays per cache miss; a dense level no
-# larger than a batch measured like the tiles (1.0).
+# larger than a batch measured like the tiles (1.0). Since the flat sub-lattice arrays
+# a dense level costs ~1.15x per pixel at 1048^2 and ~0.95x at 524^2, and 64 / 128
+# tiles about as much as 32 (benchmarks/bench_foreground_tiling.py), but no choice on
+# GT01-GT18 at 5 MP changes with the dense cost anywhere in 1.0-2.4, and the choices made
+# cost < 1 % of a call more than the fastest tiling of each block: the table was left.
 _TILE_COST = {16: 1.12, 32: 1.0, 64: 1.07, 128: 1.16, None: 2.4}
 
 # Swept pixels per batch of tiles on the CPU: the work arrays of a batch (~100 bytes per

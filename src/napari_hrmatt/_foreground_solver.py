@@ -94,8 +94,11 @@ def make_plan(
     ``n_big``; ``n_finest`` overrides the finest of these: an int for level 0, or a
     sequence for levels 0, 1, ... (each only where that level has ``n_big``).
     ``relaxation_once`` (default ``relaxation``) is the over-relaxation of levels swept
-    once.
+    once. A negative number of sweeps is a ValueError.
     """
+    finest = () if n_finest is None else tuple(np.atleast_1d(n_finest).astype(int).tolist())
+    if min((*finest, n_big, n_small)) < 0:
+        raise ValueError("the numbers of sweeps must be >= 0")
     h, w = int(shape[0]), int(shape[1])
     top = max(0, math.ceil(math.log2(max(h, w, 1))))  # level L is 1 x 1
     glevel = 0
@@ -105,10 +108,9 @@ def make_plan(
     for k in range(top + 1):
         hk, wk = -(-h // (1 << k)), -(-w // (1 << k))
         iterations.append(n_small if hk <= small_size and wk <= small_size else n_big)
-    finest = () if n_finest is None else (n_finest,) if isinstance(n_finest, int) else n_finest
-    for k, n in enumerate(tuple(finest)[: top + 1]):
+    for k, n in enumerate(finest[: top + 1]):
         if iterations[k] == n_big:
-            iterations[k] = int(n)
+            iterations[k] = n
     once = None if relaxation_once is None else float(relaxation_once)
     return Plan((h, w), glevel, tuple(iterations), float(eps), float(omega), float(relaxation),
                 once)  # fmt: skip

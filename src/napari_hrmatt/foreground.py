@@ -359,11 +359,8 @@ def estimate_foreground(
         )
     device = resolve_device(device)
     h, w = image.shape[:2]
-    finest = (n_finest_iterations,) if np.ndim(n_finest_iterations) == 0 else n_finest_iterations
-    if min((*finest, n_big_iterations, n_small_iterations)) < 0:
-        raise ValueError("the numbers of sweeps must be >= 0")
     plan = make_plan((h, w), global_size, n_small_iterations, n_big_iterations, small_size,
-                     regularization, gradient_weight, relaxation, tuple(int(n) for n in finest),
+                     regularization, gradient_weight, relaxation, n_finest_iterations,
                      relaxation_once)  # fmt: skip
     step = 1 << plan.glevel
     depth = foreground_overlap(plan) if overlap is None else -(-int(overlap) // step) * step

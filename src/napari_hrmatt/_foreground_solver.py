@@ -47,6 +47,28 @@ _TILE_COST = {16: 1.12, 32: 1.0, 64: 1.07, 128: 1.16, None: 2.4}
 _BATCH = 1 << 17
 
 
+# Sweep kernel for CPU tensors: "numba" (the fused kernel of ._fg_kernels, one pass per
+# half-sweep, all tiles of a level in one call) or "torch" (the tensor operations of
+# _sweep_tiles, which CUDA always uses; tests set this to keep that path tested on CPU).
+KERNEL = "numba"
+
+
+def _use_kernel(Xp, img, A) -> bool:
+    import torch
+
+    return (
+        KERNEL == "numba"
+        and Xp.device.type == "cpu"
+        and Xp.dtype == img.dtype == A.dtype == torch.float32
+    )
+
+
+def _kernel():
+    from ._fg_kernels import sweep_tiles  # (lazy: importing numba costs ~0.6 s)
+
+    return sweep_tiles
+
+
 # --------------------------------------------------------------------------- levels
 
 
@@ -277,6 +299,14 @@ def sweep_level(
         xs, xw = X.as_strided((c2, st[0]), (st[0], 1)), st[1]
     else:
         xs, xw = X.contiguous().view(c2, -1), X.shape[2]
+    if _use_kernel(Xp, img, A):  # the fused numba kernel: all tiles in one call
+        _kernel()(xs.numpy(), int(xw), bool(from_coarser), Xp.numpy(),
+                  np.ascontiguousarray(img.numpy()), np.ascontiguousarray(A.numpy()),
+                  np.ascontiguousarray(ti.numpy(), dtype=np.int64),
+                  np.ascontiguousarray(tj.numpy(), dtype=np.int64), ty_, tx_, halo,
+                  int(origin[0]), int(origin[1]), int(full[0]), int(full[1]), int(n_iter),
+                  plan.eps, plan.omega, plan.relax(n_iter))  # fmt: skip
+        return Xp[:, :h, :w]
     per = max(1, _BATCH // (sy * sx)) if dev.type == "cpu" else ti.shape[0]
     for i in range(0, ti.shape[0], per):
         _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti[i : i + per], tj[i : i + per],

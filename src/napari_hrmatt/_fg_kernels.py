@@ -26,7 +26,7 @@ import numpy as np
 __all__ = ["sweep_tiles"]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=False)
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
 def sweep_tiles(xs, xw, from_coarser, out, img, A, ti, tj, ty, tx, halo, oy, ox, fy, fx,
                 n_iter, eps, omega, relax):  # fmt: skip
     """Sweep the tiles ``(ti[k], tj[k])`` of one level and write them into ``out``.
@@ -37,157 +37,208 @@ def sweep_tiles(xs, xw, from_coarser, out, img, A, ti, tj, ty, tx, halo, oy, ox,
         interiors are written. img : (C, h, w) float32, A : (h, w) float32: this level.
     ty, tx, halo : tile edges and halo (even); (oy, ox): level coordinates of pixel
         (0, 0) in the whole image, (fy, fx): the whole image's level size.
+
+    A tile is held as four sub-lattices by (row, column) parity, ``k = 2 p + q`` for
+    tile pixel ``(2 i + p, 2 j + q)``, so that a half-sweep runs over contiguous rows of
+    one colour (loops the compiler vectorises; ``error_model="numpy"`` keeps the
+    divisions free of Python's zero checks, which would prevent that).
     """
     c2 = xs.shape[0]
     c = c2 // 2
     nout = out.shape[0]
     h, w = A.shape
     sy, sx = ty + 2 * halo, tx + 2 * halo
+    ny, nx = sy // 2, sx // 2
+    size = ny * nx
+    m = nx + 1  # margin of each flat sub-lattice: every neighbour is a shifted index
     f0 = np.float32(0.0)
     f1 = np.float32(1.0)
     eps32, omega32, r32 = np.float32(eps), np.float32(omega), np.float32(relax)
     keep = np.float32(1.0 - relax)
-    x = np.empty((c2, sy, sx), np.float32)
-    im = np.empty((c, sy, sx), np.float32)
-    a = np.empty((sy, sx), np.float32)
-    # Edge weights of a tile: wv[y, x] joins (y, x) to (y + 1, x), wh[y, x] to (y, x + 1);
-    # 0 where the edge leaves the image. Self weights per tile row and column.
-    wv = np.zeros((sy, sx), np.float32)
-    wh = np.zeros((sy, sx), np.float32)
-    cut_x = np.empty(sx, np.float32)  # 0 where the edge to the right is cut, else 1
-    self_y = np.empty(sy, np.float32)
-    self_x = np.empty(sx, np.float32)
+    # Sub-lattice k = 2 p + q of a tile: pixels (2 i + p, 2 j + q) at m + i nx + j.
+    x = np.zeros((4, c2, size + 2 * m), np.float32)
+    im = np.empty((4, c, size + 2 * m), np.float32)
+    a = np.zeros((4, size + 2 * m), np.float32)
+    # Updated (1) or on the tile's fixed outer ring (0), per sub-lattice pixel.
+    upd = np.ones((4, size + 2 * m), np.bool_)
+    for k in range(4):
+        p, q = k // 2, k % 2
+        for i in range(ny):
+            for j in range(nx):
+                ring = (p == 0 and i == 0) or (p == 1 and i == ny - 1)
+                ring = ring or (q == 0 and j == 0) or (q == 1 and j == nx - 1)
+                upd[k, m + i * nx + j] = not ring
     col = np.empty(sx, np.int64)  # clamped level column of each tile column
+    # Per column parity q and sub-lattice column j: 1 / 0 for the edge to the left /
+    # right kept / cut (it leaves the image), and the self weight of those columns.
+    cut_l = np.empty((2, nx), np.float32)
+    cut_r = np.empty((2, nx), np.float32)
+    self_x = np.empty((2, nx), np.float32)
+    self_y = np.empty(sy, np.float32)
+    cut_u = np.empty(sy, np.float32)
+    cut_d = np.empty(sy, np.float32)
+    # Coefficients of one sub-lattice (scaled weights up, down, left, right, self;
+    # alpha / r, (1 - alpha) / r; the gains).
+    cw = np.zeros((9, size), np.float32)
+    ones = np.ones(size, np.float32)
+    zeros = np.zeros(size, np.float32)
     for t in range(ti.shape[0]):
         y0 = ti[t] * ty - halo
         x0 = tj[t] * tx - halo
         inside = x0 >= 0 and x0 + sx <= w  # no column clamped (x0 is even)
+        border = False  # does the tile hold an edge that leaves the image?
         for xx in range(sx):
             col[xx] = min(max(x0 + xx, 0), w - 1)
             gx = ox + x0 + xx
-            cut_x[xx] = f0 if gx == -1 or gx == fx - 1 else f1
+            q, j = xx % 2, xx // 2
+            cut_l[q, j] = f0 if gx == 0 or gx == fx else f1
+            cut_r[q, j] = f0 if gx == -1 or gx == fx - 1 else f1
             sw = f0
             if gx == 0:
                 sw += eps32
             if gx == fx - 1:
                 sw += eps32
-            self_x[xx] = sw
+            self_x[q, j] = sw
+            border = border or gx == 0 or gx == fx - 1
         # Gather alpha, the image and the initial F, B (rows clamped, then columns).
         for yy in range(sy):
             ry = min(max(y0 + yy, 0), h - 1)
             gy = oy + y0 + yy
+            cut_u[yy] = f0 if gy == 0 or gy == fy else f1
+            cut_d[yy] = f0 if gy == -1 or gy == fy - 1 else f1
             sw = f0
             if gy == 0:
                 sw += eps32
             if gy == fy - 1:
                 sw += eps32
             self_y[yy] = sw
-            if inside:
-                for xx in range(sx):
-                    a[yy, xx] = A[ry, x0 + xx]
+            border = border or gy == 0 or gy == fy - 1
+            p, b = yy % 2, m + (yy // 2) * nx
+            for q in range(2):
+                k = 2 * p + q
+                for j in range(nx):
+                    a[k, b + j] = A[ry, col[2 * j + q]]
                 for ch in range(c):
-                    for xx in range(sx):
-                        im[ch, yy, xx] = img[ch, ry, x0 + xx]
-            else:
-                for xx in range(sx):
-                    a[yy, xx] = A[ry, col[xx]]
-                for ch in range(c):
-                    for xx in range(sx):
-                        im[ch, yy, xx] = img[ch, ry, col[xx]]
-            if from_coarser:
-                row = (ry >> 1) * xw
-                if yy % 2 == 1 and ry >> 1 == (min(max(y0 + yy - 1, 0), h - 1)) >> 1:
-                    for ch in range(c2):  # the same parents as the row above
-                        for xx in range(sx):
-                            x[ch, yy, xx] = x[ch, yy - 1, xx]
-                elif inside:
-                    row += x0 >> 1
-                    for ch in range(c2):
-                        for m in range(sx // 2):
-                            v = xs[ch, row + m]
-                            x[ch, yy, 2 * m] = v
-                            x[ch, yy, 2 * m + 1] = v
+                    for j in range(nx):
+                        im[k, ch, b + j] = img[ch, ry, col[2 * j + q]]
+                if from_coarser:
+                    row = (ry >> 1) * xw
+                    if inside:
+                        row += x0 >> 1
+                        for ch in range(c2):
+                            for j in range(nx):
+                                x[k, ch, b + j] = xs[ch, row + j]
+                    else:
+                        for ch in range(c2):
+                            for j in range(nx):
+                                x[k, ch, b + j] = xs[ch, row + (col[2 * j + q] >> 1)]
                 else:
+                    row = ry * xw
                     for ch in range(c2):
-                        for xx in range(sx):
-                            x[ch, yy, xx] = xs[ch, row + (col[xx] >> 1)]
-            else:
-                row = ry * xw
-                if inside:
-                    row += x0
-                    for ch in range(c2):
-                        for xx in range(sx):
-                            x[ch, yy, xx] = xs[ch, row + xx]
-                else:
-                    for ch in range(c2):
-                        for xx in range(sx):
-                            x[ch, yy, xx] = xs[ch, row + col[xx]]
-        # Edge weights eps + omega |alpha_i - alpha_j|, once per edge.
-        for yy in range(sy):
-            gy = oy + y0 + yy
-            if yy < sy - 1 and gy != -1 and gy != fy - 1:
-                for xx in range(sx):
-                    wv[yy, xx] = abs(a[yy, xx] - a[yy + 1, xx]) * omega32 + eps32
-            else:
-                for xx in range(sx):
-                    wv[yy, xx] = f0
-            for xx in range(sx - 1):
-                wh[yy, xx] = (abs(a[yy, xx] - a[yy, xx + 1]) * omega32 + eps32) * cut_x[xx]
+                        for j in range(nx):
+                            x[k, ch, b + j] = xs[ch, row + col[2 * j + q]]
         for _ in range(n_iter):
-            for colour in range(2):  # red ((y + x) even) first, then black
-                for yy in range(1, sy - 1):
-                    start = 1 if (yy + 1) % 2 == colour else 2
-                    for xx in range(start, sx - 1, 2):
-                        ai = a[yy, xx]
-                        # up, down, left, right (the torch path's order), self
-                        w0 = wv[yy - 1, xx]
-                        w1 = wv[yy, xx]
-                        w2 = wh[yy, xx - 1]
-                        w3 = wh[yy, xx]
-                        s = self_y[yy] + self_x[xx]
-                        total = w0 + w1
-                        total += w2
-                        total += w3
-                        total += s
-                        a1 = f1 - ai
-                        denom = total + ai * ai
-                        denom += a1 * a1
-                        scale = (f1 / total) * r32
-                        gain = (f1 / denom) * r32
-                        w0 *= scale
-                        w1 *= scale
-                        w2 *= scale
-                        w3 *= scale
-                        s *= scale
-                        a0r = ai / r32
-                        a1r = a1 / r32
-                        g0 = ai * gain
-                        g1 = a1 * gain
-                        for ch in range(c):
-                            xf = x[ch, yy, xx]
-                            fm = w0 * x[ch, yy - 1, xx]
-                            fm += w1 * x[ch, yy + 1, xx]
-                            fm += w2 * x[ch, yy, xx - 1]
-                            fm += w3 * x[ch, yy, xx + 1]
-                            fm += s * xf
-                            cb = ch + c
-                            xb = x[cb, yy, xx]
-                            bm = w0 * x[cb, yy - 1, xx]
-                            bm += w1 * x[cb, yy + 1, xx]
-                            bm += w2 * x[cb, yy, xx - 1]
-                            bm += w3 * x[cb, yy, xx + 1]
-                            bm += s * xb
-                            res = im[ch, yy, xx] - a0r * fm
-                            res -= a1r * bm
-                            fm += g0 * res
-                            bm += g1 * res
-                            fm += keep * xf
-                            bm += keep * xb
-                            x[ch, yy, xx] = min(max(fm, f0), f1)
-                            x[cb, yy, xx] = min(max(bm, f0), f1)
+            for k in (0, 3, 1, 2):  # red (00, 11), then black (01, 10)
+                p, q = k // 2, k % 2
+                kv, kh = 2 * (1 - p) + q, 2 * p + 1 - q  # up / down and left / right
+                # Starts of the neighbours above, below, left and right (flat views,
+                # so that the loops below index from 0 and vectorise).
+                su, sd, sl, sr = m + (p - 1) * nx, m + p * nx, m + q - 1, m + q
+                if border:  # row by row: edges leaving the image, self weights
+                    for i in range(1 - p, ny - p):
+                        yy = 2 * i + p
+                        b = i * nx
+                        _coefficients(
+                            a[k, m + b : m + b + nx], a[kv, su + b : su + b + nx],
+                            a[kv, sd + b : sd + b + nx], a[kh, sl + b : sl + b + nx],
+                            a[kh, sr + b : sr + b + nx], cut_u[yy], cut_d[yy], cut_l[q],
+                            cut_r[q], self_y[yy], self_x[q], cw[:, b : b + nx], omega32,
+                            eps32, r32,
+                        )  # fmt: skip
+                else:  # the whole sub-lattice as one flat loop (the ring is discarded)
+                    _coefficients(
+                        a[k, m : m + size], a[kv, su : su + size], a[kv, sd : sd + size],
+                        a[kh, sl : sl + size], a[kh, sr : sr + size], f1, f1, ones, ones,
+                        f0, zeros, cw, omega32, eps32, r32,
+                    )  # fmt: skip
+                for ch in range(c):
+                    _update(
+                        x[k, ch, m : m + size], x[kv, ch, su : su + size],
+                        x[kv, ch, sd : sd + size], x[kh, ch, sl : sl + size],
+                        x[kh, ch, sr : sr + size], x[k, ch + c, m : m + size],
+                        x[kv, ch + c, su : su + size], x[kv, ch + c, sd : sd + size],
+                        x[kh, ch + c, sl : sl + size], x[kh, ch + c, sr : sr + size],
+                        im[k, ch, m : m + size], cw, upd[k, m : m + size], keep,
+                    )  # fmt: skip
         # The tile's interior into the padded level.
         for ch in range(nout):
             for yy in range(ty):
                 orow = ti[t] * ty + yy
+                ocol = tj[t] * tx
+                p, b = (halo + yy) % 2, m + ((halo + yy) // 2) * nx
                 for xx in range(tx):
-                    out[ch, orow, tj[t] * tx + xx] = x[ch, halo + yy, halo + xx]
+                    q, j = (halo + xx) % 2, (halo + xx) // 2
+                    out[ch, orow, ocol + xx] = x[2 * p + q, ch, b + j]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
+def _coefficients(a, au, ad, al, ar, cu, cd, cl, cr, sy, sx, cw, omega, eps, relax):
+    """One row (or flat sub-lattice) of update coefficients into ``cw`` (9, n)."""
+    f1 = np.float32(1.0)
+    for j in range(a.shape[0]):
+        ai = a[j]
+        w0 = (abs(ai - au[j]) * omega + eps) * cu  # up, down, left, right, self
+        w1 = (abs(ad[j] - ai) * omega + eps) * cd
+        w2 = (abs(ai - al[j]) * omega + eps) * cl[j]
+        w3 = (abs(ar[j] - ai) * omega + eps) * cr[j]
+        s = sy + sx[j]
+        total = w0 + w1
+        total += w2
+        total += w3
+        total += s
+        a1 = f1 - ai
+        denom = total + ai * ai
+        denom += a1 * a1
+        scale = (f1 / total) * relax
+        gain = (f1 / denom) * relax
+        cw[0, j] = w0 * scale
+        cw[1, j] = w1 * scale
+        cw[2, j] = w2 * scale
+        cw[3, j] = w3 * scale
+        cw[4, j] = s * scale
+        cw[5, j] = ai / relax
+        cw[6, j] = a1 / relax
+        cw[7, j] = ai * gain
+        cw[8, j] = a1 * gain
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
+def _update(xf, fu, fd, fl, fr, xb, bu, bd, bl, br, im, cw, upd, keep):
+    """One channel's F and B of one sub-lattice, updated in place where ``upd``."""
+    f0 = np.float32(0.0)
+    f1 = np.float32(1.0)
+    for j in range(xf.shape[0]):
+        f = xf[j]
+        b = xb[j]
+        fm = cw[0, j] * fu[j]
+        fm += cw[1, j] * fd[j]
+        fm += cw[2, j] * fl[j]
+        fm += cw[3, j] * fr[j]
+        fm += cw[4, j] * f
+        bm = cw[0, j] * bu[j]
+        bm += cw[1, j] * bd[j]
+        bm += cw[2, j] * bl[j]
+        bm += cw[3, j] * br[j]
+        bm += cw[4, j] * b
+        res = im[j] - cw[5, j] * fm
+        res -= cw[6, j] * bm
+        fm += cw[7, j] * res
+        bm += cw[8, j] * res
+        fm += keep * f
+        bm += keep * b
+        fm = fm if fm > f0 else f0
+        bm = bm if bm > f0 else f0
+        fm = fm if fm < f1 else f1
+        bm = bm if bm < f1 else f1
+        xf[j] = fm if upd[j] else f
+        xb[j] = bm if upd[j] else b

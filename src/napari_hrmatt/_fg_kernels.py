@@ -27,14 +27,17 @@ __all__ = ["sweep_tiles"]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-def sweep_tiles(xs, xw, from_coarser, out, img, A, ti, tj, ty, tx, halo, oy, ox, fy, fx,
+def sweep_tiles(xs, xw, from_coarser, out, img, A, active, ty, tx, halo, oy, ox, fy, fx,
                 n_iter, eps, omega, relax):  # fmt: skip
-    """Sweep the tiles ``(ti[k], tj[k])`` of one level and write them into ``out``.
+    """Sweep the active tiles of one level and write them into ``out``; the others get
+    the initial values (with ``from_coarser`` the nearest-neighbour upsampling).
 
     xs : (2C, n) float32, the initial state flattened with rows of ``xw`` entries: the
         level itself, or with ``from_coarser`` the next coarser level (a pixel starts as
         its parent). out : (nout, hp, wp) float32, the padded level; only the tiles'
-        interiors are written. img : (C, h, w) float32, A : (h, w) float32: this level.
+        interiors are written (rows and columns past the level only by active tiles).
+        active : (nty, ntx) uint8, the tiles to sweep. img : (C, h, w) float32,
+        A : (h, w) float32: this level.
     ty, tx, halo : tile edges and halo (even); (oy, ox): level coordinates of pixel
         (0, 0) in the whole image, (fy, fx): the whole image's level size.
 
@@ -82,9 +85,13 @@ def sweep_tiles(xs, xw, from_coarser, out, img, A, ti, tj, ty, tx, halo, oy, ox,
     cw = np.zeros((9, size), np.float32)
     ones = np.ones(size, np.float32)
     zeros = np.zeros(size, np.float32)
-    for t in range(ti.shape[0]):
-        y0 = ti[t] * ty - halo
-        x0 = tj[t] * tx - halo
+    for t in range(active.size):
+        ty0, tx0 = (t // active.shape[1]) * ty, (t % active.shape[1]) * tx
+        if not active.flat[t]:
+            _initial(xs, xw, from_coarser, out, ty0, tx0, min(ty, h - ty0), min(tx, w - tx0))
+            continue
+        y0 = ty0 - halo
+        x0 = tx0 - halo
         inside = x0 >= 0 and x0 + sx <= w  # no column clamped (x0 is even)
         border = False  # does the tile hold an edge that leaves the image?
         for xx in range(sx):
@@ -116,27 +123,27 @@ def sweep_tiles(xs, xw, from_coarser, out, img, A, ti, tj, ty, tx, halo, oy, ox,
             p, b = yy % 2, m + (yy // 2) * nx
             for q in range(2):
                 k = 2 * p + q
-                for j in range(nx):
-                    a[k, b + j] = A[ry, col[2 * j + q]]
-                for ch in range(c):
-                    for j in range(nx):
-                        im[k, ch, b + j] = img[ch, ry, col[2 * j + q]]
-                if from_coarser:
-                    row = (ry >> 1) * xw
-                    if inside:
-                        row += x0 >> 1
-                        for ch in range(c2):
-                            for j in range(nx):
-                                x[k, ch, b + j] = xs[ch, row + j]
-                    else:
-                        for ch in range(c2):
-                            for j in range(nx):
-                                x[k, ch, b + j] = xs[ch, row + (col[2 * j + q] >> 1)]
+                cols = col[q::2]
+                if inside:  # every other pixel of the row, and the parents as they are
+                    _copy(a[k, b : b + nx], A[ry, x0 + q : x0 + sx : 2])
+                    for ch in range(c):
+                        _copy(im[k, ch, b : b + nx], img[ch, ry, x0 + q : x0 + sx : 2])
                 else:
-                    row = ry * xw
+                    _gather(a[k, b : b + nx], A[ry], cols, 0)
+                    for ch in range(c):
+                        _gather(im[k, ch, b : b + nx], img[ch, ry], cols, 0)
+                if from_coarser and inside:
+                    r0 = (ry >> 1) * xw + (x0 >> 1)
                     for ch in range(c2):
-                        for j in range(nx):
-                            x[k, ch, b + j] = xs[ch, row + col[2 * j + q]]
+                        _copy(x[k, ch, b : b + nx], xs[ch, r0 : r0 + nx])
+                elif from_coarser:
+                    r0 = (ry >> 1) * xw
+                    for ch in range(c2):
+                        _gather(x[k, ch, b : b + nx], xs[ch, r0 : r0 + xw], cols, 1)
+                else:
+                    r0 = ry * xw
+                    for ch in range(c2):
+                        _gather(x[k, ch, b : b + nx], xs[ch, r0 : r0 + xw], cols, 0)
         for _ in range(n_iter):
             for k in (0, 3, 1, 2):  # red (00, 11), then black (01, 10)
                 p, q = k // 2, k % 2
@@ -170,15 +177,51 @@ def sweep_tiles(xs, xw, from_coarser, out, img, A, ti, tj, ty, tx, halo, oy, ox,
                         x[kh, ch + c, sl : sl + size], x[kh, ch + c, sr : sr + size],
                         im[k, ch, m : m + size], cw, upd[k, m : m + size], keep,
                     )  # fmt: skip
-        # The tile's interior into the padded level.
+        # The tile's interior into the padded level (halo is even: tile row yy is on
+        # sub-lattice row parity yy % 2).
+        ocol = tx0
         for ch in range(nout):
             for yy in range(ty):
-                orow = ti[t] * ty + yy
-                ocol = tj[t] * tx
-                p, b = (halo + yy) % 2, m + ((halo + yy) // 2) * nx
-                for xx in range(tx):
-                    q, j = (halo + xx) % 2, (halo + xx) // 2
-                    out[ch, orow, ocol + xx] = x[2 * p + q, ch, b + j]
+                p, b = yy % 2, m + ((halo + yy) // 2) * nx + halo // 2
+                dst = out[ch, ty0 + yy, ocol : ocol + tx]
+                _interleave(dst, x[2 * p, ch, b : b + tx // 2], x[2 * p + 1, ch, b : b + tx // 2])
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def _initial(xs, xw, from_coarser, out, y0, x0, ny, nx):
+    """The initial state of an ``ny x nx`` block of the level at (y0, x0) (even)."""
+    for ch in range(out.shape[0]):
+        for y in range(y0, y0 + ny):
+            dst = out[ch, y, x0 : x0 + nx]
+            if from_coarser:
+                r0 = (y >> 1) * xw + (x0 >> 1)
+                src = xs[ch, r0 : r0 + (nx + 1) // 2]
+                for j in range(nx // 2):
+                    dst[2 * j] = src[j]
+                    dst[2 * j + 1] = src[j]
+                if nx % 2:
+                    dst[nx - 1] = src[nx // 2]
+            else:
+                _copy(dst, xs[ch, y * xw + x0 : y * xw + x0 + nx])
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
+def _copy(dst, src):
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
+def _gather(dst, src, idx, shift):
+    for j in range(dst.shape[0]):
+        dst[j] = src[idx[j] >> shift]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
+def _interleave(dst, even, odd):
+    for j in range(even.shape[0]):
+        dst[2 * j] = even[j]
+        dst[2 * j + 1] = odd[j]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")

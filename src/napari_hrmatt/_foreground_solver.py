@@ -285,28 +285,28 @@ def sweep_level(
     # The level padded to whole tiles; tile pixels past the level are swept but dropped.
     hp, wp = nty * ty_, ntx * tx_
     Xp = torch.empty((nout, hp, wp), dtype=X.dtype, device=dev)
-    if from_coarser:  # nearest-neighbour upsampling, written once (hp, wp are even)
-        hc, wc = min(X.shape[1], hp // 2), min(X.shape[2], wp // 2)
-        up = Xp.view(nout, hp // 2, 2, wp // 2, 2)[:, :hc, :, :wc, :]
-        up.copy_(X[:nout, :hc, None, :wc, None].expand(nout, hc, 2, wc, 2))
-    else:
-        Xp[:, :h, :w] = X[:nout]
     # Tiles read their initial values from X (never written) and write their interiors
-    # into Xp, in batches of about _BATCH swept pixels, whose work arrays stay in cache.
+    # into Xp.
     st = X.stride()
     if st[2] == 1 and st[1] >= X.shape[2] and st[0] >= st[1] * X.shape[1]:
         # Row-major with padding (a previous level's work array): read it in place.
         xs, xw = X.as_strided((c2, st[0]), (st[0], 1)), st[1]
     else:
         xs, xw = X.contiguous().view(c2, -1), X.shape[2]
-    if _use_kernel(Xp, img, A):  # the fused numba kernel: all tiles in one call
+    if _use_kernel(Xp, img, A):  # the fused numba kernel: the whole level in one call
         _kernel()(xs.numpy(), int(xw), bool(from_coarser), Xp.numpy(),
                   np.ascontiguousarray(img.numpy()), np.ascontiguousarray(A.numpy()),
-                  np.ascontiguousarray(ti.numpy(), dtype=np.int64),
-                  np.ascontiguousarray(tj.numpy(), dtype=np.int64), ty_, tx_, halo,
+                  active.cpu().numpy().astype(np.uint8), ty_, tx_, halo,
                   int(origin[0]), int(origin[1]), int(full[0]), int(full[1]), int(n_iter),
                   plan.eps, plan.omega, plan.relax(n_iter))  # fmt: skip
         return Xp[:, :h, :w]
+    if from_coarser:  # nearest-neighbour upsampling, written once (hp, wp are even)
+        hc, wc = min(X.shape[1], hp // 2), min(X.shape[2], wp // 2)
+        up = Xp.view(nout, hp // 2, 2, wp // 2, 2)[:, :hc, :, :wc, :]
+        up.copy_(X[:nout, :hc, None, :wc, None].expand(nout, hc, 2, wc, 2))
+    else:
+        Xp[:, :h, :w] = X[:nout]
+    # Batches of about _BATCH swept pixels, whose work arrays stay in cache.
     per = max(1, _BATCH // (sy * sx)) if dev.type == "cpu" else ti.shape[0]
     for i in range(0, ti.shape[0], per):
         _sweep_tiles(xs, xw, from_coarser, Xp, img, A, ti[i : i + per], tj[i : i + per],

@@ -85,11 +85,22 @@ def sweep_tiles(xs, xw, from_coarser, out, img, A, active, ty, tx, halo, oy, ox,
     cw = np.zeros((9, size), np.float32)
     ones = np.ones(size, np.float32)
     zeros = np.zeros(size, np.float32)
+    ntx = active.shape[1]
+    run = -1  # first tile of the current run of inactive tiles in a row of tiles
     for t in range(active.size):
-        ty0, tx0 = (t // active.shape[1]) * ty, (t % active.shape[1]) * tx
-        if not active.flat[t]:
-            _initial(xs, xw, from_coarser, out, ty0, tx0, min(ty, h - ty0), min(tx, w - tx0))
+        tr, tc = t // ntx, t % ntx
+        ty0, tx0 = tr * ty, tc * tx
+        if not active[tr, tc]:  # initial values, written run by run (long rows)
+            run = tc if run < 0 else run
+            if tc == ntx - 1:
+                _initial(xs, xw, from_coarser, out, ty0, run * tx, min(ty, h - ty0),
+                         w - run * tx)  # fmt: skip
+                run = -1
             continue
+        if run >= 0:
+            _initial(xs, xw, from_coarser, out, ty0, run * tx, min(ty, h - ty0),
+                     min(tx0, w) - run * tx)  # fmt: skip
+            run = -1
         y0 = ty0 - halo
         x0 = tx0 - halo
         inside = x0 >= 0 and x0 + sx <= w  # no column clamped (x0 is even)

@@ -296,3 +296,35 @@ def _update(xf, fu, fd, fl, fr, xb, bu, bd, bl, br, im, cw, upd, keep):
         bm = bm if bm < f1 else f1
         xf[j] = fm if upd[j] else f
         xb[j] = bm if upd[j] else b
+
+
+@numba.njit(
+    "void(float32[:, :, :], float32[:, :, :], float32[:, :], float32[:, :, :], int64, int64, "
+    "int64)",
+    cache=True,
+    nogil=True,
+    fastmath=False,
+    error_model="numpy",
+)
+def finish(out, img, alpha, src, g, sy0, sx0):
+    """The block's result: ``F = I`` where alpha = 1, else the solved (or coarse) ``F``;
+    ``B = I`` where alpha = 0, else ``B`` (channels ``C..2C - 1`` of ``out``, if any).
+
+    ``src`` (nout, hs, ws) is read at ``((sy0 + y) >> g, (sx0 + x) >> g)`` (``g > 0``: the
+    coarse level of a block with alpha only 0 or 1, expanded on the fly). Arrays of any
+    strides (one signature): ``out`` is usually a view into the (H, W, C) output, so
+    pixels are the inner loop's outer level and channels its inner one.
+    """
+    nout = out.shape[0]
+    c = img.shape[0]
+    for y in range(out.shape[1]):
+        a = alpha[y]
+        for ch in range(nout):  # row by row and channel by channel (simple loops)
+            known = np.float32(1.0 if ch < c else 0.0)
+            dst, im, s = out[ch, y], img[ch % c, y], src[ch, (sy0 + y) >> g]
+            if g == 0:
+                for x in range(dst.shape[0]):
+                    dst[x] = im[x] if a[x] == known else s[x]
+            else:
+                for x in range(dst.shape[0]):
+                    dst[x] = im[x] if a[x] == known else s[(sx0 + x) >> g]

@@ -178,3 +178,18 @@ def test_kernel_is_used_for_cpu_float32_only(monkeypatch):
     monkeypatch.setattr(solver, "KERNEL", "torch")
     sweep_level(torch.from_numpy(coarse), **kw)
     assert len(calls) == 1
+
+
+def test_torch_banded_tiles_equal_dense_sweeps(monkeypatch):
+    # The tiles-only property of test_foreground, on the torch path (CUDA's).
+    from .test_foreground import _block_result, _max_diff
+
+    monkeypatch.setattr(solver, "KERNEL", "torch")
+    hairy = make_sample((150, 230), seed=3, return_colors=True)
+    alpha = hairy[2]
+    plan = make_plan(alpha.shape, 600, 10, 2, 32, 1e-5, 1.0, 1.5, (1, 1), 1.2)
+    dense = _block_result(hairy, plan, None, monkeypatch)
+    banded = _block_result(hairy, plan, (16, 32, 64, 128), monkeypatch)
+    c = dense.shape[2] // 2
+    split = ((dense[..., :c], dense[..., c:]), (banded[..., :c], banded[..., c:]))
+    assert _max_diff(*split, alpha) < 1e-6

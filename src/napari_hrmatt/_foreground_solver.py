@@ -47,24 +47,19 @@ _TILE_COST = {16: 1.12, 32: 1.0, 64: 1.07, 128: 1.16, None: 2.4}
 _BATCH = 1 << 17
 
 
-# Sweep kernel for CPU tensors: "numba" (the fused kernel of ._fg_kernels, one pass per
-# half-sweep, all tiles of a level in one call) or "torch" (the tensor operations of
-# _sweep_tiles, which CUDA always uses; tests set this to keep that path tested on CPU).
+# Sweeps of CPU float32 tensors: "numba" (._fg_kernels, one pass per half-sweep, a whole
+# level per call) or "torch" (_sweep_tiles, which CUDA always uses; tests set "torch" to
+# keep that path tested on the CPU). numba is imported on first use (~0.6 s).
 KERNEL = "numba"
 
 
 def _use_kernel(Xp, img, A) -> bool:
-    import torch
-
-    return (
-        KERNEL == "numba"
-        and Xp.device.type == "cpu"
-        and Xp.dtype == img.dtype == A.dtype == torch.float32
-    )
+    f32 = {str(x.dtype) for x in (Xp, img, A)} == {"torch.float32"}
+    return KERNEL == "numba" and Xp.device.type == "cpu" and f32
 
 
 def _kernel():
-    from ._fg_kernels import sweep_tiles  # (lazy: importing numba costs ~0.6 s)
+    from ._fg_kernels import sweep_tiles
 
     return sweep_tiles
 
@@ -258,11 +253,11 @@ def sweep_level(
     Each tile is swept with a halo of ``2 n_iter`` pixels whose outer ring stays fixed:
     a ring pixel goes stale at the first half-sweep of its colour and its error moves
     one pixel per half-sweep, so after ``2 n_iter`` half-sweeps it is ``2 n_iter - 1``
-    pixels in, short of the tile's own pixels. Tiles are independent and swept in
-    batches (of about ``_BATCH`` pixels on the CPU). Each tile is gathered straight into
-    four sub-lattices by (row, column) parity with one ``index_select`` per sub-lattice
-    (clamped indices: replicate padding), so a half-sweep updates two quarter-size
-    arrays from the other two, without masks.
+    pixels in, short of the tile's own pixels. Each tile is gathered straight into
+    four sub-lattices by (row, column) parity (clamped indices: replicate padding), so
+    a half-sweep updates two quarter-size arrays from the other two, without masks.
+    CPU float32 tensors go to the numba kernel (``KERNEL``), one tile at a time; the
+    torch path sweeps batches of tiles (of about ``_BATCH`` pixels on the CPU).
     """
     import torch
 

@@ -35,12 +35,13 @@ nearest-neighbour upsampling of the coarser one. Differences from PyMatting's
 implementation, all deliberate:
 
 * **Over-relaxed red-black Gauss-Seidel.** A sweep updates the pixels with even
-  ``y + x`` from their (odd) neighbours, then the odd ones: each half is one batch
-  of tensor operations (torch, CPU or CUDA), and, unlike plain Jacobi, it damps the
-  checkerboard mode. PyMatting sweeps in raster order (sequential), which carries
-  information further per sweep; we make up for it by over-relaxation
-  (``x + 1.5 (x_new - x)``, SOR; 1.2 on the levels swept once), which on the
-  development composites lowered the error (measurements in ``docs/foreground.md``).
+  ``y + x`` from their (odd) neighbours, then the odd ones: each half is one pass
+  over a sub-lattice (a fused numba kernel on the CPU, a few torch operations on
+  CUDA), and, unlike plain Jacobi, it damps the checkerboard mode. PyMatting sweeps
+  in raster order (sequential), which carries information further per sweep; we
+  make up for it by over-relaxation (``x + 1.5 (x_new - x)``, SOR; 1.2 on the levels
+  swept once), which on the development composites lowered the error (measurements
+  in ``docs/foreground.md``).
 * **A factor-2 pyramid**: level ``k`` holds the full-resolution pixels
   ``(2^k i, 2^k j)`` (nearest-neighbour subsampling, as PyMatting's resizing; area
   means measured worse, see ``docs/foreground.md``).
@@ -285,7 +286,8 @@ def estimate_foreground(
 ):
     """Estimate the foreground (and background) colours of an image given its alpha.
 
-    The multi-level method of Germer et al. [1]_ with red-black sweeps in torch, a
+    The multi-level method of Germer et al. [1]_ with red-black sweeps (numba on the
+    CPU, torch on CUDA), a
     dense global pass on a downsampled copy and banded fine levels per overlapping
     block (see the module documentation).
 

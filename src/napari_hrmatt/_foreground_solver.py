@@ -31,14 +31,12 @@ __all__ = [
 TILES = (16, 32, 64, 128)
 
 # Relative time per swept pixel of each tile edge (None: one dense tile larger than a
-# batch), measured on one CPU thread on a 1024 x 1024 level (docs/foreground.md,
-# "Profile"): small tiles pay per row, large arrays per cache miss; a dense level no
-# larger than a batch measured like the tiles (1.0). Since the flat sub-lattice arrays
-# a dense level costs ~1.15x per pixel at 1048^2 and ~0.95x at 524^2, and 64 / 128
-# tiles about as much as 32 (benchmarks/bench_foreground_tiling.py), but no choice on
-# GT01-GT18 at 5 MP changes with the dense cost anywhere in 1.0-2.4, and the choices made
-# cost < 1 % of a call more than the fastest tiling of each block: the table was left.
-_TILE_COST = {16: 1.12, 32: 1.0, 64: 1.07, 128: 1.16, None: 2.4}
+# batch; a smaller one counts 1.0), measured with the numba kernel on one CPU thread on
+# the real blocks of GT04 / GT13 / GT01 at 5 MP (benchmarks/bench_foreground_tiling.py,
+# docs/foreground.md "Fused CPU kernel"): per-tile costs favour large tiles (16: 1.3-1.8,
+# 64: 0.7-0.8, 128: 0.6-0.8 of 32), a dense level 1.1-1.5. (The torch path measured
+# 1.12 / 1.0 / 1.07 / 1.16 and dense 1.15-2.4; CUDA was never measured.)
+_TILE_COST = {16: 1.5, 32: 1.0, 64: 0.8, 128: 0.7, None: 1.3}
 
 # Swept pixels per batch of tiles on the CPU: the work arrays of a batch (~100 bytes per
 # pixel) stay closer to the core; measured ~10 % faster than one batch of all tiles at

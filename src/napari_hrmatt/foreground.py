@@ -287,9 +287,8 @@ def estimate_foreground(
     """Estimate the foreground (and background) colours of an image given its alpha.
 
     The multi-level method of Germer et al. [1]_ with red-black sweeps (numba on the
-    CPU, torch on CUDA), a
-    dense global pass on a downsampled copy and banded fine levels per overlapping
-    block (see the module documentation).
+    CPU, torch on CUDA), a dense global pass on a downsampled copy and banded fine
+    levels per overlapping block (see the module documentation).
 
     Parameters
     ----------

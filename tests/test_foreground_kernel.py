@@ -193,3 +193,15 @@ def test_torch_banded_tiles_equal_dense_sweeps(monkeypatch):
     c = dense.shape[2] // 2
     split = ((dense[..., :c], dense[..., c:]), (banded[..., :c], banded[..., c:]))
     assert _max_diff(*split, alpha) < 1e-6
+
+
+def test_numba_is_imported_on_first_use_only():
+    # importing numba costs ~0.6 s: not on the library's import path.
+    import subprocess
+    import sys
+
+    code = "import sys, napari_hrmatt.foreground; print('NUMBA', 'numba' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "NUMBA False" in result.stdout

@@ -47,6 +47,7 @@ def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
             for j in range(k):
                 best[g, j] = np.inf
                 arg[g, j] = -1
+        lim = np.inf
         y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
         x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
         m = x1 - x0
@@ -60,12 +61,12 @@ def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
                     diff = np.float64(f[i]) - ft
                     row[i] += diff * diff
             for i in range(m):
+                dd = row[i]
+                if dd >= lim:  # no group's buffer would take it
+                    continue
                 cx = x0 + i
                 g = label[cy, cx] - 1
-                if g < 0:
-                    continue
-                dd = row[i]
-                if dd >= worst[g] or (cy == py and cx == px):
+                if g < 0 or dd >= worst[g] or (cy == py and cx == px):
                     continue
                 # Insert into the sorted buffer (after any equal distance).
                 j = k - 1
@@ -76,6 +77,9 @@ def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
                 best[g, j] = dd
                 arg[g, j] = cy * w + cx
                 worst[g] = best[g, k - 1]
+                lim = worst[0]
+                for t in range(1, ngroups):
+                    lim = max(lim, worst[t])
         for g in range(ngroups):
             for j in range(k):
                 if arg[g, j] >= 0:

@@ -26,9 +26,12 @@ def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
     int64 filled with -1 and ``dist2`` (G, N, k) float32 filled with inf, written here.
     Per window row, the squared distances to all its pixels are computed first (in
     float64 from the float32 features: exact differences, a loop the compiler
-    vectorises), then the row is scanned in order and a candidate enters its group's
-    sorted buffer only if strictly nearer than the current k-th: among equal distances
-    the earlier (row-major) candidate wins, a stable order.
+    vectorises), then the row is scanned and a candidate enters its group's sorted
+    buffer if it precedes the current k-th in the order (distance, flat index): equal
+    distances go to the earlier (row-major) pixel, as a stable sort would, whatever the
+    scan order. Rows are visited centre-out (the query's row, then one above, one
+    below, ...): near rows fill the buffer with good candidates early, so fewer later
+    candidates need inserting.
     """
     d, h, w = feat.shape
     best = np.empty((ngroups, k), np.float64)
@@ -51,31 +54,39 @@ def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
         y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
         x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
         m = x1 - x0
-        for cy in range(y0, y1):
+        for step in range(2 * radius + 1):
+            cy = py + ((step + 1) // 2) * (1 if step % 2 == 0 else -1)
+            if cy < y0 or cy >= y1:
+                continue
             for i in range(m):
                 row[i] = 0.0
             for t in range(d):
-                f = feat[t, cy, x0:x1]
                 ft = fq[t]
                 for i in range(m):
-                    diff = np.float64(f[i]) - ft
+                    diff = np.float64(feat[t, cy, x0 + i]) - ft
                     row[i] += diff * diff
             for i in range(m):
                 dd = row[i]
-                if dd >= lim:  # no group's buffer would take it
+                if dd > lim:  # no group's buffer would take it
                     continue
                 cx = x0 + i
                 g = label[cy, cx] - 1
-                if g < 0 or dd >= worst[g] or (cy == py and cx == px):
+                if g < 0 or (cy == py and cx == px):
                     continue
-                # Insert into the sorted buffer (after any equal distance).
+                c = cy * w + cx
+                last = arg[g, k - 1]
+                if dd > worst[g] or (dd == worst[g] and last >= 0 and c > last):
+                    continue
+                # Insert into the sorted buffer, ordered by (distance, flat index).
                 j = k - 1
-                while j > 0 and best[g, j - 1] > dd:
+                while j > 0 and (
+                    best[g, j - 1] > dd or (best[g, j - 1] == dd and arg[g, j - 1] > c)
+                ):
                     best[g, j] = best[g, j - 1]
                     arg[g, j] = arg[g, j - 1]
                     j -= 1
                 best[g, j] = dd
-                arg[g, j] = cy * w + cx
+                arg[g, j] = c
                 worst[g] = best[g, k - 1]
                 lim = worst[0]
                 for t in range(1, ngroups):

@@ -65,6 +65,11 @@ def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
                 for i in range(m):
                     diff = np.float64(feat[t, cy, x0 + i]) - ft
                     row[i] += diff * diff
+            cnt = 0  # a vectorised count first: most rows have no pixel within lim
+            for i in range(m):
+                cnt += row[i] <= lim
+            if cnt == 0:
+                continue
             for i in range(m):
                 dd = row[i]
                 if dd > lim:  # no group's buffer would take it
@@ -99,64 +104,6 @@ def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
 
 
 @numba.njit(**_JIT)
-def lle_kernel(colour, index, points, reg, out):
-    """LLE weights per query (see ``_knn.lle_weights``): Cholesky solve of the local Gram
-    matrix plus ``reg I`` over the valid neighbours, normalised to sum 1 (0 if the sum
-    vanishes). ``colour`` (C, H*W) float64; ``out`` (N, K) float64 zeros, written here."""
-    n, kk = index.shape
-    c = colour.shape[0]
-    e = np.empty((kk, c), np.float64)
-    g = np.empty((kk, kk), np.float64)
-    z = np.empty(kk, np.float64)
-    pos = np.empty(kk, np.int64)
-    for r in range(n):
-        p = points[r]
-        m = 0
-        for j in range(kk):
-            q = index[r, j]
-            if q >= 0:
-                for t in range(c):
-                    e[m, t] = colour[t, q] - colour[t, p]
-                pos[m] = j
-                m += 1
-        if m == 0:
-            continue
-        for a in range(m):
-            for b in range(a + 1):
-                s = 0.0
-                for t in range(c):
-                    s += e[a, t] * e[b, t]
-                g[a, b] = s
-            g[a, a] += reg
-        # Cholesky, lower triangle in place (G + reg I is symmetric positive definite).
-        for a in range(m):
-            for b in range(a + 1):
-                s = g[a, b]
-                for t in range(b):
-                    s -= g[a, t] * g[b, t]
-                if a == b:
-                    g[a, a] = np.sqrt(s)
-                else:
-                    g[a, b] = s / g[b, b]
-        for a in range(m):  # L z = 1
-            s = 1.0
-            for t in range(a):
-                s -= g[a, t] * z[t]
-            z[a] = s / g[a, a]
-        for a in range(m - 1, -1, -1):  # L^T w = z
-            s = z[a]
-            for t in range(a + 1, m):
-                s -= g[t, a] * z[t]
-            z[a] = s / g[a, a]
-        total = 0.0
-        for a in range(m):
-            total += z[a]
-        if abs(total) > 1e-12:
-            for a in range(m):
-                out[r, pos[a]] = z[a] / total
-
-
-@numba.njit(**_JIT)
 def _chol_logdet(s, c, low):
     """Cholesky factor of the (c, c) matrix ``s`` into ``low``; returns log det s."""
     logdet = 0.0
@@ -171,6 +118,69 @@ def _chol_logdet(s, c, low):
             else:
                 low[a, b] = v / low[b, b]
     return logdet
+
+
+@numba.njit(**_JIT)
+def lle_kernel(colour, index, points, reg, out):
+    """LLE weights per query (see ``_knn.lle_weights``): ``(E E^T + reg I)^-1 1`` over the
+    ``m`` valid neighbours (rows of ``E``: their colours minus the query's), normalised
+    to sum 1 (0 if the sum vanishes). Solved through the Woodbury identity,
+    ``(1 - E (reg I_C + E^T E)^-1 E^T 1) / reg``: a C x C Cholesky solve instead of an
+    m x m one (the same numbers up to rounding: the subtraction loses at most a factor
+    ``1 + |E|^2 / reg`` of float64's precision, about 1e-11 relative here).
+    ``colour`` (C, H*W) float64; ``out`` (N, K) float64 zeros, written here."""
+    n, kk = index.shape
+    c = colour.shape[0]
+    e = np.empty((kk, c), np.float64)
+    g = np.empty((c, c), np.float64)
+    low = np.empty((c, c), np.float64)
+    z = np.empty(c, np.float64)
+    wt = np.empty(kk, np.float64)
+    pos = np.empty(kk, np.int64)
+    for r in range(n):
+        p = points[r]
+        m = 0
+        for j in range(kk):
+            q = index[r, j]
+            if q >= 0:
+                for t in range(c):
+                    e[m, t] = colour[t, q] - colour[t, p]
+                pos[m] = j
+                m += 1
+        if m == 0:
+            continue
+        for a in range(c):  # g = reg I + E^T E, z = E^T 1
+            s = 0.0
+            for i in range(m):
+                s += e[i, a]
+            z[a] = s
+            for b in range(a + 1):
+                s = 0.0
+                for i in range(m):
+                    s += e[i, a] * e[i, b]
+                g[a, b] = s
+            g[a, a] += reg
+        _chol_logdet(g, c, low)
+        for a in range(c):  # L y = z
+            s = z[a]
+            for t in range(a):
+                s -= low[a, t] * z[t]
+            z[a] = s / low[a, a]
+        for a in range(c - 1, -1, -1):  # L^T v = y
+            s = z[a]
+            for t in range(a + 1, c):
+                s -= low[t, a] * z[t]
+            z[a] = s / low[a, a]
+        total = 0.0
+        for i in range(m):
+            s = 1.0
+            for t in range(c):
+                s -= e[i, t] * z[t]
+            wt[i] = s / reg
+            total += wt[i]
+        if abs(total) > 1e-12:
+            for i in range(m):
+                out[r, pos[i]] = wt[i] / total
 
 
 @numba.njit(**_JIT)

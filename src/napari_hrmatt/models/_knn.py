@@ -8,12 +8,14 @@ what lets a block grown by at least ``R`` reproduce the rows of a whole-image so
 
 On CPU tensors both functions run numba kernels (:mod:`._ifm_kernels`, imported on first
 use): per query, a loop over the window's candidates keeping the ``k`` best in a sorted
-buffer; per query, a small Cholesky solve. On CUDA (or with ``backend="torch"``, which the
-tests use to keep that path tested on CPU) the search is tiled brute force in torch:
-queries are taken ``tile x tile`` at a time against the candidates of the tile grown by
-``R``, so memory is ``O(tile^2 (tile + 2R)^2)`` whatever the image size, and the work is
-dense matrix products and ``topk``. Both give the same neighbours up to ties in distance
-and the same weights up to rounding.
+buffer (float64 distances, ties to the earlier pixel in row-major order); per query, a
+C x C solve (the Woodbury form of the LLE system). On CUDA (or with ``backend="torch"``,
+which the tests use to keep that path tested on CPU) the search is tiled brute force in
+torch: queries are taken ``tile x tile`` at a time against the candidates of the tile
+grown by ``R``, so memory is ``O(tile^2 (tile + 2R)^2)`` whatever the image size, and the
+work is dense matrix products and ``topk``. Both give the same neighbours up to
+near-ties (the torch product form rounds distances in float32) and the same weights up
+to rounding.
 """
 
 from __future__ import annotations

@@ -452,3 +452,19 @@ def test_nonlocal_csr_product_matches_the_gather_formula(dtype, backend):
     assert got.dtype == dtype
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     np.testing.assert_allclose(got.double().numpy(), expected.numpy(), atol=tol, rtol=tol)
+
+
+def test_numba_is_imported_on_first_use_only():
+    """``import numba`` costs ~0.6 s: the ifm modules import their kernels lazily."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_hrmatt, napari_hrmatt.models.ifm, napari_hrmatt.models._trim; "
+        "from napari_hrmatt.models import get_model; get_model('ifm', 'cpu'); "
+        "print('NUMBA', 'numba' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "NUMBA False" in result.stdout

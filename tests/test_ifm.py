@@ -9,8 +9,8 @@ import scipy.sparse.linalg as spla
 import torch
 
 from napari_hrmatt import estimate_alpha
-from napari_hrmatt.models import get_model
-from napari_hrmatt.models._knn import window_knn
+from napari_hrmatt.models import _knn, get_model
+from napari_hrmatt.models._knn import lle_weights, window_knn
 from napari_hrmatt.models._trim import trim_distances, trim_patch
 from napari_hrmatt.models.ifm import InformationFlowModel, _NonLocal, ifm_system, solve_ifm
 
@@ -70,29 +70,76 @@ def _features(image, scale, xy_weight=1.0):
     return np.concatenate([np.moveaxis(image, -1, 0), xy_weight * np.stack([yy, xx]) / scale])
 
 
-@pytest.mark.parametrize("tile", [3, 8])
+@pytest.mark.parametrize(("backend", "tile"), [("torch", 3), ("torch", 8), ("auto", 8)])
 @pytest.mark.parametrize("radius", [2, 5])
-def test_window_knn_matches_brute_force(radius, tile):
+def test_window_knn_matches_brute_force(radius, tile, backend):
+    """Both backends (numba on CPU by default, torch as on CUDA) against brute force."""
     rng = np.random.default_rng(radius)
     feat = rng.random((5, 13, 19))
     query = rng.random((13, 19)) < 0.4
     candidate = rng.random((13, 19)) < 0.5
     index, dist2 = window_knn(
         torch.as_tensor(feat), torch.as_tensor(query), torch.as_tensor(candidate), 6, radius,
-        tile=tile,
+        tile=tile, backend=backend,
     )  # fmt: skip
     expected = _brute_knn(feat, query, candidate, 6, radius)
     np.testing.assert_array_equal(index.numpy(), expected)
     assert np.isinf(dist2.numpy()[expected < 0]).all()
+    flat = feat.reshape(5, -1).T
+    q = np.flatnonzero(query)[:, None]
+    direct = ((flat[np.maximum(expected, 0)] - flat[q]) ** 2).sum(-1)
+    ok = expected >= 0
+    np.testing.assert_allclose(dist2.numpy()[ok], direct[ok], rtol=1e-5, atol=1e-6)
     # Grouped search (shared distances) equals separate searches.
     groups = window_knn(
         torch.as_tensor(feat), torch.as_tensor(query),
         [torch.as_tensor(candidate), torch.as_tensor(~candidate)], 6, radius, tile=tile,
+        backend=backend,
     )  # fmt: skip
     np.testing.assert_array_equal(groups[0][0].numpy(), expected)
     np.testing.assert_array_equal(
         groups[1][0].numpy(), _brute_knn(feat, query, ~candidate, 6, radius)
     )
+
+
+def test_window_knn_numba_breaks_ties_in_scan_order():
+    """Equal distances: the numba search keeps the earlier (row-major) candidate, like the
+    stable brute force; duplicated features make many exact ties."""
+    rng = np.random.default_rng(5)
+    feat = rng.integers(0, 3, (3, 11, 12)).astype(np.float32)
+    query = rng.random((11, 12)) < 0.5
+    candidate = np.ones((11, 12), bool)
+    index, _ = window_knn(
+        torch.as_tensor(feat), torch.as_tensor(query), torch.as_tensor(candidate), 5, 3,
+        backend="auto",
+    )  # fmt: skip
+    np.testing.assert_array_equal(index.numpy(), _brute_knn(feat, query, candidate, 5, 3))
+
+
+def test_lle_weights_numba_matches_torch():
+    """The per-query Cholesky kernel against the batched torch solve, with missing
+    neighbours (-1) and a query without any."""
+    rng = np.random.default_rng(2)
+    colour = torch.as_tensor(rng.random((3, 200)))
+    points = torch.as_tensor(rng.choice(200, 40, replace=False))
+    index = torch.as_tensor(rng.integers(0, 200, (40, 9)))
+    index[::3, -4:] = -1
+    index[5] = -1
+    got = lle_weights(colour, index, points, 1e-3, backend="auto")
+    expected = lle_weights(colour, index, points, 1e-3, backend="torch")
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got.sum(1).numpy()[np.arange(40) != 5], 1.0)
+    assert (got[5] == 0).all() and (got[::3, -4:] == 0).all()
+
+
+def test_numba_and_torch_backends_solve_alike(monkeypatch):
+    """The whole model (trimming, searches, LLE, non-local product) on either backend."""
+    image, trimap, _ = make_scene(40, 52, seed=3, band=3)
+    model = InformationFlowModel(**SMALL)
+    numba_alpha = model.global_alpha(image, trimap)
+    monkeypatch.setattr(_knn, "BACKEND", "torch")
+    torch_alpha = model.global_alpha(image, trimap)
+    assert np.abs(numba_alpha - torch_alpha).max() < 1e-4
 
 
 def test_colour_mixture_flow_matches_dense(tiny):
@@ -297,7 +344,9 @@ def _np_bhattacharyya(m1, s1, m2, s2):
     )
 
 
-def test_trim_distances_match_direct(tiny):
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_trim_distances_match_direct(tiny, backend, monkeypatch):
+    monkeypatch.setattr(_knn, "BACKEND", backend)
     image, trimap = tiny
     reg, radius = 1e-3, 4
     rows, d_f, d_b = trim_distances(
@@ -375,10 +424,12 @@ def test_chunked_equals_whole_with_trimming(scene):
     assert diff.max() < 0.15
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_nonlocal_csr_product_matches_the_gather_formula(dtype):
-    """The CSR products of ``_NonLocal`` (rows with repeated columns: missing neighbours
-    point at the query with weight 0) equal the plain gather / index_add formula."""
+def test_nonlocal_csr_product_matches_the_gather_formula(dtype, backend):
+    """The CSR products of ``_NonLocal`` (torch) and its numba kernel (rows with repeated
+    columns: missing neighbours point at the query with weight 0) equal the plain gather
+    / index_add formula."""
     rng = np.random.default_rng(3)
     n, m, k, ku = 60, 25, 6, 3
     rows = torch.as_tensor(np.sort(rng.choice(n, m, replace=False)))
@@ -388,7 +439,8 @@ def test_nonlocal_csr_product_matches_the_gather_formula(dtype):
     cm_w[::4, -2:] = 0
     uu_index = torch.as_tensor(rng.integers(0, n, (m, ku)))
     uu_w = torch.as_tensor(rng.random((m, ku)))
-    nl = _NonLocal(n, 0.7, rows, cm_index, cm_w, rows, uu_index, uu_w)
+    nl = _NonLocal(n, 0.7, rows, cm_index, cm_w, rows, uu_index, uu_w, backend=backend)
+    assert (nl._numba is not None) == (backend == "auto")
     x = torch.as_tensor(rng.random(n))
     r = 0.7 * (x[rows] - (cm_w * x[cm_index]).sum(1))
     expected = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, r)
@@ -400,3 +452,19 @@ def test_nonlocal_csr_product_matches_the_gather_formula(dtype):
     assert got.dtype == dtype
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     np.testing.assert_allclose(got.double().numpy(), expected.numpy(), atol=tol, rtol=tol)
+
+
+def test_numba_is_imported_on_first_use_only():
+    """``import numba`` costs ~0.6 s: the ifm modules import their kernels lazily."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_hrmatt, napari_hrmatt.models.ifm, napari_hrmatt.models._trim; "
+        "from napari_hrmatt.models import get_model; get_model('ifm', 'cpu'); "
+        "print('NUMBA', 'numba' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "NUMBA False" in result.stdout

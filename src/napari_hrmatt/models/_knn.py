@@ -6,16 +6,35 @@ feature space (colour plus scaled position) but only among the pixels of a
 image within ``R`` pixels only, never on how the image was cut into blocks, which is
 what lets a block grown by at least ``R`` reproduce the rows of a whole-image solve.
 
-The search is tiled brute force: queries are taken ``tile x tile`` at a time against the
-candidates of the tile grown by ``R``, so memory is ``O(tile^2 (tile + 2R)^2)`` whatever
-the image size, and the work is dense matrix products and ``topk`` (fast on CPU and GPU).
+On CPU tensors both functions run numba kernels (:mod:`._ifm_kernels`, imported on first
+use): per query, a loop over the window's candidates keeping the ``k`` best in a sorted
+buffer (float64 distances, ties to the earlier pixel in row-major order); per query, a
+C x C solve (the Woodbury form of the LLE system). On CUDA (or with ``backend="torch"``,
+which the tests use to keep that path tested on CPU) the search is tiled brute force in
+torch: queries are taken ``tile x tile`` at a time against the candidates of the tile
+grown by ``R``, so memory is ``O(tile^2 (tile + 2R)^2)`` whatever the image size, and the
+work is dense matrix products and ``topk``. Both give the same neighbours up to
+near-ties (the torch product form rounds distances in float32) and the same weights up
+to rounding.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["window_knn", "lle_weights"]
+__all__ = ["window_knn", "lle_weights", "use_numba"]
+
+#: ``"auto"``: numba kernels for CPU tensors, torch for CUDA; ``"torch"``: torch always.
+BACKEND = "auto"
+
+
+def use_numba(t: torch.Tensor, backend: str | None = None) -> bool:
+    """Whether the numba kernels serve tensor ``t`` (CPU, and the backend not "torch")."""
+    backend = BACKEND if backend is None else backend
+    if backend not in ("auto", "torch"):
+        raise ValueError(f"backend must be 'auto' or 'torch', got {backend!r}")
+    return backend == "auto" and t.device.type == "cpu"
 
 
 def window_knn(
@@ -26,6 +45,7 @@ def window_knn(
     radius: int,
     *,
     tile: int = 8,
+    backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor] | list[tuple[torch.Tensor, torch.Tensor]]:
     """The ``k`` nearest candidates of every query pixel within a square window.
 
@@ -44,8 +64,10 @@ def window_knn(
     radius : int
         Candidates of pixel ``(i, j)`` lie in ``|dy| <= radius`` and ``|dx| <= radius``.
     tile : int
-        Queries per tile side (memory and speed knob only: the result does not depend
-        on it, up to ties in distance).
+        Queries per tile side of the torch path (memory and speed knob only: the result
+        does not depend on it, up to ties in distance).
+    backend : {None, "auto", "torch"}
+        ``None``: the module's :data:`BACKEND`; ``"auto"``: numba on CPU tensors.
 
     Returns
     -------
@@ -68,6 +90,9 @@ def window_knn(
         for _ in groups
     ]
     if n == 0 or k == 0:
+        return out if isinstance(candidate, (list, tuple)) else out[0]
+    if use_numba(feat, backend):
+        out = _window_knn_numba(feat, qpos, groups, k, radius)
         return out if isinstance(candidate, (list, tuple)) else out[0]
     flat = feat.reshape(d, -1)
     label = torch.zeros((h, w), dtype=torch.int8, device=dev)  # 1 + group of a candidate
@@ -111,6 +136,24 @@ def window_knn(
     return out if isinstance(candidate, (list, tuple)) else out[0]
 
 
+def _window_knn_numba(feat, qpos, groups, k, radius):
+    from ._ifm_kernels import window_knn_kernel
+
+    d, h, w = feat.shape
+    label = np.zeros((h, w), np.int8)
+    for g, mask in enumerate(groups):
+        label[mask.cpu().numpy()] = g + 1
+    f = np.ascontiguousarray(feat.detach().cpu().numpy(), np.float32)
+    n, ng = qpos.numel(), len(groups)
+    index = np.full((ng, n, k), -1, np.int64)
+    dist2 = np.full((ng, n, k), np.inf, np.float32)
+    qp = np.ascontiguousarray(qpos.cpu().numpy(), np.int64)
+    window_knn_kernel(f, label, qp, ng, k, radius, index, dist2)
+    return [
+        (torch.from_numpy(index[g]), torch.from_numpy(dist2[g]).to(feat.dtype)) for g in range(ng)
+    ]
+
+
 def lle_weights(
     colour: torch.Tensor,
     index: torch.Tensor,
@@ -118,6 +161,7 @@ def lle_weights(
     reg: float,
     *,
     batch: int = 32768,
+    backend: str | None = None,
 ) -> torch.Tensor:
     """Locally-linear-embedding weights of Roweis and Saul.
 
@@ -136,8 +180,19 @@ def lle_weights(
         Flat index of each query.
     reg : float
         Tikhonov regulariser (needed: ``K`` exceeds the colour dimension).
+    batch, backend
+        Queries per batch of the torch path; backend as in :func:`window_knn`.
     """
     n, k = index.shape
+    if use_numba(colour, backend):
+        from ._ifm_kernels import lle_kernel
+
+        out = np.zeros((n, k), np.float64)
+        c = np.ascontiguousarray(colour.detach().cpu().numpy(), np.float64)
+        idx = np.ascontiguousarray(index.cpu().numpy(), np.int64)
+        pts = np.ascontiguousarray(points.cpu().numpy(), np.int64)
+        lle_kernel(c, idx, pts, float(reg), out)
+        return torch.from_numpy(out)
     out = torch.zeros((n, k), dtype=torch.float64, device=colour.device)
     eye = torch.eye(k, dtype=torch.float64, device=colour.device)
     for s in range(0, n, batch):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
-from ._knn import window_knn
+from ._knn import use_numba, window_knn
 from ._stencil import crop_to_unknown
 
 __all__ = [
@@ -79,6 +79,18 @@ def trim_distances(
     )
     c = image.shape[0]
     mu_flat, cov_flat = mu.reshape(c, -1).T, cov.reshape(-1, c, c)
+    if use_numba(image):
+        from ._ifm_kernels import min_bhattacharyya_kernel
+
+        m = np.ascontiguousarray(mu_flat.numpy(), np.float64)
+        s = np.ascontiguousarray(cov_flat.numpy(), np.float64)
+        r = rows.numpy()
+        dist = []
+        for index, _ in groups:
+            out = np.empty(r.shape[0], np.float64)
+            min_bhattacharyya_kernel(m, s, r, np.ascontiguousarray(index.numpy()), out)
+            dist.append(torch.from_numpy(out))
+        return rows, dist[0], dist[1]
     mu_p, cov_p = mu_flat[rows][:, None], cov_flat[rows][:, None]
     dist = []
     for index, _ in groups:

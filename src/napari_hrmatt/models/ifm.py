@@ -49,7 +49,7 @@ import torch
 
 from .._blocks import cut_ring
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
-from ._knn import lle_weights, window_knn
+from ._knn import lle_weights, use_numba, window_knn
 from ._stencil import Multigrid, cg, crop_to_unknown, restrict_to_unknown
 from ._trim import check_trim_options, trim_array, trim_reach
 from .closed_form import _cf_stencil
@@ -64,14 +64,30 @@ class _NonLocal:
     ``sigma_cm (I - W)^T (I - W)``. Intra-U: edges ``(p, q, w)``; the operator is the graph
     Laplacian of ``sigma_uu (W + W^T)``. Applied as sparse (CSR) matrix-vector products
     with ``I - W``, its transpose and ``W + W^T`` (never ``(I - W)^T (I - W)``, which would
-    hold about ``k_cm^2`` entries per row); the matrices are built once per dtype.
+    hold about ``k_cm^2`` entries per row); the matrices are built once per dtype. On CPU
+    (unless ``backend="torch"``) one numba kernel does the same gather / scatter instead
+    (:func:`._ifm_kernels.nonlocal_apply_kernel`, same numbers up to rounding).
     """
 
-    def __init__(self, n, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w):
+    def __init__(
+        self, n, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, *, backend=None
+    ):
         self.n, self.sigma_cm = n, sigma_cm
         self.cm_rows, self.cm_index, self.cm_w = cm_rows, cm_index, cm_w
         self.uu_p = uu_rows[:, None].expand_as(uu_index).reshape(-1)
         self.uu_q, self.uu_w = uu_index.reshape(-1), uu_w.reshape(-1)
+        self._mats = {}
+        self._numba = None
+        if use_numba(cm_w, backend):
+            # CPU: one fused gather / scatter kernel (weights kept in float64).
+            self._numba = tuple(
+                np.ascontiguousarray(t.numpy(), dtype)
+                for t, dtype in (
+                    (cm_rows, np.int64), (cm_index, np.int64), (cm_w, np.float64),
+                    (self.uu_p, np.int64), (self.uu_q, np.int64), (self.uu_w, np.float64),
+                )
+            )  # fmt: skip
+            return
         dev, m, k = cm_w.device, cm_rows.numel(), cm_index.shape[1]
         # I - W: row r holds p (weight 1) and its k neighbours (missing ones point at p
         # with weight 0), already in CSR order; its transpose and W_uu + W_uu^T need one
@@ -83,7 +99,6 @@ class _NonLocal:
         )
         uu_rows_all = torch.cat([self.uu_p, self.uu_q])
         self._uu = _csr_pattern(uu_rows_all, torch.cat([self.uu_q, self.uu_p]), n)
-        self._mats = {}
 
     def _matrices(self, dtype):
         if dtype not in self._mats:
@@ -106,6 +121,13 @@ class _NonLocal:
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._numba is not None:
+            from ._ifm_kernels import nonlocal_apply_kernel
+
+            xa = np.ascontiguousarray(x.numpy())
+            out = np.empty_like(xa)
+            nonlocal_apply_kernel(xa, float(self.sigma_cm), *self._numba, out)
+            return torch.from_numpy(out)
         mix, mix_t, adj, deg = self._matrices(x.dtype)
         out = mix_t @ (mix @ x)
         if self.sigma_cm != 1:

@@ -1,0 +1,245 @@
+"""Numba kernels of the information-flow model on CPU (windowed kNN, LLE weights,
+Bhattacharyya distances of the trimming, the non-local operator's product).
+
+Private to :mod:`._knn`, :mod:`._trim` and :mod:`.ifm`, imported lazily on first use
+(``import numba`` costs about 0.6 s). Each kernel is the serial loop form of a torch
+formula kept for CUDA: the same numbers up to rounding (and the same neighbours up to
+ties in distance). Fixed dtypes: float32 features, float64 colours and statistics,
+int64 indices, C-contiguous arrays, so one compiled signature serves every call (the
+non-local product has two: float32 and float64 vectors).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_JIT = {"cache": True, "nogil": True, "fastmath": False}
+
+
+@numba.njit(**_JIT)
+def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
+    """k nearest candidates per query within the window (see ``_knn.window_knn``).
+
+    ``feat`` (D, H, W) float32; ``label`` (H, W) int8, 1 + group of a candidate, 0 for
+    none; ``qpos`` (N,) flat query positions in row-major order; ``index`` (G, N, k)
+    int64 filled with -1 and ``dist2`` (G, N, k) float32 filled with inf, written here.
+    Per window row, the squared distances to all its pixels are computed first (in
+    float64 from the float32 features: exact differences, a loop the compiler
+    vectorises), then the row is scanned and a candidate enters its group's sorted
+    buffer if it precedes the current k-th in the order (distance, flat index): equal
+    distances go to the earlier (row-major) pixel, as a stable sort would, whatever the
+    scan order. Rows are visited centre-out (the query's row, then one above, one
+    below, ...): near rows fill the buffer with good candidates early, so fewer later
+    candidates need inserting.
+    """
+    d, h, w = feat.shape
+    best = np.empty((ngroups, k), np.float64)
+    arg = np.empty((ngroups, k), np.int64)
+    worst = np.empty(ngroups, np.float64)
+    fq = np.empty(d, np.float64)
+    row = np.empty(2 * radius + 1, np.float64)
+    for n in range(qpos.shape[0]):
+        p = qpos[n]
+        py = p // w
+        px = p - py * w
+        for t in range(d):
+            fq[t] = feat[t, py, px]
+        for g in range(ngroups):
+            worst[g] = np.inf
+            for j in range(k):
+                best[g, j] = np.inf
+                arg[g, j] = -1
+        lim = np.inf
+        y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
+        x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
+        m = x1 - x0
+        for step in range(2 * radius + 1):
+            cy = py + ((step + 1) // 2) * (1 if step % 2 == 0 else -1)
+            if cy < y0 or cy >= y1:
+                continue
+            for i in range(m):
+                row[i] = 0.0
+            for t in range(d):
+                ft = fq[t]
+                for i in range(m):
+                    diff = np.float64(feat[t, cy, x0 + i]) - ft
+                    row[i] += diff * diff
+            cnt = 0  # a vectorised count first: most rows have no pixel within lim
+            for i in range(m):
+                cnt += row[i] <= lim
+            if cnt == 0:
+                continue
+            for i in range(m):
+                dd = row[i]
+                if dd > lim:  # no group's buffer would take it
+                    continue
+                cx = x0 + i
+                g = label[cy, cx] - 1
+                if g < 0 or (cy == py and cx == px):
+                    continue
+                c = cy * w + cx
+                last = arg[g, k - 1]
+                if dd > worst[g] or (dd == worst[g] and last >= 0 and c > last):
+                    continue
+                # Insert into the sorted buffer, ordered by (distance, flat index).
+                j = k - 1
+                while j > 0 and (
+                    best[g, j - 1] > dd or (best[g, j - 1] == dd and arg[g, j - 1] > c)
+                ):
+                    best[g, j] = best[g, j - 1]
+                    arg[g, j] = arg[g, j - 1]
+                    j -= 1
+                best[g, j] = dd
+                arg[g, j] = c
+                worst[g] = best[g, k - 1]
+                lim = worst[0]
+                for t in range(1, ngroups):
+                    lim = max(lim, worst[t])
+        for g in range(ngroups):
+            for j in range(k):
+                if arg[g, j] >= 0:
+                    index[g, n, j] = arg[g, j]
+                    dist2[g, n, j] = best[g, j]
+
+
+@numba.njit(**_JIT)
+def _chol_logdet(s, c, low):
+    """Cholesky factor of the (c, c) matrix ``s`` into ``low``; returns log det s."""
+    logdet = 0.0
+    for a in range(c):
+        for b in range(a + 1):
+            v = s[a, b]
+            for t in range(b):
+                v -= low[a, t] * low[b, t]
+            if a == b:
+                low[a, a] = np.sqrt(v)
+                logdet += 2.0 * np.log(low[a, a])
+            else:
+                low[a, b] = v / low[b, b]
+    return logdet
+
+
+@numba.njit(**_JIT)
+def lle_kernel(colour, index, points, reg, out):
+    """LLE weights per query (see ``_knn.lle_weights``): ``(E E^T + reg I)^-1 1`` over the
+    ``m`` valid neighbours (rows of ``E``: their colours minus the query's), normalised
+    to sum 1 (0 if the sum vanishes). Solved through the Woodbury identity,
+    ``(1 - E (reg I_C + E^T E)^-1 E^T 1) / reg``: a C x C Cholesky solve instead of an
+    m x m one (the same numbers up to rounding: the subtraction loses at most a factor
+    ``1 + |E|^2 / reg`` of float64's precision, about 1e-11 relative here).
+    ``colour`` (C, H*W) float64; ``out`` (N, K) float64 zeros, written here."""
+    n, kk = index.shape
+    c = colour.shape[0]
+    e = np.empty((kk, c), np.float64)
+    g = np.empty((c, c), np.float64)
+    low = np.empty((c, c), np.float64)
+    z = np.empty(c, np.float64)
+    wt = np.empty(kk, np.float64)
+    pos = np.empty(kk, np.int64)
+    for r in range(n):
+        p = points[r]
+        m = 0
+        for j in range(kk):
+            q = index[r, j]
+            if q >= 0:
+                for t in range(c):
+                    e[m, t] = colour[t, q] - colour[t, p]
+                pos[m] = j
+                m += 1
+        if m == 0:
+            continue
+        for a in range(c):  # g = reg I + E^T E, z = E^T 1
+            s = 0.0
+            for i in range(m):
+                s += e[i, a]
+            z[a] = s
+            for b in range(a + 1):
+                s = 0.0
+                for i in range(m):
+                    s += e[i, a] * e[i, b]
+                g[a, b] = s
+            g[a, a] += reg
+        _chol_logdet(g, c, low)
+        for a in range(c):  # L y = z
+            s = z[a]
+            for t in range(a):
+                s -= low[a, t] * z[t]
+            z[a] = s / low[a, a]
+        for a in range(c - 1, -1, -1):  # L^T v = y
+            s = z[a]
+            for t in range(a + 1, c):
+                s -= low[t, a] * z[t]
+            z[a] = s / low[a, a]
+        total = 0.0
+        for i in range(m):
+            s = 1.0
+            for t in range(c):
+                s -= e[i, t] * z[t]
+            wt[i] = s / reg
+            total += wt[i]
+        if abs(total) > 1e-12:
+            for i in range(m):
+                out[r, pos[i]] = wt[i] / total
+
+
+@numba.njit(**_JIT)
+def min_bhattacharyya_kernel(mu, cov, rows, index, out):
+    """Smallest Bhattacharyya distance from each query's patch distribution to its valid
+    candidates' (``inf`` without any); see ``_trim.bhattacharyya``. ``mu`` (H*W, C),
+    ``cov`` (H*W, C, C) float64; ``index`` (N, k) int64 (-1 missing); ``out`` (N,)."""
+    c = mu.shape[1]
+    s = np.empty((c, c), np.float64)
+    low = np.empty((c, c), np.float64)
+    v = np.empty(c, np.float64)
+    for r in range(rows.shape[0]):
+        p = rows[r]
+        logdet_p = _chol_logdet(cov[p], c, low)
+        best = np.inf
+        for j in range(index.shape[1]):
+            q = index[r, j]
+            if q < 0:
+                continue
+            logdet_q = _chol_logdet(cov[q], c, low)
+            for a in range(c):
+                for b in range(c):
+                    s[a, b] = 0.5 * (cov[p, a, b] + cov[q, a, b])
+            logdet_s = _chol_logdet(s, c, low)
+            for a in range(c):  # L v = mu_p - mu_q; maha = |v|^2
+                t = mu[p, a] - mu[q, a]
+                for b in range(a):
+                    t -= low[a, b] * v[b]
+                v[a] = t / low[a, a]
+            maha = 0.0
+            for a in range(c):
+                maha += v[a] * v[a]
+            dist = maha / 8 + (logdet_s - 0.5 * (logdet_p + logdet_q)) / 2
+            if dist < best:
+                best = dist
+        out[r] = best
+
+
+@numba.njit(**_JIT)
+def nonlocal_apply_kernel(x, sigma_cm, cm_rows, cm_index, cm_w, uu_p, uu_q, uu_w, out):
+    """``out = sigma_cm (I - W)^T (I - W) x + L_uu x`` (see ``ifm._NonLocal``): per
+    colour-mixture row ``r = x_p - sum_q w_q x_q`` is gathered, then scattered back to
+    ``p`` and (times ``-w_q``) to its neighbours; per intra-U edge ``d = w (x_p - x_q)``
+    goes to ``p`` and ``-d`` to ``q``. Sums in float64, ``out`` of ``x``'s dtype."""
+    acc = np.zeros(x.shape[0], np.float64)
+    k = cm_index.shape[1]
+    for r in range(cm_rows.shape[0]):
+        p = cm_rows[r]
+        s = np.float64(x[p])
+        for j in range(k):
+            s -= cm_w[r, j] * np.float64(x[cm_index[r, j]])
+        s *= sigma_cm
+        acc[p] += s
+        for j in range(k):
+            acc[cm_index[r, j]] -= cm_w[r, j] * s
+    for e in range(uu_p.shape[0]):
+        p, q = uu_p[e], uu_q[e]
+        dd = uu_w[e] * (np.float64(x[p]) - np.float64(x[q]))
+        acc[p] += dd
+        acc[q] -= dd
+    for i in range(x.shape[0]):
+        out[i] = acc[i]

@@ -273,8 +273,8 @@ class SmoothedAggregation:
         steps = self.smooth if level == 0 else self.coarse_smooth
         x = l1 * b
         for _ in range(steps - 1):
-            x = x + l1 * (b - apply(x))
-        res = b - apply(x)
+            x = self._jacobi(level, apply, x, b, l1)
+        res = self.op.residual(x, b) if level == 0 else b - apply(x)
         if level == 0:
             res = res.reshape(-1)[self.flat]
         corr = self.pt[level] @ res
@@ -284,8 +284,13 @@ class SmoothedAggregation:
         else:
             x = x + corr
         for _ in range(steps):
-            x = x + l1 * (b - apply(x))
+            x = self._jacobi(level, apply, x, b, l1)
         return x
+
+    def _jacobi(self, level, apply, x, b, l1):
+        if level == 0:  # the fine grid: one fused stencil pass on the CPU
+            return self.op.jacobi(x, b, l1)
+        return x + l1 * (b - apply(x))
 
     def __call__(self, b: torch.Tensor) -> torch.Tensor:
         if self.levels == 0:  # small problem: the direct solve is the preconditioner

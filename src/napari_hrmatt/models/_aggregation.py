@@ -30,6 +30,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
+from . import _stencil
 from ._stencil import Stencil
 
 __all__ = ["SmoothedAggregation", "stencil_to_csr"]
@@ -42,6 +43,12 @@ def stencil_to_csr(op: Stencil, unknown: np.ndarray) -> sp.csr_matrix:
     Built row by row directly: the offsets are in row-major order, so each row's column
     indices come out sorted and no COO sort is needed.
     """
+    if _stencil._numba_ok(op.coef) and op.coef.is_contiguous():
+        indptr, indices, data = _stencil.numba_kernels().stencil_csr(
+            op.coef.numpy(), *op._offset_arrays(), np.ascontiguousarray(unknown, bool)
+        )
+        n = indptr.size - 1
+        return sp.csr_matrix((data, indices, indptr), shape=(n, n))
     h, w = unknown.shape
     r = op.radius
     wp = w + 2 * r
@@ -62,6 +69,29 @@ def stencil_to_csr(op: Stencil, unknown: np.ndarray) -> sp.csr_matrix:
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(keep.sum(1), out=indptr[1:])
     return sp.csr_matrix((vals[keep], cols[keep], indptr), shape=(n, n))
+
+
+def _matmul(a: sp.csr_matrix, b: sp.csr_matrix, scale=None, add_b=False) -> sp.csr_matrix:
+    """``diag(scale) A B (+ B)``: the numba kernel on the CPU (one pass), else scipy."""
+    if _stencil.USE_NUMBA:
+        a, b = a.tocsr(), b.tocsr()
+        s = np.ones(a.shape[0]) if scale is None else np.ascontiguousarray(scale, np.float64)
+        indptr, indices, data = _stencil.numba_kernels().csr_matmul(
+            a.indptr.astype(np.int64, copy=False),
+            a.indices.astype(np.int32, copy=False),
+            a.data.astype(np.float64, copy=False),
+            b.indptr.astype(np.int64, copy=False),
+            b.indices.astype(np.int32, copy=False),
+            b.data.astype(np.float64, copy=False),
+            b.shape[1],
+            s,
+            add_b,
+        )
+        return sp.csr_matrix((data, indices, indptr), shape=(a.shape[0], b.shape[1]))
+    c = (a @ b).tocsr()
+    if scale is not None:
+        c.data *= np.repeat(scale, np.diff(c.indptr))
+    return (c + b).tocsr() if add_b else c
 
 
 def _tentative(agg: np.ndarray, n_agg: int, cand: np.ndarray, drop: float):
@@ -208,18 +238,16 @@ class SmoothedAggregation:
                 break  # coarsening stalls (scattered unknown pixels): factor this level
             dinv = 1.0 / a.diagonal()
             omega = (4.0 / 3.0) / _spectral_radius(a, dinv)
-            p = (a @ p_tent).tocsr()  # then scaled row by row: -omega D^-1 A P_tent
-            p.data *= np.repeat(-omega * dinv, np.diff(p.indptr))
-            p = (p + p_tent).tocsr()
+            p = _matmul(a, p_tent, -omega * dinv, add_b=True)  # P_tent - omega D^-1 A P_tent
             del p_tent
             if level > 0:
                 self.a.append(_torch_csr(a, dtype, device))
                 l1 = np.asarray(abs(a).sum(1)).ravel()
                 self.l1.append(torch.as_tensor(1.0 / l1, dtype=dtype, device=device))
-            ap = a @ p
+            ap = _matmul(a, p)
             a = None  # the largest matrices go as soon as they are used (peak memory)
             pt = p.T.tocsr()
-            ac = (pt @ ap).tocsr()
+            ac = _matmul(pt, ap)
             del ap
             ac = ((ac + ac.T) * 0.5).tocsr()
             self.p.append(_torch_csr(p, dtype, device))

@@ -267,3 +267,60 @@ def stencil_csr(coef, dys, dxs, unknown):
             row += 1
             indptr[row] = nnz
     return indptr, indices[:nnz].copy(), data[:nnz].copy()
+
+
+@_jit
+def csr_matmul(ap, ai, ax, bp, bi, bx, n_cols, scale, add_b):
+    """``C = diag(scale) A B (+ B if add_b)`` for CSR ``A`` and ``B``, as CSR arrays with
+    sorted column indices (Gustavson's row-by-row product with a dense accumulator, one
+    pass: the output grows as needed instead of a separate symbolic pass)."""
+    n_rows = ap.size - 1
+    acc = np.zeros(n_cols)
+    mark = np.full(n_cols, -1, dtype=np.int64)
+    cols = np.empty(n_cols, dtype=np.int64)
+    cap = max(2 * ai.size, 16)
+    indices = np.empty(cap, dtype=np.int32)
+    data = np.empty(cap)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    nnz = 0
+    for i in range(n_rows):
+        m = 0
+        for p in range(ap[i], ap[i + 1]):
+            k = ai[p]
+            v = ax[p]
+            for q in range(bp[k], bp[k + 1]):
+                j = bi[q]
+                if mark[j] != i:
+                    mark[j] = i
+                    cols[m] = j
+                    m += 1
+                    acc[j] = v * bx[q]
+                else:
+                    acc[j] += v * bx[q]
+        s = scale[i]
+        for q in range(m):
+            acc[cols[q]] *= s
+        if add_b:
+            for q in range(bp[i], bp[i + 1]):
+                j = bi[q]
+                if mark[j] != i:
+                    mark[j] = i
+                    cols[m] = j
+                    m += 1
+                    acc[j] = bx[q]
+                else:
+                    acc[j] += bx[q]
+        if nnz + m > cap:
+            cap = max(2 * cap, nnz + m)
+            grown_i = np.empty(cap, dtype=np.int32)
+            grown_i[:nnz] = indices[:nnz]
+            indices = grown_i
+            grown_d = np.empty(cap)
+            grown_d[:nnz] = data[:nnz]
+            data = grown_d
+        for q in range(m):
+            indices[nnz + q] = cols[q]
+            data[nnz + q] = acc[cols[q]]
+        nnz += m
+        indptr[i + 1] = nnz
+    return indptr, indices[:nnz].copy(), data[:nnz].copy()

@@ -1,0 +1,140 @@
+"""The numba kernels of the closed-form solver against the torch / scipy code they replace.
+
+Each kernel is compared with the formula it replaces on small synthetic inputs (the
+torch path is the CUDA path, so it is also what these tests keep exercising on the CPU).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from napari_hrmatt.models import _stencil
+from napari_hrmatt.models._aggregation import _matmul, stencil_to_csr
+from napari_hrmatt.models._stencil import Stencil
+from napari_hrmatt.models.closed_form import _cf_stencil, solve_closed_form
+
+
+@pytest.fixture
+def torch_path(monkeypatch):
+    """Call ``torch_path(f)`` to run ``f()`` with the numba kernels switched off."""
+
+    def run(f):
+        monkeypatch.setattr(_stencil, "USE_NUMBA", False)
+        try:
+            return f()
+        finally:
+            monkeypatch.setattr(_stencil, "USE_NUMBA", True)
+
+    return run
+
+
+def _random_stencil(rng, radius, h, w, dtype):
+    coef = torch.as_tensor(rng.standard_normal(((2 * radius + 1) ** 2, h, w)), dtype=dtype)
+    return Stencil(coef, radius)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("radius, h, w", [(2, 23, 17), (1, 9, 30), (2, 3, 4)])
+def test_fused_stencil_products_equal_torch(torch_path, dtype, tol, radius, h, w):
+    rng = np.random.default_rng(radius * 100 + h)
+    op = _random_stencil(rng, radius, h, w, dtype)
+    x, b, l1 = (torch.as_tensor(rng.standard_normal((h, w)), dtype=dtype) for _ in range(3))
+    assert _stencil._numba_ok(op.coef, x)
+    fused = (op(x), op.residual(x, b), op.jacobi(x, b, l1))
+    ref = torch_path(lambda: (op(x), op.residual(x, b), op.jacobi(x, b, l1)))
+    for got, want in zip(fused, ref, strict=True):
+        scale = float(want.abs().max())
+        assert float((got - want).abs().max()) <= tol * scale * 10
+    # the product really is A x: against an explicit loop over the offsets
+    explicit = torch.zeros_like(x)
+    for c, (dy, dx) in zip(op.coef, op.offsets, strict=True):
+        explicit += c * _stencil.shift(x, dy, dx)
+    assert float((fused[0] - explicit).abs().max()) <= tol * float(explicit.abs().max()) * 10
+
+
+def test_fused_product_takes_non_contiguous_input():
+    rng = np.random.default_rng(1)
+    op = _random_stencil(rng, 2, 12, 10, torch.float32)
+    big = torch.as_tensor(rng.standard_normal((12, 20)), dtype=torch.float32)
+    x = big[:, ::2]
+    assert not x.is_contiguous()
+    np.testing.assert_allclose(op(x).numpy(), op(x.contiguous()).numpy(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("channels", [3, 1, 4])
+@pytest.mark.parametrize("radius", [1, 2])
+def test_cf_stencil_kernel_equals_torch_build(torch_path, channels, radius):
+    rng = np.random.default_rng(channels + 10 * radius)
+    h, w = 37, 29
+    image = torch.as_tensor(rng.random((channels, h, w)))
+    rows = rng.random((h, w)) < 0.2
+    rows[:3] = False  # a strip with no needed pixel at all
+    for need in (None, rows):
+        got = _cf_stencil(image, radius, 1e-7, dtype=torch.float64, rows=need).coef
+        want = torch_path(lambda need=need: _cf_stencil(image, radius, 1e-7, rows=need).coef)
+        if need is not None:  # exact at the needed pixels; elsewhere unspecified (zero)
+            m = torch.as_tensor(need)
+            got, want = got * m, want * m
+        scale = float(want.abs().max())
+        assert float((got - want).abs().max()) <= 1e-10 * scale
+        got32 = _cf_stencil(image, radius, 1e-7, dtype=torch.float32, rows=need).coef
+        if need is not None:
+            got32 = got32 * torch.as_tensor(need)
+        assert float((got32.double() - want).abs().max()) <= 1e-6 * scale
+
+
+def test_cf_stencil_kernel_on_arrays_too_small_for_a_window():
+    image = torch.rand(3, 2, 9, dtype=torch.float64)
+    assert float(_cf_stencil(image, 1, 1e-7).coef.abs().max()) == 0.0
+
+
+def test_stencil_csr_kernel_equals_numpy_gather(torch_path):
+    rng = np.random.default_rng(3)
+    op = _random_stencil(rng, 2, 15, 13, torch.float32)
+    op.coef[:, 4:6] = 0  # zero entries are left out in both
+    unknown = rng.random((15, 13)) < 0.6
+    got = stencil_to_csr(op, unknown)
+    want = torch_path(lambda: stencil_to_csr(op, unknown))
+    assert got.shape == want.shape and got.nnz == want.nnz
+    np.testing.assert_array_equal(got.toarray(), want.toarray())
+
+
+def test_csr_matmul_kernel_equals_scipy(torch_path):
+    rng = np.random.default_rng(4)
+    a = sp.random(60, 60, density=0.1, random_state=5, format="csr") + sp.eye(60)
+    b = sp.random(60, 17, density=0.2, random_state=6, format="csr")
+    c = sp.random(60, 60, density=0.1, random_state=7, format="csr")
+    scale = rng.standard_normal(60)
+    got = _matmul(a.tocsr(), b.tocsr()).toarray()
+    np.testing.assert_allclose(got, (a @ b).toarray(), rtol=1e-12, atol=1e-14)
+    got = _matmul(a.tocsr(), c.tocsr(), scale, add_b=True).toarray()
+    want = torch_path(lambda: _matmul(a.tocsr(), c.tocsr(), scale, add_b=True)).toarray()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        want, np.diag(scale) @ (a @ c).toarray() + c.toarray(), rtol=1e-12, atol=1e-14
+    )
+
+
+@pytest.mark.parametrize("precond", ["sa", "mg"])
+def test_solve_with_kernels_equals_torch_path(torch_path, precond):
+    """End to end: the same alpha within CG's tolerance."""
+    rng = np.random.default_rng(8)
+    h, w = 60, 70
+    yy, xx = np.mgrid[:h, :w]
+    truth = np.clip((xx - 20 - 10 * np.sin(yy / 7)) / 25, 0, 1)
+    fg, bg = np.array([0.9, 0.6, 0.2]), np.array([0.1, 0.3, 0.7])
+    image = truth[..., None] * fg + (1 - truth[..., None]) * bg
+    image += 0.03 * rng.standard_normal(image.shape)
+    trimap = np.where(truth <= 0, 0, np.where(truth >= 1, 255, 128)).astype(np.uint8)
+    im = torch.as_tensor(np.moveaxis(image, -1, 0).copy())
+    t = torch.as_tensor(trimap)
+
+    def solve():
+        return solve_closed_form(im, t, tol=1e-7, maxiter=2000, precond=precond).numpy()
+
+    got = solve()
+    want = torch_path(solve)
+    assert np.abs(got - want).max() < 1e-3

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from napari_hrmatt.models import _stencil
-from napari_hrmatt.models._aggregation import _matmul, stencil_to_csr
+from napari_hrmatt.models._aggregation import stencil_to_csr
 from napari_hrmatt.models._stencil import Stencil
 from napari_hrmatt.models.closed_form import _cf_stencil, solve_closed_form
 
@@ -100,22 +99,6 @@ def test_stencil_csr_kernel_equals_numpy_gather(torch_path):
     want = torch_path(lambda: stencil_to_csr(op, unknown))
     assert got.shape == want.shape and got.nnz == want.nnz
     np.testing.assert_array_equal(got.toarray(), want.toarray())
-
-
-def test_csr_matmul_kernel_equals_scipy(torch_path):
-    rng = np.random.default_rng(4)
-    a = sp.random(60, 60, density=0.1, random_state=5, format="csr") + sp.eye(60)
-    b = sp.random(60, 17, density=0.2, random_state=6, format="csr")
-    c = sp.random(60, 60, density=0.1, random_state=7, format="csr")
-    scale = rng.standard_normal(60)
-    got = _matmul(a.tocsr(), b.tocsr()).toarray()
-    np.testing.assert_allclose(got, (a @ b).toarray(), rtol=1e-12, atol=1e-14)
-    got = _matmul(a.tocsr(), c.tocsr(), scale, add_b=True).toarray()
-    want = torch_path(lambda: _matmul(a.tocsr(), c.tocsr(), scale, add_b=True)).toarray()
-    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(
-        want, np.diag(scale) @ (a @ c).toarray() + c.toarray(), rtol=1e-12, atol=1e-14
-    )
 
 
 @pytest.mark.parametrize("precond", ["sa", "mg"])

@@ -71,29 +71,6 @@ def stencil_to_csr(op: Stencil, unknown: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((vals[keep], cols[keep], indptr), shape=(n, n))
 
 
-def _matmul(a: sp.csr_matrix, b: sp.csr_matrix, scale=None, add_b=False) -> sp.csr_matrix:
-    """``diag(scale) A B (+ B)``: the numba kernel on the CPU (one pass), else scipy."""
-    if _stencil.USE_NUMBA:
-        a, b = a.tocsr(), b.tocsr()
-        s = np.ones(a.shape[0]) if scale is None else np.ascontiguousarray(scale, np.float64)
-        indptr, indices, data = _stencil.numba_kernels().csr_matmul(
-            a.indptr.astype(np.int64, copy=False),
-            a.indices.astype(np.int32, copy=False),
-            a.data.astype(np.float64, copy=False),
-            b.indptr.astype(np.int64, copy=False),
-            b.indices.astype(np.int32, copy=False),
-            b.data.astype(np.float64, copy=False),
-            b.shape[1],
-            s,
-            add_b,
-        )
-        return sp.csr_matrix((data, indices, indptr), shape=(a.shape[0], b.shape[1]))
-    c = (a @ b).tocsr()
-    if scale is not None:
-        c.data *= np.repeat(scale, np.diff(c.indptr))
-    return (c + b).tocsr() if add_b else c
-
-
 def _tentative(agg: np.ndarray, n_agg: int, cand: np.ndarray, drop: float):
     """Tentative prolongator: per aggregate, the candidates ``cand`` (n, m) orthonormalised
     (modified Gram-Schmidt, twice); a column whose remainder is below ``drop`` times its
@@ -238,16 +215,18 @@ class SmoothedAggregation:
                 break  # coarsening stalls (scattered unknown pixels): factor this level
             dinv = 1.0 / a.diagonal()
             omega = (4.0 / 3.0) / _spectral_radius(a, dinv)
-            p = _matmul(a, p_tent, -omega * dinv, add_b=True)  # P_tent - omega D^-1 A P_tent
+            p = (a @ p_tent).tocsr()  # then scaled row by row: -omega D^-1 A P_tent
+            p.data *= np.repeat(-omega * dinv, np.diff(p.indptr))
+            p = (p + p_tent).tocsr()
             del p_tent
             if level > 0:
                 self.a.append(_torch_csr(a, dtype, device))
                 l1 = np.asarray(abs(a).sum(1)).ravel()
                 self.l1.append(torch.as_tensor(1.0 / l1, dtype=dtype, device=device))
-            ap = _matmul(a, p)
+            ap = a @ p
             a = None  # the largest matrices go as soon as they are used (peak memory)
             pt = p.T.tocsr()
-            ac = _matmul(pt, ap)
+            ac = (pt @ ap).tocsr()
             del ap
             ac = ((ac + ac.T) * 0.5).tocsr()
             self.p.append(_torch_csr(p, dtype, device))

@@ -109,6 +109,100 @@ def _inverse_at(cov, j, n_ch, inv, low):
 
 
 @_jit
+def _centred_row(image, cy, cx0, n, ays, axs, mu, e):
+    """Window means ``mu[c, j]`` and centred colours ``e[a, c, j] = I_{k+a} - mu_k`` of the
+    ``n`` windows centred at ``(cy, cx0 + j)``."""
+    n_ch = image.shape[0]
+    n_win = ays.size
+    for c in range(n_ch):
+        m = mu[c, :n]
+        for j in range(n):
+            m[j] = 0.0
+        for a in range(n_win):
+            src = image[c, cy + ays[a], cx0 + axs[a] : cx0 + axs[a] + n]
+            for j in range(n):
+                m[j] += src[j]
+        for j in range(n):
+            m[j] /= n_win
+        for a in range(n_win):
+            src = image[c, cy + ays[a], cx0 + axs[a] : cx0 + axs[a] + n]
+            ea = e[a, c, :n]
+            for j in range(n):
+                ea[j] = src[j] - m[j]
+
+
+@_jit
+def _covariance_row(e, n, eps, cov):
+    """Regularised window covariances ``cov[c1, c2, j]``."""
+    n_win, n_ch = e.shape[0], e.shape[1]
+    for c1 in range(n_ch):
+        for c2 in range(c1, n_ch):
+            cv = cov[c1, c2, :n]
+            for j in range(n):
+                cv[j] = 0.0
+            for a in range(n_win):
+                e1 = e[a, c1, :n]
+                e2 = e[a, c2, :n]
+                for j in range(n):
+                    cv[j] += e1[j] * e2[j]
+            reg = eps / n_win if c1 == c2 else 0.0
+            mirror = cov[c2, c1, :n]
+            for j in range(n):
+                cv[j] = cv[j] / n_win + reg
+                mirror[j] = cv[j]
+
+
+@_jit
+def _projected_row(inv, e, n, proj):
+    """``proj[b, :, j] = Delta_j e[b, :, j]``."""
+    n_win, n_ch = e.shape[0], e.shape[1]
+    for b in range(n_win):
+        for c1 in range(n_ch):
+            pb = proj[b, c1, :n]
+            for j in range(n):
+                pb[j] = 0.0
+            for c2 in range(n_ch):
+                d = inv[c1, c2, :n]
+                eb = e[b, c2, :n]
+                for j in range(n):
+                    pb[j] += d[j] * eb[j]
+
+
+@_jit
+def _pairs_row(e, proj, n, cy, cx0, y0, y1, r, ays, axs, term, buf):
+    """Add every pair term ``delta_ab - (1 + e_a^T Delta e_b) / |w|`` of the row's windows
+    to its two places in the strip buffer (rows ``y0 <= y < y1``)."""
+    n_win, n_ch = e.shape[0], e.shape[1]
+    span = 4 * r + 1
+    for a in range(n_win):
+        ya, xa = cy + ays[a], cx0 + axs[a]
+        for b in range(a, n_win):
+            yb, xb = cy + ays[b], cx0 + axs[b]
+            t = term[:n]
+            for j in range(n):
+                t[j] = 0.0
+            for c in range(n_ch):  # e_a^T Delta e_b
+                ea = e[a, c, :n]
+                pb = proj[b, c, :n]
+                for j in range(n):
+                    t[j] += ea[j] * pb[j]
+            diag = 1.0 if a == b else 0.0
+            for j in range(n):
+                t[j] = diag - (1.0 + t[j]) / n_win
+            # row k + a, offset b - a; and by symmetry row k + b, offset a - b
+            if ya >= y0 and ya < y1:
+                k = (ays[b] - ays[a] + 2 * r) * span + (axs[b] - axs[a] + 2 * r)
+                dst = buf[k, ya - y0, xa : xa + n]
+                for j in range(n):
+                    dst[j] += t[j]
+            if b != a and yb >= y0 and yb < y1:
+                k = (ays[a] - ays[b] + 2 * r) * span + (axs[a] - axs[b] + 2 * r)
+                dst = buf[k, yb - y0, xb : xb + n]
+                for j in range(n):
+                    dst[j] += t[j]
+
+
+@_jit
 def cf_stencil(image, radius, eps, need, strip, out):
     """Closed-form matting Laplacian coefficients into ``out`` ``((4r+1)^2, H, W)``.
 
@@ -130,9 +224,11 @@ def cf_stencil(image, radius, eps, need, strip, out):
     for a in range(n_win):
         ays[a] = a // side - r
         axs[a] = a % side - r
-    first = np.full(h, w, dtype=np.int64)  # first / last needed column of each row
-    last = np.full(h, -1, dtype=np.int64)
+    first = np.empty(h, dtype=np.int64)  # first / last needed column of each row
+    last = np.empty(h, dtype=np.int64)
     for y in range(h):
+        first[y] = w
+        last[y] = -1
         for x in range(w):
             if need[y, x]:
                 if first[y] == w:
@@ -148,9 +244,15 @@ def cf_stencil(image, radius, eps, need, strip, out):
     buf = np.zeros((n_off, strip, w))
     for y0 in range(0, h, strip):
         y1 = min(y0 + strip, h)
-        if last[y0:y1].max() < 0:
+        todo = False
+        for y in range(y0, y1):
+            todo = todo or last[y] >= 0
+        if not todo:
             continue
-        buf[:] = 0.0
+        for k in range(n_off):
+            for y in range(strip):
+                for x in range(w):
+                    buf[k, y, x] = 0.0
         for cy in range(max(y0 - r, r), min(y1 + r, h - r)):
             lo, hi = w, -1  # needed columns in this window row's pixel rows inside the strip
             for py in range(max(cy - r, y0), min(cy + r + 1, y1)):
@@ -161,70 +263,12 @@ def cf_stencil(image, radius, eps, need, strip, out):
             n = min(hi + r + 1, w - r) - cx0
             if n <= 0:
                 continue
-            for c in range(n_ch):
-                m = mu[c, :n]
-                m[:] = 0.0
-                for a in range(n_win):
-                    src = image[c, cy + ays[a], cx0 + axs[a] : cx0 + axs[a] + n]
-                    for j in range(n):
-                        m[j] += src[j]
-                for j in range(n):
-                    m[j] /= n_win
-                for a in range(n_win):
-                    src = image[c, cy + ays[a], cx0 + axs[a] : cx0 + axs[a] + n]
-                    ea = e[a, c, :n]
-                    for j in range(n):
-                        ea[j] = src[j] - m[j]
-            for c1 in range(n_ch):
-                for c2 in range(c1, n_ch):
-                    cv = cov[c1, c2, :n]
-                    cv[:] = 0.0
-                    for a in range(n_win):
-                        e1 = e[a, c1, :n]
-                        e2 = e[a, c2, :n]
-                        for j in range(n):
-                            cv[j] += e1[j] * e2[j]
-                    reg = eps / n_win if c1 == c2 else 0.0
-                    for j in range(n):
-                        cv[j] = cv[j] / n_win + reg
-                    if c2 != c1:
-                        cov[c2, c1, :n] = cv
+            _centred_row(image, cy, cx0, n, ays, axs, mu, e)
+            _covariance_row(e, n, eps, cov)
             for j in range(n):
                 _inverse_at(cov, j, n_ch, inv, low)
-            for b in range(n_win):
-                for c1 in range(n_ch):
-                    pb = proj[b, c1, :n]
-                    pb[:] = 0.0
-                    for c2 in range(n_ch):
-                        d = inv[c1, c2, :n]
-                        eb = e[b, c2, :n]
-                        for j in range(n):
-                            pb[j] += d[j] * eb[j]
-            for a in range(n_win):
-                ya, xa = cy + ays[a], cx0 + axs[a]
-                for b in range(a, n_win):
-                    yb, xb = cy + ays[b], cx0 + axs[b]
-                    t = term[:n]
-                    t[:] = 0.0
-                    for c in range(n_ch):  # e_a^T Delta e_b
-                        ea = e[a, c, :n]
-                        pb = proj[b, c, :n]
-                        for j in range(n):
-                            t[j] += ea[j] * pb[j]
-                    diag = 1.0 if a == b else 0.0
-                    for j in range(n):
-                        t[j] = diag - (1.0 + t[j]) / n_win
-                    # row k + a, offset b - a; and by symmetry row k + b, offset a - b
-                    if ya >= y0 and ya < y1:
-                        k = (ays[b] - ays[a] + 2 * r) * span + (axs[b] - axs[a] + 2 * r)
-                        dst = buf[k, ya - y0, xa : xa + n]
-                        for j in range(n):
-                            dst[j] += t[j]
-                    if b != a and yb >= y0 and yb < y1:
-                        k = (ays[a] - ays[b] + 2 * r) * span + (axs[a] - axs[b] + 2 * r)
-                        dst = buf[k, yb - y0, xb : xb + n]
-                        for j in range(n):
-                            dst[j] += t[j]
+            _projected_row(inv, e, n, proj)
+            _pairs_row(e, proj, n, cy, cx0, y0, y1, r, ays, axs, term, buf)
         for y in range(y0, y1):
             for x in range(first[y], last[y] + 1):
                 if need[y, x]:
@@ -238,10 +282,11 @@ def stencil_csr(coef, dys, dxs, unknown):
     row-major order, as CSR ``(indptr, indices, data)`` (float64; zero entries left
     out; columns sorted, as the offsets are in row-major order)."""
     n_off, h, w = coef.shape
-    ids = np.full((h, w), -1, dtype=np.int64)
+    ids = np.empty((h, w), dtype=np.int64)
     n = 0
     for i in range(h):
         for j in range(w):
+            ids[i, j] = -1
             if unknown[i, j]:
                 ids[i, j] = n
                 n += 1
@@ -266,61 +311,4 @@ def stencil_csr(coef, dys, dxs, unknown):
                     nnz += 1
             row += 1
             indptr[row] = nnz
-    return indptr, indices[:nnz].copy(), data[:nnz].copy()
-
-
-@_jit
-def csr_matmul(ap, ai, ax, bp, bi, bx, n_cols, scale, add_b):
-    """``C = diag(scale) A B (+ B if add_b)`` for CSR ``A`` and ``B``, as CSR arrays with
-    sorted column indices (Gustavson's row-by-row product with a dense accumulator, one
-    pass: the output grows as needed instead of a separate symbolic pass)."""
-    n_rows = ap.size - 1
-    acc = np.zeros(n_cols)
-    mark = np.full(n_cols, -1, dtype=np.int64)
-    cols = np.empty(n_cols, dtype=np.int64)
-    cap = max(2 * ai.size, 16)
-    indices = np.empty(cap, dtype=np.int32)
-    data = np.empty(cap)
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    nnz = 0
-    for i in range(n_rows):
-        m = 0
-        for p in range(ap[i], ap[i + 1]):
-            k = ai[p]
-            v = ax[p]
-            for q in range(bp[k], bp[k + 1]):
-                j = bi[q]
-                if mark[j] != i:
-                    mark[j] = i
-                    cols[m] = j
-                    m += 1
-                    acc[j] = v * bx[q]
-                else:
-                    acc[j] += v * bx[q]
-        s = scale[i]
-        for q in range(m):
-            acc[cols[q]] *= s
-        if add_b:
-            for q in range(bp[i], bp[i + 1]):
-                j = bi[q]
-                if mark[j] != i:
-                    mark[j] = i
-                    cols[m] = j
-                    m += 1
-                    acc[j] = bx[q]
-                else:
-                    acc[j] += bx[q]
-        if nnz + m > cap:
-            cap = max(2 * cap, nnz + m)
-            grown_i = np.empty(cap, dtype=np.int32)
-            grown_i[:nnz] = indices[:nnz]
-            indices = grown_i
-            grown_d = np.empty(cap)
-            grown_d[:nnz] = data[:nnz]
-            data = grown_d
-        for q in range(m):
-            indices[nnz + q] = cols[q]
-            data[nnz + q] = acc[cols[q]]
-        nnz += m
-        indptr[i + 1] = nnz
     return indptr, indices[:nnz].copy(), data[:nnz].copy()

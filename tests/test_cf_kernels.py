@@ -63,6 +63,20 @@ def test_fused_product_takes_non_contiguous_input():
     np.testing.assert_allclose(op(x).numpy(), op(x.contiguous()).numpy(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_restriction_and_row_norms_equal_torch(torch_path, dtype):
+    rng = np.random.default_rng(9)
+    unknown = torch.as_tensor(rng.random((16, 19)) < 0.5)
+    op = _random_stencil(rng, 2, 16, 19, dtype)
+    ref = Stencil(op.coef.clone(), 2)
+    got = _stencil.restrict_to_unknown(op, unknown).coef
+    want = torch_path(lambda: _stencil.restrict_to_unknown(ref, unknown).coef)
+    assert torch.equal(got, want)  # the same zeros, the other entries untouched
+    assert float(got.abs().sum()) > 0
+    norms = op.abs_row_sum()
+    np.testing.assert_allclose(norms.numpy(), got.abs().sum(0).numpy(), rtol=1e-6)
+
+
 @pytest.mark.parametrize("channels", [3, 1, 4])
 @pytest.mark.parametrize("radius", [1, 2])
 def test_cf_stencil_kernel_equals_torch_build(torch_path, channels, radius):

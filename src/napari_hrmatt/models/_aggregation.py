@@ -197,7 +197,7 @@ class SmoothedAggregation:
         self.shape = (h, w)
         empty = op.diagonal <= 0
         op.coef[op.center][empty] = 1.0
-        self.l1_fine = 1.0 / op.coef.abs().sum(0)
+        self.l1_fine = 1.0 / op.abs_row_sum()
         a = stencil_to_csr(op, unk)
         ys, xs = np.nonzero(unk)
         col = image.detach().cpu().numpy().astype(np.float64)[:, ys, xs].T

@@ -312,3 +312,36 @@ def stencil_csr(coef, dys, dxs, unknown):
             row += 1
             indptr[row] = nnz
     return indptr, indices[:nnz].copy(), data[:nnz].copy()
+
+
+@_jit
+def stencil_restrict(coef, dys, dxs, unknown):
+    """In place: zero every coefficient whose row or column pixel is not ``unknown``."""
+    n_off, h, w = coef.shape
+    for k in range(n_off):
+        dy, dx = dys[k], dxs[k]
+        for i in range(h):
+            ck = coef[k, i]
+            ii = i + dy
+            if ii < 0 or ii >= h:
+                for j in range(w):
+                    ck[j] = 0.0
+                continue
+            for j in range(w):
+                jj = j + dx
+                if not unknown[i, j] or jj < 0 or jj >= w or not unknown[ii, jj]:
+                    ck[j] = 0.0
+
+
+@_jit
+def stencil_abs_sum(coef, out):
+    """``out[i, j] = sum_k |coef[k, i, j]|`` (the l1 norm of each row)."""
+    n_off, h, w = coef.shape
+    for i in range(h):
+        oi = out[i]
+        for j in range(w):
+            oi[j] = 0.0
+        for k in range(n_off):
+            ck = coef[k, i]
+            for j in range(w):
+                oi[j] += abs(ck[j])

@@ -127,6 +127,14 @@ class Stencil:
             out[yd, xd].addcmul_(c, x[ys, xs])
         return out
 
+    def abs_row_sum(self) -> torch.Tensor:
+        """``sum_k |coef[k]|``: the l1 norm of every row (l1-Jacobi smoothing)."""
+        if self._fused():
+            out = torch.empty(self.coef.shape[1:], dtype=self.coef.dtype)
+            numba_kernels().stencil_abs_sum(self.coef.numpy(), out.numpy())
+            return out
+        return self.coef.abs().sum(0)
+
     def residual(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``b - A x`` (one fused pass on the CPU)."""
         if self._fused(x, b):
@@ -181,7 +189,7 @@ class Multigrid:
         self.smooth = smooth
         self.l1 = []
         for lvl in self.levels:
-            d = lvl.coef.abs().sum(0)
+            d = lvl.abs_row_sum()
             # Cells with no unknown pixel are isolated: identity rows.
             empty = lvl.diagonal <= 0
             lvl.coef[lvl.center][empty] = 1.0
@@ -234,6 +242,11 @@ def restrict_to_unknown(op: Stencil, unknown: torch.Tensor) -> Stencil:
     Known rows and columns are zeroed (the multigrid set-up then gives known rows an
     identity diagonal, which leaves CG untouched: its vectors are zero there).
     """
+    if op._fused() and unknown.device.type == "cpu":  # one pass, in place
+        numba_kernels().stencil_restrict(
+            op.coef.numpy(), *op._offset_arrays(), np.ascontiguousarray(unknown.numpy(), bool)
+        )
+        return op
     u = unknown.to(op.coef.dtype)
     for c, (dy, dx) in zip(op.coef, op.offsets, strict=True):
         c.mul_(u * shift(u, dy, dx))

@@ -135,3 +135,16 @@ def test_solve_with_kernels_equals_torch_path(torch_path, precond):
     got = solve()
     want = torch_path(solve)
     assert np.abs(got - want).max() < 1e-3
+
+
+def test_library_import_does_not_import_numba():
+    """``import numba`` costs ~0.6 s: only the first CPU solve may pay it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_hrmatt, napari_hrmatt.engine, napari_hrmatt.models.closed_form\n"
+        "print('numba' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -148,3 +148,24 @@ def test_library_import_does_not_import_numba():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_kernels_give_the_same_result_in_concurrent_threads():
+    """dask runs blocks in threads and the kernels release the GIL: no shared state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(11)
+    images = [torch.as_tensor(rng.random((3, 40, 37))) for _ in range(6)]
+    rows = rng.random((40, 37)) < 0.5
+
+    def work(image):
+        op = _cf_stencil(image, 1, 1e-7, dtype=torch.float32, rows=rows)
+        op = _stencil.restrict_to_unknown(op, torch.as_tensor(rows))
+        x = image[0].float()
+        return op.jacobi(x, op(x), 1.0 / op.abs_row_sum().clamp(min=1e-6)).numpy()
+
+    sequential = [work(im) for im in images]
+    with ThreadPoolExecutor(3) as pool:
+        threaded = list(pool.map(work, images))
+    for a, b in zip(sequential, threaded, strict=True):
+        np.testing.assert_array_equal(a, b)

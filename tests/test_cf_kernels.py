@@ -115,6 +115,24 @@ def test_stencil_csr_kernel_equals_numpy_gather(torch_path):
     np.testing.assert_array_equal(got.toarray(), want.toarray())
 
 
+def test_tentative_prolongator_kernel_equals_numpy(torch_path):
+    from napari_hrmatt.models._aggregation import _tentative
+
+    rng = np.random.default_rng(12)
+    n, n_agg = 300, 17
+    agg = rng.integers(0, n_agg, n)
+    agg[:n_agg] = np.arange(n_agg)  # every aggregate used
+    cand = np.concatenate([np.ones((n, 1)), rng.random((n, 3))], axis=1)
+    cand[agg == 3, 1:] = 0.5  # a flat aggregate: its colour columns are dropped
+    cand[agg == 5, 3] = cand[agg == 5, 2]  # a dependent column
+    got = _tentative(agg, n_agg, cand, 1e-6)
+    want = torch_path(lambda: _tentative(agg, n_agg, cand, 1e-6))
+    assert got[0].shape == want[0].shape and got[0].shape[1] < 4 * n_agg
+    np.testing.assert_allclose(got[0].toarray(), want[0].toarray(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(got[2], want[2])
+
+
 @pytest.mark.parametrize("precond", ["sa", "mg"])
 def test_solve_with_kernels_equals_torch_path(torch_path, precond):
     """End to end: the same alpha within CG's tolerance."""

@@ -76,6 +76,13 @@ def _tentative(agg: np.ndarray, n_agg: int, cand: np.ndarray, drop: float):
     (modified Gram-Schmidt, twice); a column whose remainder is below ``drop`` times its
     norm is dropped. Returns ``(P_tent (n, nc) CSR, coarse candidates (nc, m), owner
     aggregate of each coarse unknown)``."""
+    if _stencil.USE_NUMBA:
+        indptr, indices, data, cand_c, owner, nc = _stencil.numba_kernels().tentative(
+            np.ascontiguousarray(agg, np.int64), int(n_agg),
+            np.ascontiguousarray(cand, np.float64), float(drop),
+        )  # fmt: skip
+        p = sp.csr_matrix((data, indices, indptr), shape=(cand.shape[0], nc))
+        return p, cand_c, owner
     n, m = cand.shape
     order = np.argsort(agg, kind="stable")
     counts = np.bincount(agg, minlength=n_agg)

@@ -345,3 +345,80 @@ def stencil_abs_sum(coef, out):
             ck = coef[k, i]
             for j in range(w):
                 oi[j] += abs(ck[j])
+
+
+@_jit
+def tentative(agg, n_agg, cand, drop):
+    """``_aggregation._tentative`` in one pass: per aggregate, the candidate columns
+    orthonormalised by modified Gram-Schmidt (twice), a column dropped where its remainder
+    is below ``drop`` times its norm. Returns ``(indptr, indices, data)`` of the tentative
+    prolongator (one row per node, coarse unknowns numbered aggregate by aggregate), the
+    coarse candidates ``(nc, m)`` and the owner aggregate of each coarse unknown."""
+    n, m = cand.shape
+    counts = np.zeros(n_agg + 1, dtype=np.int64)
+    for i in range(n):
+        counts[agg[i] + 1] += 1
+    for g in range(n_agg):
+        counts[g + 1] += counts[g]
+    members = np.empty(n, dtype=np.int64)  # node ids, aggregate by aggregate, stable
+    fill = counts[:n_agg].copy()
+    for i in range(n):
+        g = agg[i]
+        members[fill[g]] = i
+        fill[g] += 1
+    q = np.zeros((n, m))  # q[i, j]: node i's entry of its aggregate's j-th column
+    r = np.zeros((n_agg, m, m))
+    keep = np.zeros((n_agg, m), dtype=np.bool_)
+    v = np.empty(n)
+    for g in range(n_agg):
+        lo, hi = counts[g], counts[g + 1]
+        for j in range(m):
+            norm0 = 0.0
+            for t in range(lo, hi):
+                v[t] = cand[members[t], j]
+                norm0 += v[t] * v[t]
+            norm0 = np.sqrt(norm0)
+            for _ in range(2):
+                for i in range(j):
+                    c = 0.0
+                    for t in range(lo, hi):
+                        c += q[members[t], i] * v[t]
+                    for t in range(lo, hi):
+                        v[t] -= c * q[members[t], i]
+                    r[g, i, j] += c
+            nv = 0.0
+            for t in range(lo, hi):
+                nv += v[t] * v[t]
+            nv = np.sqrt(nv)
+            ok = nv > drop * norm0 and nv > 0
+            for t in range(lo, hi):
+                q[members[t], j] = v[t] / nv if ok else 0.0
+            r[g, j, j] = nv if ok else 0.0
+            keep[g, j] = ok
+    coarse = np.empty((n_agg, m), dtype=np.int64)
+    nc = 0
+    for g in range(n_agg):
+        for j in range(m):
+            coarse[g, j] = nc if keep[g, j] else -1
+            nc += 1 if keep[g, j] else 0
+    cand_c = np.empty((nc, m))
+    owner = np.empty(nc, dtype=np.int64)
+    for g in range(n_agg):
+        for j in range(m):
+            if keep[g, j]:
+                owner[coarse[g, j]] = g
+                for k in range(m):
+                    cand_c[coarse[g, j], k] = r[g, j, k]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    indices = np.empty(n * m, dtype=np.int32)
+    data = np.empty(n * m)
+    nnz = 0
+    for i in range(n):
+        g = agg[i]
+        for j in range(m):
+            if keep[g, j]:
+                indices[nnz] = coarse[g, j]
+                data[nnz] = q[i, j]
+                nnz += 1
+        indptr[i + 1] = nnz
+    return indptr, indices[:nnz].copy(), data[:nnz].copy(), cand_c, owner, nc

@@ -14,6 +14,10 @@ on disk, compiled for C-contiguous float32 or float64 arrays and int64 indices.
   window (the formula of ``closed_form._cf_stencil_part``), accumulated in float64.
 - :func:`stencil_csr`: the rows and columns of a stencil at the unknown pixels as CSR
   arrays (``_aggregation.stencil_to_csr``).
+- :func:`stencil_restrict`, :func:`stencil_abs_sum`: ``_stencil.restrict_to_unknown`` and
+  the l1 row norms of the smoothers, one pass each.
+- :func:`tentative`: the tentative prolongator of the ``sa`` set-up
+  (``_aggregation._tentative``).
 """
 
 from __future__ import annotations

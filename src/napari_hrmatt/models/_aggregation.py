@@ -30,6 +30,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
+from . import _stencil
 from ._stencil import Stencil
 
 __all__ = ["SmoothedAggregation", "stencil_to_csr"]
@@ -42,6 +43,12 @@ def stencil_to_csr(op: Stencil, unknown: np.ndarray) -> sp.csr_matrix:
     Built row by row directly: the offsets are in row-major order, so each row's column
     indices come out sorted and no COO sort is needed.
     """
+    if _stencil._numba_ok(op.coef) and op.coef.is_contiguous():
+        indptr, indices, data = _stencil.numba_kernels().stencil_csr(
+            op.coef.numpy(), *op._offset_arrays(), np.ascontiguousarray(unknown, bool)
+        )
+        n = indptr.size - 1
+        return sp.csr_matrix((data, indices, indptr), shape=(n, n))
     h, w = unknown.shape
     r = op.radius
     wp = w + 2 * r
@@ -69,6 +76,13 @@ def _tentative(agg: np.ndarray, n_agg: int, cand: np.ndarray, drop: float):
     (modified Gram-Schmidt, twice); a column whose remainder is below ``drop`` times its
     norm is dropped. Returns ``(P_tent (n, nc) CSR, coarse candidates (nc, m), owner
     aggregate of each coarse unknown)``."""
+    if _stencil.USE_NUMBA:
+        indptr, indices, data, cand_c, owner, nc = _stencil.numba_kernels().tentative(
+            np.ascontiguousarray(agg, np.int64), int(n_agg),
+            np.ascontiguousarray(cand, np.float64), float(drop),
+        )  # fmt: skip
+        p = sp.csr_matrix((data, indices, indptr), shape=(cand.shape[0], nc))
+        return p, cand_c, owner
     n, m = cand.shape
     order = np.argsort(agg, kind="stable")
     counts = np.bincount(agg, minlength=n_agg)
@@ -190,7 +204,7 @@ class SmoothedAggregation:
         self.shape = (h, w)
         empty = op.diagonal <= 0
         op.coef[op.center][empty] = 1.0
-        self.l1_fine = 1.0 / op.coef.abs().sum(0)
+        self.l1_fine = 1.0 / op.abs_row_sum()
         a = stencil_to_csr(op, unk)
         ys, xs = np.nonzero(unk)
         col = image.detach().cpu().numpy().astype(np.float64)[:, ys, xs].T
@@ -273,8 +287,8 @@ class SmoothedAggregation:
         steps = self.smooth if level == 0 else self.coarse_smooth
         x = l1 * b
         for _ in range(steps - 1):
-            x = x + l1 * (b - apply(x))
-        res = b - apply(x)
+            x = self._jacobi(level, apply, x, b, l1)
+        res = self.op.residual(x, b) if level == 0 else b - apply(x)
         if level == 0:
             res = res.reshape(-1)[self.flat]
         corr = self.pt[level] @ res
@@ -284,8 +298,13 @@ class SmoothedAggregation:
         else:
             x = x + corr
         for _ in range(steps):
-            x = x + l1 * (b - apply(x))
+            x = self._jacobi(level, apply, x, b, l1)
         return x
+
+    def _jacobi(self, level, apply, x, b, l1):
+        if level == 0:  # the fine grid: one fused stencil pass on the CPU
+            return self.op.jacobi(x, b, l1)
+        return x + l1 * (b - apply(x))
 
     def __call__(self, b: torch.Tensor) -> torch.Tensor:
         if self.levels == 0:  # small problem: the direct solve is the preconditioner

@@ -22,7 +22,40 @@ __all__ = [
     "restrict_to_unknown",
     "shift",
     "stencil_offsets",
+    "numba_kernels",
 ]
+
+#: Use the fused numba kernels (:mod:`._cf_kernels`) for CPU tensors. False: the torch
+#: operations everywhere (the CUDA path), e.g. to test them on the CPU.
+USE_NUMBA = True
+_KERNELS = None
+
+
+def numba_kernels():
+    """The module of fused numba kernels, imported on first use (``import numba`` costs
+    ~0.6 s: never on ``import napari_hrmatt``'s path)."""
+    global _KERNELS
+    if _KERNELS is None:
+        from . import _cf_kernels
+
+        _KERNELS = _cf_kernels
+    return _KERNELS
+
+
+def _numba_ok(*tensors: torch.Tensor) -> bool:
+    """Whether the numba kernels take these tensors: CPU, one float dtype, no grad."""
+    if not USE_NUMBA:
+        return False
+    t0 = tensors[0]
+    if t0.device.type != "cpu" or t0.dtype not in (torch.float32, torch.float64):
+        return False
+    return all(
+        t.device == t0.device and t.dtype == t0.dtype and not t.requires_grad for t in tensors
+    )
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().numpy())
 
 
 def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -70,13 +103,57 @@ class Stencil:
             self._cache_key, self._cache_terms = key, terms
         return self._cache_terms
 
+    def _offset_arrays(self):
+        arrs = getattr(self, "_offset_np", None)
+        if arrs is None:
+            arrs = tuple(np.array(v, dtype=np.int64) for v in zip(*self.offsets, strict=True))
+            self._offset_np = arrs
+        return arrs
+
+    def _fused(self, *tensors: torch.Tensor) -> bool:
+        return self.coef.is_contiguous() and _numba_ok(self.coef, *tensors)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused(x):
+            out = torch.empty(x.shape, dtype=x.dtype)
+            numba_kernels().stencil_apply(
+                self.coef.numpy(), *self._offset_arrays(), _np(x), out.numpy()
+            )
+            return out
         # In place on views: no padded copy of x, no zero-filled output. Neighbours that
         # fall outside the array contribute nothing (their coefficients are zero anyway).
         out = self.coef[self.center] * x
         for c, yd, xd, ys, xs in self._terms(*x.shape):
             out[yd, xd].addcmul_(c, x[ys, xs])
         return out
+
+    def abs_row_sum(self) -> torch.Tensor:
+        """``sum_k |coef[k]|``: the l1 norm of every row (l1-Jacobi smoothing)."""
+        if self._fused():
+            out = torch.empty(self.coef.shape[1:], dtype=self.coef.dtype)
+            numba_kernels().stencil_abs_sum(self.coef.numpy(), out.numpy())
+            return out
+        return self.coef.abs().sum(0)
+
+    def residual(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``b - A x`` (one fused pass on the CPU)."""
+        if self._fused(x, b):
+            out = torch.empty(x.shape, dtype=x.dtype)
+            numba_kernels().stencil_residual(
+                self.coef.numpy(), *self._offset_arrays(), _np(x), _np(b), out.numpy()
+            )
+            return out
+        return b - self(x)
+
+    def jacobi(self, x: torch.Tensor, b: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+        """One l1-Jacobi step ``x + l1 (b - A x)`` (one fused pass on the CPU)."""
+        if self._fused(x, b, l1):
+            out = torch.empty(x.shape, dtype=x.dtype)
+            numba_kernels().stencil_jacobi(
+                self.coef.numpy(), *self._offset_arrays(), _np(x), _np(b), _np(l1), out.numpy()
+            )
+            return out
+        return x + l1 * (b - self(x))
 
     def coarsen(self) -> Stencil:
         """Galerkin operator ``P^T A P`` for piecewise-constant 2x2 aggregation.
@@ -112,7 +189,7 @@ class Multigrid:
         self.smooth = smooth
         self.l1 = []
         for lvl in self.levels:
-            d = lvl.coef.abs().sum(0)
+            d = lvl.abs_row_sum()
             # Cells with no unknown pixel are isolated: identity rows.
             empty = lvl.diagonal <= 0
             lvl.coef[lvl.center][empty] = 1.0
@@ -143,8 +220,8 @@ class Multigrid:
         op, l1 = self.levels[level], self.l1[level]
         x = l1 * b
         for _ in range(self.smooth - 1):
-            x = x + l1 * (b - op(x))
-        res = b - op(x)
+            x = op.jacobi(x, b, l1)
+        res = op.residual(x, b)
         h, w = res.shape
         coarse = F.pad(res, (0, w % 2, 0, h % 2))
         coarse = coarse[0::2, 0::2] + coarse[1::2, 0::2] + coarse[0::2, 1::2] + coarse[1::2, 1::2]
@@ -152,7 +229,7 @@ class Multigrid:
         hc, wc = corr.shape  # piecewise-constant prolongation: one broadcast copy
         x = x + corr[:, None, :, None].expand(hc, 2, wc, 2).reshape(2 * hc, 2 * wc)[:h, :w]
         for _ in range(self.smooth):
-            x = x + l1 * (b - op(x))
+            x = op.jacobi(x, b, l1)
         return x
 
     def __call__(self, b: torch.Tensor) -> torch.Tensor:
@@ -165,6 +242,11 @@ def restrict_to_unknown(op: Stencil, unknown: torch.Tensor) -> Stencil:
     Known rows and columns are zeroed (the multigrid set-up then gives known rows an
     identity diagonal, which leaves CG untouched: its vectors are zero there).
     """
+    if op._fused() and unknown.device.type == "cpu":  # one pass, in place
+        numba_kernels().stencil_restrict(
+            op.coef.numpy(), *op._offset_arrays(), np.ascontiguousarray(unknown.numpy(), bool)
+        )
+        return op
     u = unknown.to(op.coef.dtype)
     for c, (dy, dx) in zip(op.coef, op.offsets, strict=True):
         c.mul_(u * shift(u, dy, dx))

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from .._blocks import cut_ring
 from ..trimap import FOREGROUND, UNKNOWN
+from . import _stencil as _stencil_mod
 from ._aggregation import SmoothedAggregation
 from ._sparse_cf import solve_sparse, use_sparse
 from ._stencil import (
@@ -106,7 +107,16 @@ def _cf_stencil(
     are 128 rows by default, 32 with ``rows`` (narrower strips follow the unknown
     pixels more closely: the blocks of a 5 MP dev composite built in 1.3 s CPU against
     1.8 s as whole 128-row strips; docs/engine.md, "Whole process at 5-8 MP").
+    On the CPU the numba kernel ``_cf_kernels.cf_stencil`` builds the same coefficients
+    (at the ``rows`` pixels only); the torch code below is the CUDA path.
     """
+    if _stencil_mod._numba_ok(image) and dtype in (torch.float32, torch.float64):
+        c, h, w = image.shape
+        need = np.ones((h, w), bool) if rows is None else np.ascontiguousarray(rows, bool)
+        coef = torch.zeros(((4 * radius + 1) ** 2, h, w), dtype=dtype)
+        im = np.ascontiguousarray(image.detach().numpy(), dtype=np.float64)
+        _stencil_mod.numba_kernels().cf_stencil(im, radius, float(eps), need, 32, coef.numpy())
+        return Stencil(coef, 2 * radius)
     strip = strip or (128 if rows is None else 32)
     c, h, w = image.shape
     r = radius

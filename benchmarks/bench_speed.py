@@ -4,7 +4,8 @@ Every measurement is a whole process (interpreter start, imports, reading the in
 the solve, writing the alpha), started from this script, with both methods pinned to
 the same core (``--core``) and ``OMP_NUM_THREADS`` set to ``--threads``. The ratio
 ``ours / PyMatting`` measured in the same run is the result; wall times on a shared
-machine are not. SAD (sum of |alpha - truth| over the trimap's unknown pixels / 1000)
+machine are not. The CPU seconds (user + sys) of each process and their ratio are printed
+too: on a machine shared with other jobs they move less than wall time. SAD (sum of |alpha - truth| over the trimap's unknown pixels / 1000)
 is reported for both.
 
 Cases (``--cases``):
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -76,15 +78,19 @@ def _scribble(gt: np.ndarray) -> np.ndarray:
     return tri
 
 
-def _run(cmd: list[str], env: dict, core: int | None) -> float:
+def _run(cmd: list[str], env: dict, core: int | None) -> tuple[float, float]:
+    """Wall and CPU seconds (user + sys of the child) of one whole process."""
     if core is not None:
         cmd = ["taskset", "-c", str(core), *cmd]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return wall
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def _env(threads: int | None, **extra) -> dict:
@@ -98,23 +104,23 @@ def _env(threads: int | None, **extra) -> dict:
     return env
 
 
-def _ours(folder: Path, env: dict, core: int | None, options=()) -> tuple[float, np.ndarray]:
+def _ours(folder: Path, env: dict, core: int | None, options=()) -> tuple[tuple, np.ndarray]:
     import tifffile
 
     out = folder / "ours.tif"
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "napari_hrmatt.cli", "matte", str(folder / "image.png")]
     cmd += [str(folder / "trimap.png"), "-o", str(out), "--bit-depth", "16", "-q", *options]
-    wall = _run(cmd, env, core)
-    return wall, tifffile.imread(out).astype(np.float64) / 65535.0
+    times = _run(cmd, env, core)
+    return times, tifffile.imread(out).astype(np.float64) / 65535.0
 
 
-def _theirs(folder: Path, env: dict, core: int | None) -> tuple[float, np.ndarray]:
+def _theirs(folder: Path, env: dict, core: int | None) -> tuple[tuple, np.ndarray]:
     out = folder / "theirs.npy"
     cmd = [sys.executable, __file__, "_pymatting", str(folder / "image.png")]
     cmd += [str(folder / "trimap.png"), str(out)]
-    wall = _run(cmd, env, core)
-    return wall, np.load(out).astype(np.float64)
+    times = _run(cmd, env, core)
+    return times, np.load(out).astype(np.float64)
 
 
 def _sad(alpha, gt, tri) -> float:
@@ -127,8 +133,8 @@ def _compare(label, image, tri, gt, args, rows, folder: Path):
     Image.fromarray(tri).save(folder / "trimap.png")
     env = _env(args.threads)
     options = [f"--model-option={o}" for o in args.model_option]
-    t_ours, a_ours = _ours(folder, env, args.core, options)
-    t_theirs, a_theirs = _theirs(folder, env, args.core)
+    (t_ours, c_ours), a_ours = _ours(folder, env, args.core, options)
+    (t_theirs, c_theirs), a_theirs = _theirs(folder, env, args.core)
     row = {
         "case": label,
         "mp": tri.size / 1e6,
@@ -136,6 +142,9 @@ def _compare(label, image, tri, gt, args, rows, folder: Path):
         "ours_s": t_ours,
         "pym_s": t_theirs,
         "ratio": t_ours / t_theirs,
+        "cpu_ratio": c_ours / c_theirs,
+        "ours_cpu": c_ours,
+        "pym_cpu": c_theirs,
         "sad_ours": _sad(a_ours, gt, tri),
         "sad_pym": _sad(a_theirs, gt, tri),
     }
@@ -146,7 +155,8 @@ def _compare(label, image, tri, gt, args, rows, folder: Path):
 def _fmt(r) -> str:
     return (
         f"| {r['case']} | {r['mp']:.2f} | {100 * r['unknown']:.0f} % | {r['ours_s']:.1f} | "
-        f"{r['pym_s']:.1f} | **{r['ratio']:.2f}x** | {r['sad_ours']:.2f} | {r['sad_pym']:.2f} | "
+        f"{r['pym_s']:.1f} | **{r['ratio']:.2f}x** | {r['ours_cpu']:.1f} / {r['pym_cpu']:.1f} | "
+        f"{r['cpu_ratio']:.2f}x | {r['sad_ours']:.2f} | {r['sad_pym']:.2f} | "
         f"{r['sad_ours'] / max(r['sad_pym'], 1e-9):.3f} |"
     )
 
@@ -160,11 +170,11 @@ def _load(name, args, folder: Path):
     for label, extra in (("default policy", {}), ("2 threads forced", {"HRMATT_THREADS": "2"})):
         env = _env(None, **extra)
         env.pop("OMP_NUM_THREADS", None)
-        idle, _ = _ours(folder, env, None)
+        (idle, _), _ = _ours(folder, env, None)
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
             time.sleep(0.5)
-            loaded, _ = _ours(folder, env, None)
+            (loaded, _), _ = _ours(folder, env, None)
         finally:
             hog.kill()
             hog.wait()
@@ -210,10 +220,10 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     print(f"whole processes, core {args.core}, {args.threads} thread(s); ratio = ours / PyMatting")
     print(
-        "| case | MP | unknown | ours s | PyMatting s | ratio | SAD ours | SAD PyMatting "
-        "| SAD ratio |"
+        "| case | MP | unknown | ours s | PyMatting s | ratio | CPU s ours / PyMatting "
+        "| CPU ratio | SAD ours | SAD PyMatting | SAD ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name in args.images:

@@ -111,14 +111,7 @@ def sweep_tiles(xs, xw, from_coarser, out, img, A, active, ty, tx, halo, oy, ox,
             for k in (0, 3, 1, 2):  # red (00, 11), then black (01, 10)
                 _half_sweep(x, im, a, upd, cw, ey, ex, flat, border, k, c, ny, nx, m, L,
                             omega, eps, relax)  # fmt: skip
-        # The tile's interior into the padded level (halo is even: tile row yy is on
-        # sub-lattice row parity yy % 2).
-        hp, wp = out.shape[1], out.shape[2]
-        for ch in range(out.shape[0]):
-            for yy in range(ty):
-                p, b = yy % 2, m + ((halo + yy) // 2) * nx + halo // 2
-                _interleave(out1, (ch * hp + ty0 + yy) * wp + tx0, x, (2 * p * c2 + ch) * L + b,
-                            ((2 * p + 1) * c2 + ch) * L + b, tx // 2)  # fmt: skip
+        _write(out1, out.shape, ty0, tx0, ty, tx, x, c2, halo, nx, m, L)
 
 
 @numba.njit(**_HELPER)
@@ -198,14 +191,20 @@ def _initial(xs, rows, xw, shift, out, shape, y0, x0, ny, nx):
 
 
 @numba.njit(**_HELPER)
-def _interleave(out, o0, x, e0, d0, n):
-    """``out[o0 + 2 j] = x[e0 + j]``, ``out[o0 + 2 j + 1] = x[d0 + j]`` for ``j < n``."""
-    dst = out[o0 : o0 + 2 * n]
-    even = x[e0 : e0 + n]
-    odd = x[d0 : d0 + n]
-    for j in range(n):
-        dst[2 * j] = even[j]
-        dst[2 * j + 1] = odd[j]
+def _write(out, shape, ty0, tx0, ty, tx, x, c2, halo, nx, m, L):
+    """The tile's interior into the padded level ``out`` (flat, of ``shape``): tile row
+    ``yy`` interleaves sub-lattices ``2 p`` and ``2 p + 1``, ``p = yy % 2`` (halo is even)."""
+    nout, hp, wp = shape
+    n = tx // 2
+    for ch in range(nout):
+        for yy in range(ty):
+            p, b = yy % 2, m + ((halo + yy) // 2) * nx + halo // 2
+            o0 = (ch * hp + ty0 + yy) * wp + tx0
+            e0, d0 = (2 * p * c2 + ch) * L + b, ((2 * p + 1) * c2 + ch) * L + b
+            dst, even, odd = out[o0 : o0 + 2 * n], x[e0 : e0 + n], x[d0 : d0 + n]
+            for j in range(n):
+                dst[2 * j] = even[j]
+                dst[2 * j + 1] = odd[j]
 
 
 @numba.njit(**_HELPER)

@@ -86,6 +86,9 @@ def sweep_tiles(xs, xw, from_coarser, out, img, A, active, ty, tx, halo, oy, ox,
         flat[j] = 1.0
     xs1, out1, img1, a1 = xs.reshape(-1), out.reshape(-1), img.reshape(-1), A.reshape(-1)
     shift = 1 if from_coarser else 0
+    keep = np.float32(1.0 - relax)
+    f0, f1 = np.float32(0.0), np.float32(1.0)
+    z = np.int64(0)  # (literal 0 arguments would compile a second specialisation)
     ntx = active.shape[1]
     run = -1  # first tile of the current run of inactive tiles in a row of tiles
     for t in range(active.size):
@@ -108,9 +111,26 @@ def sweep_tiles(xs, xw, from_coarser, out, img, A, active, ty, tx, halo, oy, ox,
         border = _edges(ey, oy + y0, fy, eps) or border
         _gather(x, im, a, xs1, xs.shape[1], xw, shift, img1, a1, h, w, y0, x0, sy, nx, m, L)
         for _ in range(n_iter):
-            for k in (0, 3, 1, 2):  # red (00, 11), then black (01, 10)
-                _half_sweep(x, im, a, upd, cw, ey, ex, flat, border, k, c, ny, nx, m, L,
-                            omega, eps, relax)  # fmt: skip
+            for k in (0, 3, 1, 2):  # red (00, 11), then black (01, 10): update k
+                p, q = k // 2, k % 2
+                kv, kh = 2 * (1 - p) + q, 2 * p + 1 - q  # up / down and left / right
+                # Starts of the neighbours above, below, left and right (flat: every
+                # loop indexes from 0 and vectorises).
+                su, sd = kv * L + m + (p - 1) * nx, kv * L + m + p * nx
+                sl, sr = kh * L + m + q - 1, kh * L + m + q
+                if border:  # row by row: edges leaving the image, self weights
+                    for i in range(1 - p, ny - p):
+                        b, r = i * nx, p * ny + i  # r: tile row 2 i + p, parity-major
+                        _coefficients(a, k * L + m + b, su + b, sd + b, sl + b, sr + b, ey[r],
+                                      ey[2 * ny + r], ey[4 * ny + r], ex, 2 * nx, q * nx, cw,
+                                      b, size, nx, omega, eps, relax)  # fmt: skip
+                else:  # the whole sub-lattice as one flat loop (the ring is discarded)
+                    _coefficients(a, k * L + m, su, sd, sl, sr, f1, f1, f0, flat, size, z, cw,
+                                  z, size, size, omega, eps, relax)  # fmt: skip
+                for ch in range(c):  # neighbours' channel ch: their sub-lattice's + o
+                    o, oh = (kv * c2 + ch - kv) * L, (kh * c2 + ch - kh) * L
+                    _update(x, (k * c2 + ch) * L + m, su + o, sd + o, sl + oh, sr + oh, c * L,
+                            im, (k * c + ch) * L + m, cw, upd, k * L + m, size, keep)  # fmt: skip
         _write(out1, out.shape, ty0, tx0, ty, tx, x, c2, halo, nx, m, L)
 
 
@@ -205,42 +225,6 @@ def _write(out, shape, ty0, tx0, ty, tx, x, c2, halo, nx, m, L):
             for j in range(n):
                 dst[2 * j] = even[j]
                 dst[2 * j + 1] = odd[j]
-
-
-@numba.njit(**_HELPER)
-def _half_sweep(x, im, a, upd, cw, ey, ex, flat, border, k, c, ny, nx, m, L, omega, eps,
-                relax):  # fmt: skip
-    """Update sub-lattice ``k`` (all channels of F and B) from its four neighbours."""
-    p, q = k // 2, k % 2
-    kv, kh = 2 * (1 - p) + q, 2 * p + 1 - q  # up / down and left / right
-    size = ny * nx
-    # Starts of the neighbours above, below, left and right (flat: every loop below
-    # indexes from 0 and vectorises).
-    su, sd, sl, sr = (
-        kv * L + m + (p - 1) * nx,
-        kv * L + m + p * nx,
-        kh * L + m + q - 1,
-        kh * L + m + q,
-    )
-    if border:  # row by row: edges leaving the image, self weights
-        for i in range(1 - p, ny - p):
-            b = i * nx
-            r = p * ny + i  # tile row 2 i + p, parity-major
-            _coefficients(a, k * L + m + b, su + b, sd + b, sl + b, sr + b, ey[r],
-                          ey[2 * ny + r], ey[4 * ny + r], ex, 2 * nx, q * nx, cw, b, size, nx,
-                          omega, eps, relax)  # fmt: skip
-    else:  # the whole sub-lattice as one flat loop (the ring is discarded)
-        z = np.int64(0)  # (literal 0 arguments would compile a second specialisation)
-        _coefficients(a, k * L + m, su, sd, sl, sr, np.float32(1.0), np.float32(1.0),
-                      np.float32(0.0), flat, size, z, cw, z, size, size, omega, eps,
-                      relax)  # fmt: skip
-    c2 = 2 * c
-    keep = np.float32(1.0 - relax)
-    for ch in range(c):
-        o = (kv * c2 + ch) * L - kv * L  # channel offset of the neighbours' sub-lattices
-        oh = (kh * c2 + ch) * L - kh * L
-        _update(x, (k * c2 + ch) * L + m, su + o, sd + o, sl + oh, sr + oh, c * L, im,
-                (k * c + ch) * L + m, cw, upd, k * L + m, size, keep)  # fmt: skip
 
 
 @numba.njit(**_HELPER)

@@ -167,6 +167,7 @@ def _gather(x, im, a, xs, rows, xw, shift, img, A, h, w, y0, x0, sy, nx, m, L):
     for xx in range(2 * nx):
         cx = x0 + xx
         cols[(xx % 2) * nx + xx // 2] = 0 if cx < 0 else (w - 1 if cx > w - 1 else cx)
+    inside = x0 >= 0 and x0 + 2 * nx <= w  # no column clamped (x0 is even)
     for yy in range(sy):
         ry = y0 + yy
         ry = 0 if ry < 0 else (h - 1 if ry > h - 1 else ry)
@@ -174,19 +175,29 @@ def _gather(x, im, a, xs, rows, xw, shift, img, A, h, w, y0, x0, sy, nx, m, L):
         for q in range(2):
             k = 2 * (yy % 2) + q
             cq = cols[q * nx : (q + 1) * nx]
-            dst, src = a[k * L + b : k * L + b + nx], A[ry * w : (ry + 1) * w]
-            for j in range(nx):
-                dst[j] = src[cq[j]]
-            for ch in range(c):
-                dst = im[(k * c + ch) * L + b : (k * c + ch) * L + b + nx]
-                src = img[(ch * h + ry) * w : (ch * h + ry + 1) * w]
-                for j in range(nx):
-                    dst[j] = src[cq[j]]
+            for ch in range(c + 1):  # alpha, then the image
+                if ch == 0:
+                    dst, src = a[k * L + b : k * L + b + nx], A[ry * w : (ry + 1) * w]
+                else:
+                    dst = im[(k * c + ch - 1) * L + b : (k * c + ch - 1) * L + b + nx]
+                    src = img[((ch - 1) * h + ry) * w : ((ch - 1) * h + ry + 1) * w]
+                if inside:  # every other pixel of the row
+                    src = src[x0 + q :]
+                    for j in range(nx):
+                        dst[j] = src[2 * j]
+                else:
+                    for j in range(nx):
+                        dst[j] = src[cq[j]]
             for ch in range(c2):
                 dst = x[(k * c2 + ch) * L + b : (k * c2 + ch) * L + b + nx]
                 src = xs[ch * rows + (ry >> shift) * xw :]
-                for j in range(nx):
-                    dst[j] = src[cq[j] >> shift]
+                if inside and shift:  # the parents as they are
+                    src = src[x0 >> 1 :]
+                    for j in range(nx):
+                        dst[j] = src[j]
+                else:
+                    for j in range(nx):
+                        dst[j] = src[cq[j] >> shift]
 
 
 @numba.njit(**_HELPER)

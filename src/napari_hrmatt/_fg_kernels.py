@@ -16,6 +16,11 @@ path (``_sweep_tiles``), operation by operation, so the two agree to float round
 
 All arithmetic is float32, like the torch path's. One signature (float32 C-contiguous
 arrays, int64 indices and integers, float64 scalars) serves every call.
+
+Compile time (paid once per install, with an empty numba cache): numba's cost grows with
+each kernel and each array expression, so the work arrays are flat, the slicing sits in
+a few small helpers compiled once each (one specialisation: no literal arguments), and
+helpers get no Python / C entry points. See docs/foreground.md, "Compile time cut".
 """
 
 from __future__ import annotations

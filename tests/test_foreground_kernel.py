@@ -205,3 +205,27 @@ def test_numba_is_imported_on_first_use_only():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert "NUMBA False" in result.stdout
+
+
+def test_one_specialisation_per_kernel(monkeypatch):
+    # Each extra specialisation is a full compile on a fresh install (issue #12: the
+    # README command's time): dense and tiled levels, from the coarser level or not, at
+    # the image border and inside it, all with one signature per kernel. (Kernels loaded
+    # from numba's cache list no signatures; a fresh cache checks the helpers too.)
+    import numba
+
+    import napari_hrmatt._fg_kernels as kernels
+
+    monkeypatch.setattr(solver, "KERNEL", "numba")
+    img, alpha, coarse, level = _level(40, 52)
+    plan = make_plan((100, 120), 1e9, 10, 2, 32, 1e-5, 1.0, 1.5, (1, 1), 1.2)
+    for tile, from_coarser, origin in [(None, True, (0, 0)), (16, False, (20, 30)),
+                                       (8, True, (60, 68))]:  # fmt: skip
+        x = torch.from_numpy(coarse if from_coarser else level)
+        sweep_level(x, img, alpha, origin=origin, full=(100, 120), n_iter=2, plan=plan,
+                    tile=tile, from_coarser=from_coarser)  # fmt: skip
+    assert len(kernels.sweep_tiles.signatures) == 1
+    for name in dir(kernels):
+        kernel = getattr(kernels, name)
+        if isinstance(kernel, numba.core.registry.CPUDispatcher):
+            assert len(kernel.signatures) <= 1, name

@@ -16,6 +16,11 @@ path (``_sweep_tiles``), operation by operation, so the two agree to float round
 
 All arithmetic is float32, like the torch path's. One signature (float32 C-contiguous
 arrays, int64 indices and integers, float64 scalars) serves every call.
+
+Compile time (paid once per install, with an empty numba cache): numba's cost grows with
+each kernel and each array expression, so the work arrays are flat, the slicing sits in
+a few small helpers compiled once each (one specialisation: no literal arguments), and
+helpers get no Python / C entry points. See docs/foreground.md, "Compile time cut".
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ import numpy as np
 __all__ = ["sweep_tiles"]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+# Every kernel: one compile per install (cache), no GIL (dask threads), IEEE arithmetic;
+# error_model="numpy" keeps divisions free of Python's zero checks, which would stop the
+# loops from vectorising.
+_JIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
+# Helpers are only called from the kernels: no Python or C entry points to build.
+_HELPER = dict(_JIT, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+
+@numba.njit(**_JIT)
 def sweep_tiles(xs, xw, from_coarser, out, img, A, active, ty, tx, halo, oy, ox, fy, fx,
                 n_iter, eps, omega, relax):  # fmt: skip
     """Sweep the active tiles of one level and write them into ``out``; the others get
@@ -43,204 +56,225 @@ def sweep_tiles(xs, xw, from_coarser, out, img, A, active, ty, tx, halo, oy, ox,
 
     A tile is held as four sub-lattices by (row, column) parity, ``k = 2 p + q`` for
     tile pixel ``(2 i + p, 2 j + q)``, so that a half-sweep runs over contiguous rows of
-    one colour (loops the compiler vectorises; ``error_model="numpy"`` keeps the
-    divisions free of Python's zero checks, which would prevent that).
+    one colour (loops the compiler vectorises). Compile time: the work is split into
+    small kernels, each compiled once, on flat (1-D) arrays addressed by offsets (every
+    array expression in a kernel costs compile time, a slice of a 3-D array ~30 ms).
     """
     c2 = xs.shape[0]
     c = c2 // 2
-    nout = out.shape[0]
     h, w = A.shape
     sy, sx = ty + 2 * halo, tx + 2 * halo
     ny, nx = sy // 2, sx // 2
     size = ny * nx
     m = nx + 1  # margin of each flat sub-lattice: every neighbour is a shifted index
-    f0 = np.float32(0.0)
-    f1 = np.float32(1.0)
-    eps32, omega32, r32 = np.float32(eps), np.float32(omega), np.float32(relax)
-    keep = np.float32(1.0 - relax)
-    # Sub-lattice k = 2 p + q of a tile: pixels (2 i + p, 2 j + q) at m + i nx + j.
-    x = np.zeros((4, c2, size + 2 * m), np.float32)
-    im = np.empty((4, c, size + 2 * m), np.float32)
-    a = np.zeros((4, size + 2 * m), np.float32)
-    # Updated (1) or on the tile's fixed outer ring (0), per sub-lattice pixel.
-    upd = np.ones((4, size + 2 * m), np.bool_)
+    L = size + 2 * m  # sub-lattice k = 2 p + q, pixels (2 i + p, 2 j + q) at m + i nx + j
+    # Work arrays, all allocated alike (each kind of allocation compiles its own code).
+    x = np.zeros(4 * c2 * L, np.float32)  # channel ch of sub-lattice k at (k c2 + ch) L
+    im = np.zeros(4 * c * L, np.float32)  # likewise (k c + ch) L
+    a = np.zeros(4 * L, np.float32)
+    # Per sub-lattice pixel: 1 updated, 0 on the tile's fixed outer ring (first / last
+    # row of the tile: i = 0 of p = 0, i = ny - 1 of p = 1; likewise columns).
+    upd = np.zeros(4 * L, np.float32)
     for k in range(4):
         p, q = k // 2, k % 2
-        for i in range(ny):
-            for j in range(nx):
-                ring = (p == 0 and i == 0) or (p == 1 and i == ny - 1)
-                ring = ring or (q == 0 and j == 0) or (q == 1 and j == nx - 1)
-                upd[k, m + i * nx + j] = not ring
-    col = np.empty(sx, np.int64)  # clamped level column of each tile column
-    # Per column parity q and sub-lattice column j: 1 / 0 for the edge to the left /
-    # right kept / cut (it leaves the image), and the self weight of those columns.
-    cut_l = np.empty((2, nx), np.float32)
-    cut_r = np.empty((2, nx), np.float32)
-    self_x = np.empty((2, nx), np.float32)
-    self_y = np.empty(sy, np.float32)
-    cut_u = np.empty(sy, np.float32)
-    cut_d = np.empty(sy, np.float32)
-    # Coefficients of one sub-lattice (scaled weights up, down, left, right, self;
-    # alpha / r, (1 - alpha) / r; the gains).
-    cw = np.zeros((9, size), np.float32)
-    ones = np.ones(size, np.float32)
-    zeros = np.zeros(size, np.float32)
+        for i in range(1 - p, ny - p):
+            for j in range(1 - q, nx - q):
+                upd[k * L + m + i * nx + j] = 1.0
+    # Per tile row / column (parity-major, ``(i % 2) n / 2 + i // 2``): 1 / 0 for the
+    # edge up or left and down or right kept / cut (it leaves the image), self weight;
+    # rows of ``sy`` / ``sx``.
+    ey = np.zeros(3 * sy, np.float32)
+    ex = np.zeros(3 * sx, np.float32)
+    cw = np.zeros(9 * size, np.float32)  # coefficients of one sub-lattice, row r at r size
+    flat = np.zeros(3 * size, np.float32)  # no edge cut, no self weight: 1, 1, 0
+    for j in range(2 * size):
+        flat[j] = 1.0
+    xs1, out1, img1, a1 = xs.reshape(-1), out.reshape(-1), img.reshape(-1), A.reshape(-1)
+    shift = 1 if from_coarser else 0
+    keep = np.float32(1.0 - relax)
+    f0, f1 = np.float32(0.0), np.float32(1.0)
+    z = np.int64(0)  # (literal 0 arguments would compile a second specialisation)
     ntx = active.shape[1]
     run = -1  # first tile of the current run of inactive tiles in a row of tiles
     for t in range(active.size):
         tr, tc = t // ntx, t % ntx
         ty0, tx0 = tr * ty, tc * tx
+        rows = ty if ty < h - ty0 else h - ty0
         if not active[tr, tc]:  # initial values, written run by run (long rows)
             run = tc if run < 0 else run
             if tc == ntx - 1:
-                _initial(xs, xw, from_coarser, out, ty0, run * tx, min(ty, h - ty0),
+                _initial(xs1, xs.shape[1], xw, shift, out1, out.shape, ty0, run * tx, rows,
                          w - run * tx)  # fmt: skip
                 run = -1
             continue
         if run >= 0:
-            _initial(xs, xw, from_coarser, out, ty0, run * tx, min(ty, h - ty0),
-                     min(tx0, w) - run * tx)  # fmt: skip
+            _initial(xs1, xs.shape[1], xw, shift, out1, out.shape, ty0, run * tx, rows,
+                     (tx0 if tx0 < w else w) - run * tx)  # fmt: skip
             run = -1
-        y0 = ty0 - halo
-        x0 = tx0 - halo
-        inside = x0 >= 0 and x0 + sx <= w  # no column clamped (x0 is even)
-        border = False  # does the tile hold an edge that leaves the image?
-        for xx in range(sx):
-            col[xx] = min(max(x0 + xx, 0), w - 1)
-            gx = ox + x0 + xx
-            q, j = xx % 2, xx // 2
-            cut_l[q, j] = f0 if gx == 0 or gx == fx else f1
-            cut_r[q, j] = f0 if gx == -1 or gx == fx - 1 else f1
-            sw = f0
-            if gx == 0:
-                sw += eps32
-            if gx == fx - 1:
-                sw += eps32
-            self_x[q, j] = sw
-            border = border or gx == 0 or gx == fx - 1
-        # Gather alpha, the image and the initial F, B (rows clamped, then columns).
-        for yy in range(sy):
-            ry = min(max(y0 + yy, 0), h - 1)
-            gy = oy + y0 + yy
-            cut_u[yy] = f0 if gy == 0 or gy == fy else f1
-            cut_d[yy] = f0 if gy == -1 or gy == fy - 1 else f1
-            sw = f0
-            if gy == 0:
-                sw += eps32
-            if gy == fy - 1:
-                sw += eps32
-            self_y[yy] = sw
-            border = border or gy == 0 or gy == fy - 1
-            p, b = yy % 2, m + (yy // 2) * nx
-            for q in range(2):
-                k = 2 * p + q
-                cols = col[q::2]
-                if inside:  # every other pixel of the row, and the parents as they are
-                    _copy(a[k, b : b + nx], A[ry, x0 + q : x0 + sx : 2])
-                    for ch in range(c):
-                        _copy(im[k, ch, b : b + nx], img[ch, ry, x0 + q : x0 + sx : 2])
-                else:
-                    _gather(a[k, b : b + nx], A[ry], cols, 0)
-                    for ch in range(c):
-                        _gather(im[k, ch, b : b + nx], img[ch, ry], cols, 0)
-                if from_coarser and inside:
-                    r0 = (ry >> 1) * xw + (x0 >> 1)
-                    for ch in range(c2):
-                        _copy(x[k, ch, b : b + nx], xs[ch, r0 : r0 + nx])
-                elif from_coarser:
-                    r0 = (ry >> 1) * xw
-                    for ch in range(c2):
-                        _gather(x[k, ch, b : b + nx], xs[ch, r0 : r0 + xw], cols, 1)
-                else:
-                    r0 = ry * xw
-                    for ch in range(c2):
-                        _gather(x[k, ch, b : b + nx], xs[ch, r0 : r0 + xw], cols, 0)
+        y0, x0 = ty0 - halo, tx0 - halo
+        border = _edges(ex, ox + x0, fx, eps)
+        border = _edges(ey, oy + y0, fy, eps) or border
+        _gather(x, im, a, xs1, xs.shape[1], xw, shift, img1, a1, h, w, y0, x0, sy, nx, m, L)
         for _ in range(n_iter):
-            for k in (0, 3, 1, 2):  # red (00, 11), then black (01, 10)
+            for k in (0, 3, 1, 2):  # red (00, 11), then black (01, 10): update k
                 p, q = k // 2, k % 2
                 kv, kh = 2 * (1 - p) + q, 2 * p + 1 - q  # up / down and left / right
-                # Starts of the neighbours above, below, left and right (flat views,
-                # so that the loops below index from 0 and vectorise).
-                su, sd, sl, sr = m + (p - 1) * nx, m + p * nx, m + q - 1, m + q
+                # Starts of the neighbours above, below, left and right (flat: every
+                # loop indexes from 0 and vectorises).
+                su, sd = kv * L + m + (p - 1) * nx, kv * L + m + p * nx
+                sl, sr = kh * L + m + q - 1, kh * L + m + q
                 if border:  # row by row: edges leaving the image, self weights
                     for i in range(1 - p, ny - p):
-                        yy = 2 * i + p
-                        b = i * nx
-                        _coefficients(
-                            a[k, m + b : m + b + nx], a[kv, su + b : su + b + nx],
-                            a[kv, sd + b : sd + b + nx], a[kh, sl + b : sl + b + nx],
-                            a[kh, sr + b : sr + b + nx], cut_u[yy], cut_d[yy], cut_l[q],
-                            cut_r[q], self_y[yy], self_x[q], cw[:, b : b + nx], omega32,
-                            eps32, r32,
-                        )  # fmt: skip
+                        b, r = i * nx, p * ny + i  # r: tile row 2 i + p, parity-major
+                        _coefficients(a, k * L + m + b, su + b, sd + b, sl + b, sr + b, ey[r],
+                                      ey[2 * ny + r], ey[4 * ny + r], ex, 2 * nx, q * nx, cw,
+                                      b, size, nx, omega, eps, relax)  # fmt: skip
                 else:  # the whole sub-lattice as one flat loop (the ring is discarded)
-                    _coefficients(
-                        a[k, m : m + size], a[kv, su : su + size], a[kv, sd : sd + size],
-                        a[kh, sl : sl + size], a[kh, sr : sr + size], f1, f1, ones, ones,
-                        f0, zeros, cw, omega32, eps32, r32,
-                    )  # fmt: skip
-                for ch in range(c):
-                    _update(
-                        x[k, ch, m : m + size], x[kv, ch, su : su + size],
-                        x[kv, ch, sd : sd + size], x[kh, ch, sl : sl + size],
-                        x[kh, ch, sr : sr + size], x[k, ch + c, m : m + size],
-                        x[kv, ch + c, su : su + size], x[kv, ch + c, sd : sd + size],
-                        x[kh, ch + c, sl : sl + size], x[kh, ch + c, sr : sr + size],
-                        im[k, ch, m : m + size], cw, upd[k, m : m + size], keep,
-                    )  # fmt: skip
-        # The tile's interior into the padded level (halo is even: tile row yy is on
-        # sub-lattice row parity yy % 2).
-        ocol = tx0
-        for ch in range(nout):
-            for yy in range(ty):
-                p, b = yy % 2, m + ((halo + yy) // 2) * nx + halo // 2
-                dst = out[ch, ty0 + yy, ocol : ocol + tx]
-                _interleave(dst, x[2 * p, ch, b : b + tx // 2], x[2 * p + 1, ch, b : b + tx // 2])
+                    _coefficients(a, k * L + m, su, sd, sl, sr, f1, f1, f0, flat, size, z, cw,
+                                  z, size, size, omega, eps, relax)  # fmt: skip
+                for ch in range(c):  # neighbours' channel ch: their sub-lattice's + o
+                    o, oh = (kv * c2 + ch - kv) * L, (kh * c2 + ch - kh) * L
+                    _update(x, (k * c2 + ch) * L + m, su + o, sd + o, sl + oh, sr + oh, c * L,
+                            im, (k * c + ch) * L + m, cw, upd, k * L + m, size, keep)  # fmt: skip
+        _write(out1, out.shape, ty0, tx0, ty, tx, x, c2, halo, nx, m, L)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-def _initial(xs, xw, from_coarser, out, y0, x0, ny, nx):
-    """The initial state of an ``ny x nx`` block of the level at (y0, x0) (even)."""
-    for ch in range(out.shape[0]):
+@numba.njit(**_HELPER)
+def _edges(e, g0, full, eps):
+    """Edges of the tile rows (or columns) at whole-image coordinates ``g0 + i`` into
+    ``e`` (3 rows of n), parity-major: kept (1) / cut (0) before, after, and the self
+    weight. Returns whether any edge is cut."""
+    n = e.shape[0] // 3
+    border = False
+    for i in range(n):
+        g = g0 + i
+        j = (i % 2) * (n // 2) + i // 2
+        e[j] = 0.0 if g == 0 or g == full else 1.0
+        e[n + j] = 0.0 if g == -1 or g == full - 1 else 1.0
+        s = np.float32(0.0)
+        if g == 0:
+            s += np.float32(eps)
+        if g == full - 1:
+            s += np.float32(eps)
+        e[2 * n + j] = s
+        border = border or g == 0 or g == full - 1
+    return border
+
+
+@numba.njit(**_HELPER)
+def _gather(x, im, a, xs, rows, xw, shift, img, A, h, w, y0, x0, sy, nx, m, L):
+    """Gather a tile's alpha, image and initial F, B (from ``xs``: flat, ``rows`` entries
+    per channel, rows of ``xw``; ``shift`` 1: the parents) into its sub-lattices: tile
+    pixel ``(yy, xx)`` reads level pixel ``(y0 + yy, x0 + xx)``, clamped to the level."""
+    c2 = x.shape[0] // (4 * L)
+    c = c2 // 2
+    cols = np.empty(2 * nx, np.int64)  # clamped level column of tile column 2 j + q
+    for xx in range(2 * nx):
+        cx = x0 + xx
+        cols[(xx % 2) * nx + xx // 2] = 0 if cx < 0 else (w - 1 if cx > w - 1 else cx)
+    inside = x0 >= 0 and x0 + 2 * nx <= w  # no column clamped (x0 is even)
+    for yy in range(sy):
+        ry = y0 + yy
+        ry = 0 if ry < 0 else (h - 1 if ry > h - 1 else ry)
+        b = m + (yy // 2) * nx
+        for q in range(2):
+            k = 2 * (yy % 2) + q
+            cq = cols[q * nx : (q + 1) * nx]
+            for ch in range(c + 1):  # alpha, then the image
+                if ch == 0:
+                    dst, src = a[k * L + b : k * L + b + nx], A[ry * w : (ry + 1) * w]
+                else:
+                    dst = im[(k * c + ch - 1) * L + b : (k * c + ch - 1) * L + b + nx]
+                    src = img[((ch - 1) * h + ry) * w : ((ch - 1) * h + ry + 1) * w]
+                if inside:  # every other pixel of the row
+                    src = src[x0 + q :]
+                    for j in range(nx):
+                        dst[j] = src[2 * j]
+                else:
+                    for j in range(nx):
+                        dst[j] = src[cq[j]]
+            for ch in range(c2):
+                dst = x[(k * c2 + ch) * L + b : (k * c2 + ch) * L + b + nx]
+                src = xs[ch * rows + (ry >> shift) * xw :]
+                if inside and shift:  # the parents as they are
+                    src = src[x0 >> 1 :]
+                    for j in range(nx):
+                        dst[j] = src[j]
+                else:
+                    for j in range(nx):
+                        dst[j] = src[cq[j] >> shift]
+
+
+@numba.njit(**_HELPER)
+def _initial(xs, rows, xw, shift, out, shape, y0, x0, ny, nx):
+    """The initial state of an ``ny x nx`` block of the level at (y0, x0) (even) into
+    ``out`` (flat, of ``shape``) from ``xs`` (flat, ``rows`` entries per channel, rows of
+    ``xw``); ``shift`` 1: each pixel is its parent in ``xs``."""
+    nout, hp, wp = shape
+    for ch in range(nout):
         for y in range(y0, y0 + ny):
-            dst = out[ch, y, x0 : x0 + nx]
-            if from_coarser:
-                r0 = (y >> 1) * xw + (x0 >> 1)
-                src = xs[ch, r0 : r0 + (nx + 1) // 2]
+            dst = out[(ch * hp + y) * wp + x0 : (ch * hp + y) * wp + x0 + nx]
+            src = xs[ch * rows + (y >> shift) * xw + (x0 >> shift) :]
+            if shift:
                 for j in range(nx // 2):
                     dst[2 * j] = src[j]
                     dst[2 * j + 1] = src[j]
                 if nx % 2:
                     dst[nx - 1] = src[nx // 2]
             else:
-                _copy(dst, xs[ch, y * xw + x0 : y * xw + x0 + nx])
+                for j in range(nx):
+                    dst[j] = src[j]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
-def _copy(dst, src):
-    for j in range(dst.shape[0]):
-        dst[j] = src[j]
+@numba.njit(**_HELPER)
+def _write(out, shape, ty0, tx0, ty, tx, x, c2, halo, nx, m, L):
+    """The tile's interior into the padded level ``out`` (flat, of ``shape``): tile row
+    ``yy`` interleaves sub-lattices ``2 p`` and ``2 p + 1``, ``p = yy % 2`` (halo is even)."""
+    nout, hp, wp = shape
+    n = tx // 2
+    for ch in range(nout):
+        for yy in range(ty):
+            p, b = yy % 2, m + ((halo + yy) // 2) * nx + halo // 2
+            o0 = (ch * hp + ty0 + yy) * wp + tx0
+            e0, d0 = (2 * p * c2 + ch) * L + b, ((2 * p + 1) * c2 + ch) * L + b
+            dst, even, odd = out[o0 : o0 + 2 * n], x[e0 : e0 + n], x[d0 : d0 + n]
+            for j in range(n):
+                dst[2 * j] = even[j]
+                dst[2 * j + 1] = odd[j]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
-def _gather(dst, src, idx, shift):
-    for j in range(dst.shape[0]):
-        dst[j] = src[idx[j] >> shift]
-
-
-@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
-def _interleave(dst, even, odd):
-    for j in range(even.shape[0]):
-        dst[2 * j] = even[j]
-        dst[2 * j + 1] = odd[j]
-
-
-@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
-def _coefficients(a, au, ad, al, ar, cu, cd, cl, cr, sy, sx, cw, omega, eps, relax):
-    """One row (or flat sub-lattice) of update coefficients into ``cw`` (9, n)."""
+@numba.njit(**_HELPER)
+def _coefficients(a, o, ou, od, ol, orr, cu, cd, sy, ex, es, xo, cw, b, size, n, omega, eps,
+                  relax):  # fmt: skip
+    """Update coefficients of ``n`` pixels of one sub-lattice (alpha at ``a[o:]``, its
+    neighbours at ``a[ou:]`` etc.) into ``cw[r size + b:]`` (scaled weights up, down,
+    left, right, self; alpha / r, (1 - alpha) / r; the gains). ``cu, cd, sy``: the row's
+    edges kept and self weight; ``ex[xo:]``, ``ex[es + xo:]``, ``ex[2 es + xo:]`` the
+    columns'."""
     f1 = np.float32(1.0)
-    for j in range(a.shape[0]):
-        ai = a[j]
+    omega, eps, relax = np.float32(omega), np.float32(eps), np.float32(relax)
+    ai_, au, ad, al, ar = (
+        a[o : o + n],
+        a[ou : ou + n],
+        a[od : od + n],
+        a[ol : ol + n],
+        a[orr : orr + n],
+    )
+    cl, cr, sx = ex[xo : xo + n], ex[es + xo : es + xo + n], ex[2 * es + xo : 2 * es + xo + n]
+    c0, c1, c2, c3 = (
+        cw[b : b + n],
+        cw[size + b : size + b + n],
+        cw[2 * size + b : 2 * size + b + n],
+        cw[3 * size + b : 3 * size + b + n],
+    )
+    c4, c5, c6 = (
+        cw[4 * size + b : 4 * size + b + n],
+        cw[5 * size + b : 5 * size + b + n],
+        cw[6 * size + b : 6 * size + b + n],
+    )
+    c7, c8 = cw[7 * size + b : 7 * size + b + n], cw[8 * size + b : 8 * size + b + n]
+    for j in range(n):
+        ai = ai_[j]
         w0 = (abs(ai - au[j]) * omega + eps) * cu  # up, down, left, right, self
         w1 = (abs(ad[j] - ai) * omega + eps) * cd
         w2 = (abs(ai - al[j]) * omega + eps) * cl[j]
@@ -255,47 +289,72 @@ def _coefficients(a, au, ad, al, ar, cu, cd, cl, cr, sy, sx, cw, omega, eps, rel
         denom += a1 * a1
         scale = (f1 / total) * relax
         gain = (f1 / denom) * relax
-        cw[0, j] = w0 * scale
-        cw[1, j] = w1 * scale
-        cw[2, j] = w2 * scale
-        cw[3, j] = w3 * scale
-        cw[4, j] = s * scale
-        cw[5, j] = ai / relax
-        cw[6, j] = a1 / relax
-        cw[7, j] = ai * gain
-        cw[8, j] = a1 * gain
+        c0[j] = w0 * scale
+        c1[j] = w1 * scale
+        c2[j] = w2 * scale
+        c3[j] = w3 * scale
+        c4[j] = s * scale
+        c5[j] = ai / relax
+        c6[j] = a1 / relax
+        c7[j] = ai * gain
+        c8[j] = a1 * gain
 
 
-@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
-def _update(xf, fu, fd, fl, fr, xb, bu, bd, bl, br, im, cw, upd, keep):
-    """One channel's F and B of one sub-lattice, updated in place where ``upd``."""
+@numba.njit(**_HELPER)
+def _update(x, o, ou, od, ol, orr, ob, im, oi, cw, upd, ou_, n, keep):
+    """One channel's F (at ``x[o:]``, neighbours at ``x[ou:]`` etc.) and B (``ob`` after
+    each) of one sub-lattice, updated in place where ``upd[ou_:]``."""
     f0 = np.float32(0.0)
     f1 = np.float32(1.0)
-    for j in range(xf.shape[0]):
+    xf, fu, fd, fl, fr = (
+        x[o : o + n],
+        x[ou : ou + n],
+        x[od : od + n],
+        x[ol : ol + n],
+        x[orr : orr + n],
+    )
+    o, ou, od, ol, orr = o + ob, ou + ob, od + ob, ol + ob, orr + ob
+    xb, bu, bd, bl, br = (
+        x[o : o + n],
+        x[ou : ou + n],
+        x[od : od + n],
+        x[ol : ol + n],
+        x[orr : orr + n],
+    )
+    c0, c1, c2, c3, c4 = (
+        cw[:n],
+        cw[n : 2 * n],
+        cw[2 * n : 3 * n],
+        cw[3 * n : 4 * n],
+        cw[4 * n : 5 * n],
+    )
+    c5, c6, c7, c8 = cw[5 * n : 6 * n], cw[6 * n : 7 * n], cw[7 * n : 8 * n], cw[8 * n : 9 * n]
+    imj, u = im[oi : oi + n], upd[ou_ : ou_ + n]
+    for j in range(n):
         f = xf[j]
         b = xb[j]
-        fm = cw[0, j] * fu[j]
-        fm += cw[1, j] * fd[j]
-        fm += cw[2, j] * fl[j]
-        fm += cw[3, j] * fr[j]
-        fm += cw[4, j] * f
-        bm = cw[0, j] * bu[j]
-        bm += cw[1, j] * bd[j]
-        bm += cw[2, j] * bl[j]
-        bm += cw[3, j] * br[j]
-        bm += cw[4, j] * b
-        res = im[j] - cw[5, j] * fm
-        res -= cw[6, j] * bm
-        fm += cw[7, j] * res
-        bm += cw[8, j] * res
+        fm = c0[j] * fu[j]
+        fm += c1[j] * fd[j]
+        fm += c2[j] * fl[j]
+        fm += c3[j] * fr[j]
+        fm += c4[j] * f
+        bm = c0[j] * bu[j]
+        bm += c1[j] * bd[j]
+        bm += c2[j] * bl[j]
+        bm += c3[j] * br[j]
+        bm += c4[j] * b
+        res = imj[j] - c5[j] * fm
+        res -= c6[j] * bm
+        fm += c7[j] * res
+        bm += c8[j] * res
         fm += keep * f
         bm += keep * b
         fm = fm if fm > f0 else f0
         bm = bm if bm > f0 else f0
         fm = fm if fm < f1 else f1
         bm = bm if bm < f1 else f1
-        xf[j] = fm if upd[j] else f
-        xb[j] = bm if upd[j] else b
+        xf[j] = fm if u[j] > f0 else f
+        xb[j] = bm if u[j] > f0 else b
 
 
 @numba.njit(

@@ -4,9 +4,9 @@ Every measurement is a whole process (interpreter start, imports, reading the in
 the solve, writing the alpha), started from this script, with both methods pinned to
 the same core (``--core``) and ``OMP_NUM_THREADS`` set to ``--threads``. The ratio
 ``ours / PyMatting`` measured in the same run is the result; wall times on a shared
-machine are not. The CPU seconds (user + sys) of each process and their ratio are printed
-too: on a machine shared with other jobs they move less than wall time. SAD (sum of |alpha - truth| over the trimap's unknown pixels / 1000)
-is reported for both.
+machine are not. The CPU seconds (user + sys) of each process and their ratio are
+printed too: on a machine shared with other jobs they move less than wall time. SAD (sum
+of |alpha - truth| over the trimap's unknown pixels / 1000) is reported for both.
 
 Cases (``--cases``):
 

@@ -133,13 +133,16 @@ def test_lle_weights_numba_matches_torch():
 
 
 def test_numba_and_torch_backends_solve_alike(monkeypatch):
-    """The whole model (trimming, searches, LLE, non-local product) on either backend."""
+    """The whole model (trimming, searches, LLE, non-local product) on either backend.
+
+    Solved far past the default tolerance, so the bound measures the two systems, not
+    where CG happened to stop (at the default 3e-5 they differ by ~1.5e-4, here ~1.4e-6)."""
     image, trimap, _ = make_scene(40, 52, seed=3, band=3)
-    model = InformationFlowModel(**SMALL)
+    model = InformationFlowModel(**SMALL, tol=1e-9)
     numba_alpha = model.global_alpha(image, trimap)
     monkeypatch.setattr(_knn, "BACKEND", "torch")
     torch_alpha = model.global_alpha(image, trimap)
-    assert np.abs(numba_alpha - torch_alpha).max() < 1e-4
+    assert np.abs(numba_alpha - torch_alpha).max() < 2e-5
 
 
 def test_colour_mixture_flow_matches_dense(tiny):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._kernel_choice import numba_wanted
+
 __all__ = [
     "TILES",
     "Plan",
@@ -47,8 +49,9 @@ _BATCH = 1 << 17
 
 # Sweeps of CPU float32 tensors: "numba" (._fg_kernels, one pass per half-sweep, a whole
 # level per call) or "torch" (_sweep_tiles, which CUDA always uses; tests set "torch" to
-# keep that path tested on the CPU). numba is imported on first use (~0.6 s).
-KERNEL = "numba"
+# keep that path tested on the CPU). numba is imported on first use (~0.6 s). The default
+# follows HRMATT_KERNELS (._kernel_choice).
+KERNEL = "numba" if numba_wanted() else "torch"
 
 
 def _use_kernel(Xp, img, A) -> bool:

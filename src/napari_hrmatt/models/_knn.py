@@ -23,10 +23,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._kernel_choice import numba_wanted
+
 __all__ = ["window_knn", "lle_weights", "use_numba"]
 
 #: ``"auto"``: numba kernels for CPU tensors, torch for CUDA; ``"torch"``: torch always.
-BACKEND = "auto"
+#: The default follows ``HRMATT_KERNELS`` (:mod:`.._kernel_choice`).
+BACKEND = "auto" if numba_wanted() else "torch"
 
 
 def use_numba(t: torch.Tensor, backend: str | None = None) -> bool:

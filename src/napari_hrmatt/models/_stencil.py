@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._kernel_choice import numba_wanted
+
 __all__ = [
     "Stencil",
     "Multigrid",
@@ -26,8 +28,9 @@ __all__ = [
 ]
 
 #: Use the fused numba kernels (:mod:`._cf_kernels`) for CPU tensors. False: the torch
-#: operations everywhere (the CUDA path), e.g. to test them on the CPU.
-USE_NUMBA = True
+#: operations everywhere (the CUDA path), e.g. to test them on the CPU. The default
+#: follows ``HRMATT_KERNELS`` (:mod:`.._kernel_choice`).
+USE_NUMBA = numba_wanted()
 _KERNELS = None
 
 

@@ -290,18 +290,44 @@ def solve_ifm(
     stencil.coef = stencil.coef.to(dtype)
     op = restrict_to_unknown(stencil, unknown)
     precond = Multigrid(op)
-    nl.to(dtype)
     shift = (-opts["precond_diag"] * d_nl).to(dtype) * u  # A = P - c D_nl + NL
+    # Two-level: the V-cycle plus a coarse correction on colour-mixture aggregates (CPU).
+    coarse = _coarse_correction(opts, op, nl, unknown, shift)
+    nl.to(dtype)
 
     def apply(y):
         return (op(y) + nl(y.reshape(-1)).reshape(h, w) + shift * y) * u
 
+    def mg(r):
+        return precond(r) * u
+
+    def two_level(r):
+        return (precond(r) + coarse(r)) * u
+
     # Start from the K-to-U estimate in the global pass, from the global alpha in a block.
     start = x if prior > 0 else torch.where(eta > 0, alpha_ku.to(dtype), x)
-    y, it = cg(apply, lambda r: precond(r) * u, b, start * u, opts["maxiter"], opts["tol"])
+    m = mg if coarse is None else two_level
+    y, it = cg(apply, m, b, start * u, opts["maxiter"], opts["tol"])
     return x * (1 - u) + y * u, it
 
 
+def _coarse_correction(opts, op, nl, unknown, shift):
+    """The ``coarse="cm"`` correction (:mod:`._ifm_coarse`), or None: with ``"none"``, on
+    CUDA, without unknown pixels or if the coarse matrix cannot be factorised."""
+    if opts.get("coarse", "none") != "cm" or shift.device.type != "cpu":
+        return None
+    unk = unknown.cpu().numpy()
+    if not unk.any():
+        return None
+    from ._ifm_coarse import CoarseCorrection
+
+    try:
+        return CoarseCorrection(op, nl, unk, shift)
+    except RuntimeError:  # singular coarse matrix: the V-cycle alone
+        return None
+
+
+_COARSE = ("cm", "none")
 _POSITIVE_INT = ("k_cm", "k_ku", "k_uu", "radius", "maxiter")
 _NONNEGATIVE = ("sigma_cm", "sigma_ku", "sigma_uu", "sigma_l", "prior", "precond_diag")
 _POSITIVE = ("eps", "lle_reg", "xy_scale", "tol")
@@ -352,6 +378,10 @@ class InformationFlowModel:
         (20: by the cost rule on dev, docs/ifm.md; 40 is a little better, and dearer).
     trim_reg : float
         Added to the diagonal of every patch colour covariance (flat patches).
+    coarse : {"cm", "none"}
+        CG preconditioner: ``"cm"`` adds to the multigrid V-cycle a coarse correction on
+        aggregates of the colour-mixture neighbour graph (:mod:`._ifm_coarse`, CPU only;
+        on CUDA ``"none"`` is used); ``"none"``: the V-cycle alone. See docs/ifm.md.
     """
 
     name = "ifm"
@@ -382,6 +412,7 @@ class InformationFlowModel:
         trim_far=0.9,
         trim_search=20,
         trim_reg=1e-4,
+        coarse="cm",
     ):
         self.device = torch.device(device)
         given = dict(locals())
@@ -406,6 +437,9 @@ class InformationFlowModel:
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = getattr(torch, dtype)
+        if coarse not in _COARSE:
+            raise ValueError(f"coarse must be one of {_COARSE}, got {coarse!r}")
+        opts["coarse"] = coarse
         self.prior = opts.pop("prior")
         self.opts = opts
 

@@ -216,10 +216,11 @@ def _dense_problem(image, trimap, **options):
     return a, eta.numpy().ravel() * alpha_ku.numpy().ravel(), opts
 
 
+@pytest.mark.parametrize("coarse", ["cm", "none"])
 @pytest.mark.parametrize("prior", [0.0, 0.05])
-def test_solve_matches_scipy_spsolve(tiny, prior):
+def test_solve_matches_scipy_spsolve(tiny, prior, coarse):
     image, trimap = tiny
-    a, rhs, opts = _dense_problem(image, trimap)
+    a, rhs, opts = _dense_problem(image, trimap, coarse=coarse)
     u = (trimap == 128).ravel()
     known = np.where(u, 0.0, trimap.ravel() / 255.0)
     target = np.random.default_rng(1).random(trimap.size)
@@ -235,6 +236,45 @@ def test_solve_matches_scipy_spsolve(tiny, prior):
     )  # fmt: skip
     assert 0 < it < 5000
     np.testing.assert_allclose(got.numpy().ravel(), expected, atol=1e-8)
+
+
+@pytest.mark.parametrize("prior", [0.0, 0.05])
+def test_coarse_matrix_is_the_galerkin_product(tiny, prior, monkeypatch):
+    """coarse="cm" factorises T^T A T for the CG operator A (the dense A_UU + prior I)."""
+    from napari_hrmatt.models import _ifm_coarse
+
+    built = []
+
+    class Recording(_ifm_coarse.CoarseCorrection):
+        def __init__(self, *args):
+            super().__init__(*args)
+            built.append(self)
+
+    monkeypatch.setattr(_ifm_coarse, "CoarseCorrection", Recording)
+    image, trimap = tiny
+    a, _, opts = _dense_problem(image, trimap, coarse="cm")
+    u = (trimap == 128).ravel()
+    a_uu = a[np.ix_(u, u)] + prior * np.eye(u.sum())
+    im = torch.as_tensor(np.moveaxis(image, -1, 0).copy())
+    x = torch.as_tensor(np.where(u, 0.5, trimap.ravel() / 255.0).reshape(trimap.shape))
+    solve_ifm(im, torch.as_tensor(trimap), x, opts, prior=prior, target=x, dtype=torch.float64)
+    (cc,) = built
+    n = int(u.sum())
+    assert 1 < cc.nc < n  # aggregates of several pixels, more than one of them
+    t = sp.csr_matrix((np.ones(n), (np.arange(n), cc.agg)), shape=(n, cc.nc)).toarray()
+    v = np.random.default_rng(3).standard_normal(cc.nc)
+    np.testing.assert_allclose(cc.lu.solve(t.T @ a_uu @ t @ v), v, rtol=1e-9, atol=1e-9)
+    # The correction applied to a grid vector: T (T^T A T)^-1 T^T r at the unknown pixels.
+    r = np.random.default_rng(4).standard_normal(trimap.size) * u
+    got = cc(torch.as_tensor(r.reshape(trimap.shape))).numpy().ravel()
+    expected = t @ np.linalg.solve(t.T @ a_uu @ t, t.T @ r[u])
+    np.testing.assert_allclose(got[u], expected, rtol=1e-9, atol=1e-12)
+    assert not got[~u].any()
+
+
+def test_coarse_option_plumbing():
+    assert InformationFlowModel().opts["coarse"] == "none"
+    assert get_model("ifm", "cpu", coarse="cm").opts["coarse"] == "cm"
 
 
 def test_flows_beat_closed_form_on_the_synthetic_scene():
@@ -278,6 +318,18 @@ def test_chunked_equals_whole_at_derived_overlap(scene, whole):
     assert diff.max() < 0.15
 
 
+def test_chunked_equals_whole_with_coarse_correction(scene, whole):
+    """coarse="cm" changes the preconditioner only: chunked == the default whole solve."""
+    image, trimap, _ = scene
+    chunked = estimate_alpha(
+        image, trimap, model="ifm", chunks=37, global_size=800,
+        model_options={**TIGHT, "coarse": "cm"},
+    )  # fmt: skip
+    diff = np.abs(chunked - whole)
+    assert diff.mean() < 3e-3
+    assert diff.max() < 0.15
+
+
 @pytest.mark.parametrize("overlap", [0, 2])
 def test_too_small_overlap_shows_seams(scene, whole, overlap):
     diff = np.abs(_chunked(scene, overlap) - whole)
@@ -301,6 +353,7 @@ def test_too_small_overlap_shows_seams(scene, whole, overlap):
         ({"trim_search": 2.0}, "trim_search must be an integer >= 0"),
         ({"trim_reg": 0}, "trim_reg must be a number > 0"),
         ({"trim_close": 1.0, "trim_far": 0.5}, "trim_far .* must be >= trim_close"),
+        ({"coarse": "amg"}, "coarse must be one of \\('cm', 'none'\\), got 'amg'"),
     ],
 )
 def test_bad_options_are_one_clear_error(options, message):

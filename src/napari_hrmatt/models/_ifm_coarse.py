@@ -109,40 +109,46 @@ class CoarseCorrection:
         cm_r = gid[nl.cm_rows.cpu().numpy()]
         cm_c = gid[nl.cm_index.cpu().numpy()]
         cm_w = nl.cm_w.detach().cpu().numpy().astype(np.float64)
+        m, k = cm_c.shape
 
-        # Aggregates on the symmetrised colour-mixture graph among unknown pixels.
-        rr = np.broadcast_to(cm_r[:, None], cm_c.shape)
-        edge = (rr >= 0) & (cm_c >= 0) & (rr != cm_c)
-        g = sp.csr_matrix((np.ones(int(edge.sum())), (rr[edge], cm_c[edge])), shape=(n, n))
+        # Aggregates on the symmetrised colour-mixture graph among unknown pixels (CSR
+        # straight from the lists, row by row: no COO sort).
+        edge = (cm_c >= 0) & (cm_c != cm_r[:, None])
+        indptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(edge.sum(1), out=indptr[1:])
+        g = sp.csr_matrix((np.ones(indptr[-1]), cm_c[edge], indptr), shape=(n, n))
+        if not np.array_equal(cm_r, np.arange(n)):  # ifm_system: rows = unknown, in order
+            raise RuntimeError("colour-mixture rows are not the unknown pixels in order")
         self.agg, nc = aggregate((g + g.T).tocsr())
         self.nc = nc
         agg = self.agg
-        t = sp.csr_matrix((np.ones(n), (np.arange(n), agg)), shape=(n, nc))
+        t = sp.csr_matrix((np.ones(n), agg, np.arange(n + 1)), shape=(n, nc))
 
         # T^T op T from the stencil's CSR form.
         s = stencil_to_csr(op, unknown).astype(np.float64)
         ac = (t.T @ (s @ t)).tocsr()
-        # sigma_cm (M T)^T (M T): M = I - W on the colour-mixture rows, unknown columns.
-        m = cm_r.size
-        rows = np.repeat(np.arange(m), cm_c.shape[1] + 1)
-        cols = np.concatenate([cm_r[:, None], cm_c], 1).reshape(-1)
-        vals = np.concatenate([np.ones((m, 1)), -cm_w], 1).reshape(-1)
+        # sigma_cm (M T)^T (M T): M = I - W on the colour-mixture rows, unknown columns
+        # (rows of M T as CSR with duplicate columns, which the products sum).
+        cols = np.concatenate([cm_r[:, None], cm_c], 1)
+        vals = np.concatenate([np.ones((m, 1)), -cm_w], 1)
         keep = cols >= 0
-        mt = sp.csr_matrix((vals[keep], (rows[keep], agg[cols[keep]])), shape=(m, nc))
+        mptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(keep.sum(1), out=mptr[1:])
+        mt = sp.csr_matrix((vals[keep], agg[cols[keep]], mptr), shape=(m, nc))
+        mt.sum_duplicates()
         ac = ac + float(nl.sigma_cm) * (mt.T @ mt)
         # Intra-U graph Laplacian: degrees (edges to known pixels included) minus the
         # weights of edges between unknown pixels, summed per pair of aggregates.
         up, uq = nl.uu_p.cpu().numpy(), nl.uu_q.cpu().numpy()
         uw = nl.uu_w.detach().cpu().numpy().astype(np.float64)
-        deg = np.zeros(unknown.size)
-        np.add.at(deg, up, uw)
-        np.add.at(deg, uq, uw)
+        deg = np.bincount(up, uw, minlength=unknown.size)
+        deg += np.bincount(uq, uw, minlength=unknown.size)
         gp, gq = gid[up], gid[uq]
         both = (gp >= 0) & (gq >= 0)
         wc = sp.csr_matrix((uw[both], (agg[gp[both]], agg[gq[both]])), shape=(nc, nc))
-        diag = deg[self.flat] + shift.detach().cpu().numpy().astype(np.float64).reshape(-1)[
-            self.flat
-        ]
+        diag = (
+            deg[self.flat] + shift.detach().cpu().numpy().astype(np.float64).reshape(-1)[self.flat]
+        )
         ac = ac - wc - wc.T + sp.diags(np.bincount(agg, diag, minlength=nc))
         self.lu = spla.splu(ac.tocsc())
         probe = self.lu.solve(np.ones(nc))

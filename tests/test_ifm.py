@@ -273,8 +273,8 @@ def test_coarse_matrix_is_the_galerkin_product(tiny, prior, monkeypatch):
 
 
 def test_coarse_option_plumbing():
-    assert InformationFlowModel().opts["coarse"] == "none"
-    assert get_model("ifm", "cpu", coarse="cm").opts["coarse"] == "cm"
+    assert InformationFlowModel().opts["coarse"] == "cm"
+    assert get_model("ifm", "cpu", coarse="none").opts["coarse"] == "none"
 
 
 def test_flows_beat_closed_form_on_the_synthetic_scene():
@@ -318,12 +318,12 @@ def test_chunked_equals_whole_at_derived_overlap(scene, whole):
     assert diff.max() < 0.15
 
 
-def test_chunked_equals_whole_with_coarse_correction(scene, whole):
-    """coarse="cm" changes the preconditioner only: chunked == the default whole solve."""
+def test_chunked_without_coarse_correction_equals_whole(scene, whole):
+    """coarse="none" changes the preconditioner only: chunked == the default whole solve."""
     image, trimap, _ = scene
     chunked = estimate_alpha(
         image, trimap, model="ifm", chunks=37, global_size=800,
-        model_options={**TIGHT, "coarse": "cm"},
+        model_options={**TIGHT, "coarse": "none"},
     )  # fmt: skip
     diff = np.abs(chunked - whole)
     assert diff.mean() < 3e-3

@@ -31,7 +31,9 @@ The normal equations ``A alpha_U = b`` are solved by conjugate gradients precond
 with the multigrid V-cycle of :mod:`._stencil`, built on the local stencil plus the
 diagonal of the non-local terms (``precond_diag`` times it). Neighbours are searched only
 within a window of ``search`` (``search_known`` for known neighbours) pixels around each
-pixel (:func:`._knn.window_knn`): see docs/ifm.md for why and for the cost.
+pixel (:func:`._knn.window_knn`): see docs/ifm.md for why and for the cost. On CPU
+(``coarse="cm"``, the default) a coarse correction on aggregates of the colour-mixture
+neighbour graph is added to the V-cycle (:mod:`._ifm_coarse`).
 
 References
 ----------
@@ -381,8 +383,8 @@ class InformationFlowModel:
     coarse : {"cm", "none"}
         CG preconditioner: ``"cm"`` adds to the multigrid V-cycle a coarse correction on
         aggregates of the colour-mixture neighbour graph (:mod:`._ifm_coarse`, CPU only;
-        on CUDA ``"none"`` is used): about half the CG iterations, but its set-up eats the
-        saving at 3 MP, so ``"none"`` (the V-cycle alone) is the default (docs/ifm.md).
+        on CUDA ``"none"`` is used): about half the CG iterations, 5-20 % less CPU time on
+        GT04 at 3 / 0.5 MP, more memory (docs/ifm.md); ``"none"``: the V-cycle alone.
     """
 
     name = "ifm"
@@ -413,7 +415,7 @@ class InformationFlowModel:
         trim_far=0.9,
         trim_search=20,
         trim_reg=1e-4,
-        coarse="none",
+        coarse="cm",
     ):
         self.device = torch.device(device)
         given = dict(locals())

@@ -14,6 +14,10 @@ with one block, both after the same global pass (``--global-size``). Prints the 
 blocks (bar 2/255) and anywhere::
 
     .venv/bin/python benchmarks/bench_stitching.py --hr GT04 --models cf ifm
+
+``--options`` replaces the default ``tol=1e-7 maxiter=2000`` (repeat them); cf's cut edge
+is one of them: ``--models cf --options tol=1e-7 maxiter=2000 cut_edge=pinned`` for the
+pinned ring (the default is ``free``, docs/engine.md "Seams").
 """
 
 import argparse

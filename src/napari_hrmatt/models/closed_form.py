@@ -409,16 +409,16 @@ class ClosedFormModel:
         docs/benchmarks.md; 0 solves the plain closed-form problem in each block, with
         the global alpha only as initial guess and border condition. Unused in the
         global pass.
-    cut_edge : {"pinned", "free"}
+    cut_edge : {"free", "pinned"} or None
         What a patch-pass block does at its cuts (its sides inside the image).
-        ``"pinned"`` (default): the outermost ring of unknown pixels is a Dirichlet
-        condition at the global alpha. ``"free"`` (needs ``prior > 0``): nothing, windows
-        beyond the cut are left out and the prior carries the global alpha. The pinned
-        ring forces the global alpha's error (up to ~0.3 on strands at factor 3) onto the
-        block's edge, from where it decays over ~10-20 px into the kept pixels; the free
-        edge makes seams 2-4x smaller at the same overlap but costs ~9 % more time on a
-        5 MP composite (more CG iterations), so it is not the default (docs/engine.md,
-        "Seams").
+        ``"free"`` (needs ``prior > 0``): nothing, windows beyond the cut are left out and
+        the prior carries the global alpha. ``"pinned"``: the outermost ring of unknown
+        pixels is a Dirichlet condition at the global alpha. The pinned ring forces the
+        global alpha's error (up to ~0.3 on strands at factor 3) onto the block's edge,
+        from where it decays over ~10-20 px into the kept pixels; the free edge makes
+        seams 2-4x smaller at the same overlap for a few per cent more CG iterations
+        (docs/engine.md, "Seams"). Default ``None``: ``"free"`` when ``prior > 0``,
+        ``"pinned"`` with ``prior=0`` (a free edge needs the prior).
     trim : {"none", "patch"}
         Trimap trimming before every solve (Aksoy et al. 2017's patch-based trimming,
         :mod:`._trim`, shared with ``"ifm"``): confident unknown pixels become known.
@@ -447,7 +447,7 @@ class ClosedFormModel:
         trim_far=0.9,
         trim_search=40,
         trim_reg=1e-4,
-        cut_edge="pinned",
+        cut_edge=None,
     ):
         self.device = torch.device(device)
         self.radius, self.eps, self.maxiter, self.tol = int(radius), float(eps), maxiter, tol
@@ -456,6 +456,8 @@ class ClosedFormModel:
         if not float(prior) >= 0:
             raise ValueError(f"prior must be 0 or more, got {prior!r}")
         self.prior = float(prior)
+        if cut_edge is None:
+            cut_edge = "free" if self.prior > 0 else "pinned"
         if cut_edge not in ("free", "pinned") or (cut_edge == "free" and self.prior == 0):
             raise ValueError(
                 f"cut_edge must be 'free' (needs prior > 0) or 'pinned', got {cut_edge!r}"

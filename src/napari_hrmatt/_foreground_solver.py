@@ -54,9 +54,10 @@ _BATCH = 1 << 17
 KERNEL = "numba" if numba_wanted() else "torch"
 
 
-def _use_kernel(Xp, img, A) -> bool:
-    f32 = {str(x.dtype) for x in (Xp, img, A)} == {"torch.float32"}
-    return KERNEL == "numba" and Xp.device.type == "cpu" and f32
+def _use_kernel(*tensors) -> bool:
+    """Whether the numba kernels take these tensors: chosen, CPU, all float32."""
+    f32 = {str(x.dtype) for x in tensors} == {"torch.float32"}
+    return KERNEL == "numba" and tensors[0].device.type == "cpu" and f32
 
 
 def _kernel():

@@ -183,6 +183,7 @@ def _solve_block(t, *, coarse, plan, origin, keep, return_background, tiles, out
     alpha = t[c]
     frac = _compare(alpha, lambda a: (a > 0) & (a < 1))
     keep_x = keep
+    finish = _finish_kernel(t)
     if g > 0 and bool(frac.view(torch.uint8).max()):  # (bool any() is ~50x slower)
         tiling = plan_tiles(frac, plan, range(g), sizes, tiles or ())
         pyramid = [t]
@@ -202,13 +203,13 @@ def _solve_block(t, *, coarse, plan, origin, keep, return_background, tiles, out
                 from_coarser=True,
                 channels=None if k or return_background else c,
             )
-    elif g > 0 and _finish_kernel(t):
+    elif g > 0 and finish is not None:
         # Alpha is only 0 or 1 here: nothing to solve, the coarse F, B extend it,
         # expanded on the fly by the kernel that writes the result.
         nout = 2 * c if return_background else c
         out = _new_out(out, nout, t, keep)
         ys, xs = range(h)[keep[0]], range(w)[keep[1]]
-        _finish_kernel(t)(out.numpy(), t[:c, keep[0], keep[1]].numpy(),
+        finish(out.numpy(), t[:c, keep[0], keep[1]].numpy(),
                           t[c, keep[0], keep[1]].numpy(), X[:nout].numpy(), g,
                           ys.start, xs.start)  # fmt: skip
         return out
@@ -222,8 +223,8 @@ def _solve_block(t, *, coarse, plan, origin, keep, return_background, tiles, out
     img, alpha = t[:c, keep[0], keep[1]], alpha[keep[0], keep[1]]
     X = X[:, keep_x[0], keep_x[1]]
     out = _new_out(out, 2 * c if return_background else c, t, keep)
-    if _finish_kernel(t):  # one pass (numba) instead of a compare and a where per channel
-        _finish_kernel(t)(out.numpy(), img.numpy(), alpha.numpy(), X.numpy(), 0, 0, 0)
+    if finish is not None:  # one pass (numba) instead of a compare and a where per channel
+        finish(out.numpy(), img.numpy(), alpha.numpy(), X.numpy(), 0, 0, 0)
         return out
     # One channel at a time: torch.where into the strided (HWC) output measured ~1.7x
     # faster per channel than over all channels at once (one thread).
@@ -244,12 +245,10 @@ def _new_out(out, nout, t, keep):
 
 def _finish_kernel(t):
     """The numba kernel that writes a CPU block's result, or None (CUDA, the torch
-    sweeps chosen, or not float32)."""
-    import torch
-
+    sweeps chosen, or not float32: the sweeps' own rule)."""
     from . import _foreground_solver as solver
 
-    if solver.KERNEL != "numba" or t.device.type != "cpu" or t.dtype != torch.float32:
+    if not solver._use_kernel(t):
         return None
     from ._fg_kernels import finish
 

@@ -31,18 +31,14 @@ __all__ = [
 #: operations everywhere (the CUDA path), e.g. to test them on the CPU. The default
 #: follows ``HRMATT_KERNELS`` (:mod:`.._kernel_choice`).
 USE_NUMBA = numba_wanted()
-_KERNELS = None
 
 
 def numba_kernels():
     """The module of fused numba kernels, imported on first use (``import numba`` costs
     ~0.6 s: never on ``import napari_hrmatt``'s path)."""
-    global _KERNELS
-    if _KERNELS is None:
-        from . import _cf_kernels
+    from . import _cf_kernels
 
-        _KERNELS = _cf_kernels
-    return _KERNELS
+    return _cf_kernels
 
 
 def _numba_ok(*tensors: torch.Tensor) -> bool:

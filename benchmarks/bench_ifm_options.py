@@ -35,6 +35,11 @@ from napari_hrmatt.bench import read_csv, run_benchmark, write_csv
 
 CLOSE, FAR = (0.1, 0.25, 0.5, 1.0), (0.9, 2.0, 4.0)
 
+#: Best PyMatting dev means (18 photos x Trimap1+2) per metric, docs/benchmarks.md: SAD and
+#: Conn LBDM, MSE x1e3 and Grad KNN. Issue #11's dev rule (docs/ifm.md) scores a
+#: configuration by the largest ratio of its dev means to these (lower is better).
+PYMATTING_DEV_BEST = {"sad": 5.61, "mse": 17.86, "grad": 4.91, "conn": 5.18}
+
 
 def trim_stats(root, names, radius: int, reg: float) -> str:
     """What patch trimming alone does on ``names`` x Trimap1/2, per threshold pair."""
@@ -74,14 +79,18 @@ def trim_stats(root, names, radius: int, reg: float) -> str:
     return "\n".join(lines)
 
 
-def table(rows: list[dict]) -> str:
-    """Markdown table: per method, means over Trimap1, Trimap2 and both."""
+def table(rows: list[dict], score: bool = False) -> str:
+    """Markdown table: per method, means over Trimap1, Trimap2 and both. With ``score``,
+    two more columns on the 1+2 rows: the dev rule's score (max over the metrics of the mean
+    / :data:`PYMATTING_DEV_BEST`) and the time per image over the first method's."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    head = (
-        "| method | trimap | images | SAD | MSE x1e3 | Grad | Conn | time / image (s) |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|"
-    )
-    lines = [head]
+    head = "| method | trimap | images | SAD | MSE x1e3 | Grad | Conn | time / image (s) |"
+    rule = "|---|---|---:|---:|---:|---:|---:|---:|"
+    if score:
+        head += " score (max ratio) | time / first |"
+        rule += "---:|---:|"
+    lines = [head, rule]
+    first_time = None
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         for label, keep in (("1", {1}), ("2", {2}), ("1+2", {1, 2})):
@@ -95,6 +104,15 @@ def table(rows: list[dict]) -> str:
             ]
             count = f"{len(ok)}/{len(sel)}" if len(ok) != len(sel) else str(len(ok))
             cells = " | ".join(f"{m:.2f}" for m in means[:4]) + f" | {means[4]:.1f}"
+            if score:
+                extra = " | |"
+                if label == "1+2":
+                    best = PYMATTING_DEV_BEST.values()
+                    ratios = [m / b for m, b in zip(means[:4], best, strict=True)]
+                    first_time = means[4] if first_time is None else first_time
+                    worst = ["SAD", "MSE", "Grad", "Conn"][int(np.argmax(ratios))]
+                    extra = f" | {max(ratios):.3f} ({worst}) | {means[4] / first_time:.2f}"
+                cells += extra
             lines.append(f"| {method} | {label} | {count} | {cells} |")
     return "\n".join(lines)
 
@@ -109,6 +127,9 @@ def main(argv=None) -> None:
     parser.add_argument("--csv", nargs="+", help="summarise these earlier CSVs instead")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--trim-stats", action="store_true", help="the trimming alone")
+    parser.add_argument(
+        "--score", action="store_true", help="add the dev rule's score and the time ratio"
+    )
     parser.add_argument("--trim-search", type=int, default=20)
     parser.add_argument("--trim-reg", type=float, default=1e-4)
     args = parser.parse_args(argv)
@@ -132,7 +153,7 @@ def main(argv=None) -> None:
             if args.out:
                 write_csv(part, f"{args.out}_t{trimap}.csv")
             rows += part
-    print(table(rows))
+    print(table(rows, score=args.score))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ import torch
 
 from .._blocks import cut_ring
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
+from ._ifm_knn import KNN_KERNELS
 from ._knn import lle_weights, use_numba, window_knn
 from ._stencil import Multigrid, cg, crop_to_unknown, restrict_to_unknown
 from ._trim import check_trim_options, trim_array, trim_reach
@@ -239,6 +240,12 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
     fq = torch.cat([image, xy / 20]).reshape(c + 2, -1)
     l1 = (fq[:, uu_index] - fq[:, rows][:, :, None]).abs().sum(0)
     uu_w = (1 - l1).clamp(min=0) * ok * opts["sigma_uu"]
+    if opts["sigma_knn"] > 0:  # KNN-matting flow (_ifm_knn): more edges of the same form
+        from ._ifm_knn import knn_edges
+
+        knn_index, knn_w = knn_edges(image, unknown, opts, whole=opts.get("knn_whole", False))
+        uu_index = torch.cat([uu_index, knn_index], 1)
+        uu_w = torch.cat([uu_w.to(knn_w.dtype), knn_w], 1)
 
     nonlocal_op = _NonLocal(h * w, opts["sigma_cm"], rows, cm_index, cm_w, rows, uu_index, uu_w)
     stencil = _cf_stencil(image, opts["radius"], opts["eps"], dtype=torch.float64)
@@ -330,8 +337,10 @@ def _coarse_correction(opts, op, nl, unknown, shift):
 
 
 _COARSE = ("cm", "none")
-_POSITIVE_INT = ("k_cm", "k_ku", "k_uu", "radius", "maxiter")
-_NONNEGATIVE = ("sigma_cm", "sigma_ku", "sigma_uu", "sigma_l", "prior", "precond_diag")
+_POSITIVE_INT = ("k_cm", "k_ku", "k_uu", "k_knn", "radius", "maxiter")
+_NONNEGATIVE = (
+    "sigma_cm", "sigma_ku", "sigma_uu", "sigma_knn", "knn_xy", "sigma_l", "prior", "precond_diag"
+)  # fmt: skip
 _POSITIVE = ("eps", "lle_reg", "xy_scale", "tol")
 
 
@@ -416,6 +425,10 @@ class InformationFlowModel:
         trim_search=20,
         trim_reg=1e-4,
         coarse="cm",
+        sigma_knn=0.0,
+        k_knn=10,
+        knn_xy=1.0,
+        knn_kernel="binary",
     ):
         self.device = torch.device(device)
         given = dict(locals())
@@ -443,6 +456,9 @@ class InformationFlowModel:
         if coarse not in _COARSE:
             raise ValueError(f"coarse must be one of {_COARSE}, got {coarse!r}")
         opts["coarse"] = coarse
+        if knn_kernel not in KNN_KERNELS:
+            raise ValueError(f"knn_kernel must be one of {KNN_KERNELS}, got {knn_kernel!r}")
+        opts["knn_kernel"] = knn_kernel
         self.prior = opts.pop("prior")
         self.opts = opts
 
@@ -456,8 +472,9 @@ class InformationFlowModel:
         """``trimap`` after trimming (a copy); unchanged with ``trim="none"``."""
         return trim_array(image, trimap, self.opts, self.device)
 
-    def _solve(self, image, trimap, alpha, *, prior=0.0):
-        """Solve the crop around the unknown pixels of ``trimap``; ``alpha`` holds knowns."""
+    def _solve(self, image, trimap, alpha, *, prior=0.0, whole=False):
+        """Solve the crop around the unknown pixels of ``trimap``; ``alpha`` holds knowns.
+        ``whole``: the global pass (the KNN flow searches the whole crop, not a window)."""
         box = crop_to_unknown(trimap == UNKNOWN, self._margin())
         if box is None:
             return alpha
@@ -465,14 +482,15 @@ class InformationFlowModel:
         im = im.to(device=self.device, dtype=torch.float64)
         t = torch.as_tensor(np.ascontiguousarray(trimap[box])).to(self.device)
         x = torch.as_tensor(alpha[box], dtype=torch.float64, device=self.device)
-        x, _ = solve_ifm(im, t, x, self.opts, prior=prior, target=x, dtype=self.dtype)
+        opts = dict(self.opts, knn_whole=whole)
+        x, _ = solve_ifm(im, t, x, opts, prior=prior, target=x, dtype=self.dtype)
         alpha[box] = x.clamp_(0, 1).cpu().numpy()
         return alpha
 
     def global_alpha(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
         trimap = self._trimmed(image, np.asarray(trimap, dtype=np.uint8))
         alpha = np.where(trimap == UNKNOWN, 0.5, trimap / 255.0)
-        return self._solve(image, trimap, alpha).astype(np.float32)
+        return self._solve(image, trimap, alpha, whole=True).astype(np.float32)
 
     def refine(self, image, trimap, coarse, fixed_border=(False, False, False, False)):
         # Trimming first: the pinned ring below is not a foreground/background candidate.

@@ -1,0 +1,106 @@
+"""KNN-matting flow for information-flow matting (:mod:`.ifm`, option ``sigma_knn``).
+
+After Chen, Li and Tang, "KNN Matting" (CVPR 2012; TPAMI 2013): every unknown pixel ``p``
+is linked to its ``k_knn`` nearest pixels ``q`` (unknown or known) in the feature space
+``[colour, knn_xy * x / xy_scale, knn_xy * y / xy_scale]`` (a weak spatial term: the
+neighbours may lie far apart in the image) and the energy gains
+
+    sigma_knn * sum_{(p, q)} w_pq (alpha_p - alpha_q)^2,
+
+a graph Laplacian over those edges (listed from ``p``: an edge found from both ends counts
+twice, i.e. ``W + W^T``). An edge to a known pixel pulls ``p`` towards that pixel's value,
+like a soft label. ``w_pq`` is 1 (``knn_kernel="binary"``, as KNN matting's usual set-up)
+or ``max(1 - |f_p - f_q|_2 / sqrt(C + 2), 0)`` (``"kernel"``: the paper's
+``1 - |X(i) - X(j)| / C_norm`` with a fixed bound).
+
+Where the neighbours come from (docs/ifm.md): in the **global pass** the whole array being
+solved (a k-d tree, :class:`scipy.spatial.cKDTree`, over every pixel of the solved crop;
+queries for the unknown pixels only); in a **block** the window of ``search`` pixels of the
+other non-local flows (:func:`._knn.window_knn`), so a block's rows stay those of a
+whole-image solve at the derived overlap and the overlap does not grow. The edges join the
+intra-unknown edge lists of :class:`.ifm._NonLocal` (same Laplacian form; edges to known
+pixels go to ``b`` and the diagonal there), so the CG operator, its numba product and the
+coarse correction need no change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._knn import window_knn
+
+__all__ = ["knn_features", "knn_edges", "KNN_KERNELS"]
+
+KNN_KERNELS = ("binary", "kernel")
+
+
+def knn_features(image: torch.Tensor, opts: dict) -> torch.Tensor:
+    """``(C + 2, H, W)`` float64 features ``[colour, knn_xy y / s, knn_xy x / s]``."""
+    c, h, w = image.shape
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64, device=image.device),
+        torch.arange(w, dtype=torch.float64, device=image.device),
+        indexing="ij",
+    )
+    scale = opts["knn_xy"] / opts["xy_scale"]
+    return torch.cat([image.to(torch.float64), torch.stack([yy, xx]) * scale])
+
+
+def knn_edges(image: torch.Tensor, unknown: torch.Tensor, opts: dict, *, whole: bool):
+    """Neighbours and weights of the KNN flow for the unknown pixels (row-major order).
+
+    Returns ``(index, weight)``, both ``(N, k_knn)``: flat indices of the neighbours (a
+    missing one, in a window with fewer than ``k_knn`` other pixels, points at the query
+    itself with weight 0) and ``sigma_knn * w_pq`` in float64. ``whole=True``: candidates
+    are all pixels of the array (k-d tree); otherwise those within ``search`` pixels.
+    """
+    c, h, w = image.shape
+    k = opts["k_knn"]
+    feat = knn_features(image, opts)
+    rows = torch.nonzero(unknown.reshape(-1)).squeeze(1)
+    n = rows.numel()
+    if n == 0:
+        empty = torch.zeros((0, k), dtype=torch.int64, device=image.device)
+        return empty, empty.to(torch.float64)
+    if whole:
+        index = _tree_knn(feat.reshape(c + 2, -1).T.cpu().numpy(), rows.cpu().numpy(), k)
+        index = torch.as_tensor(index, device=image.device)
+    else:
+        everything = torch.ones_like(unknown)
+        index, _ = window_knn(feat.float(), unknown, everything, k, opts["search"])
+    ok = index >= 0
+    index = torch.where(ok, index, rows[:, None])
+    flat = feat.reshape(c + 2, -1)
+    if opts["knn_kernel"] == "kernel":
+        dist = (flat[:, index] - flat[:, rows][:, :, None]).pow(2).sum(0).sqrt()
+        weight = (1 - dist / np.sqrt(c + 2)).clamp(min=0)
+    else:
+        weight = torch.ones(index.shape, dtype=torch.float64, device=image.device)
+    return index, weight * ok * opts["sigma_knn"]
+
+
+def _tree_knn(points: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` nearest of all ``points`` to ``points[queries]`` (itself excluded),
+    ``-1`` where fewer than ``k`` other points exist. Ties in distance go to the smaller
+    index (the k-d tree's own order is kept for the rest)."""
+    from scipy.spatial import cKDTree
+
+    m = points.shape[0]
+    kq = min(k + 1, m)
+    tree = cKDTree(points, leafsize=32, balanced_tree=False, compact_nodes=False)
+    dist, idx = tree.query(points[queries], k=kq, workers=1)
+    dist, idx = dist.reshape(len(queries), kq), idx.reshape(len(queries), kq)
+    # Order by (distance, index) so that the result does not depend on the tree's layout.
+    order = np.lexsort((idx, dist), axis=1) if kq > 1 else np.zeros_like(idx)
+    idx = np.take_along_axis(idx, order, 1)
+    # Drop the query itself (distance 0; if duplicates of its features exist it may not
+    # be first), else the farthest candidate.
+    is_self = idx == queries[:, None]
+    drop = np.where(is_self.any(1), is_self.argmax(1), kq - 1)
+    keep = np.ones_like(idx, dtype=bool)
+    keep[np.arange(len(queries)), drop] = False
+    out = idx[keep].reshape(len(queries), kq - 1)
+    if kq - 1 < k:
+        out = np.concatenate([out, np.full((len(queries), k - kq + 1), -1, np.int64)], 1)
+    return np.ascontiguousarray(out, dtype=np.int64)

@@ -223,12 +223,14 @@ def test_knn_flow_matches_dense(tiny, knn_whole, kernel):
     np.testing.assert_allclose(nl.dense(), np.diag(sym.sum(1)) - sym, atol=1e-9)
 
 
-def test_knn_tree_search_matches_brute_force():
+def test_knn_tree_search_matches_brute_force(monkeypatch):
     """The whole-image search (k-d tree): the k nearest others in (distance, index) order,
     the query itself left out even among exact duplicates; a tie at the k-th place may go
     to either pixel (the tree's choice), so there only the distances are compared."""
+    from napari_hrmatt.models import _ifm_knn
     from napari_hrmatt.models._ifm_knn import _tree_knn
 
+    monkeypatch.setattr(_ifm_knn, "_BATCH", 50)  # several batches
     rng = np.random.default_rng(3)
     points = rng.random((300, 5))
     points[200:210] = points[100:110]  # exact duplicates: distance 0 to another pixel

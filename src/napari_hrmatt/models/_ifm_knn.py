@@ -82,13 +82,27 @@ def knn_edges(image: torch.Tensor, unknown: torch.Tensor, opts: dict, *, whole: 
 
 def _tree_knn(points: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` nearest of all ``points`` to ``points[queries]`` (itself excluded),
-    ``-1`` where fewer than ``k`` other points exist. Ties in distance go to the smaller
-    index (the k-d tree's own order is kept for the rest)."""
+    ``-1`` where fewer than ``k`` other points exist; ordered by (distance, index). A tie
+    at the ``k``-th place goes to whichever pixel the tree returns (deterministic for a
+    given input). Memory: the tree (about 16 bytes per point on top of ``points``) and the
+    output; queries run in batches of :data:`_BATCH`."""
     from scipy.spatial import cKDTree
 
-    m = points.shape[0]
+    m, nq = points.shape[0], len(queries)
     kq = min(k + 1, m)
     tree = cKDTree(points, leafsize=32, balanced_tree=False, compact_nodes=False)
+    out = np.empty((nq, k), np.int64)
+    for start in range(0, nq, _BATCH):  # batches bound the temporaries
+        part = queries[start : start + _BATCH]
+        out[start : start + len(part)] = _nearest_others(tree, points, part, k, kq)
+    return out
+
+
+#: Queries per k-d tree batch: temporaries of about ``_BATCH * (k + 1) * 40`` bytes.
+_BATCH = 1 << 16
+
+
+def _nearest_others(tree, points, queries, k, kq):
     dist, idx = tree.query(points[queries], k=kq, workers=1)
     dist, idx = dist.reshape(len(queries), kq), idx.reshape(len(queries), kq)
     # Order by (distance, index) so that the result does not depend on the tree's layout.
@@ -103,4 +117,4 @@ def _tree_knn(points: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     out = idx[keep].reshape(len(queries), kq - 1)
     if kq - 1 < k:
         out = np.concatenate([out, np.full((len(queries), k - kq + 1), -1, np.int64)], 1)
-    return np.ascontiguousarray(out, dtype=np.int64)
+    return out

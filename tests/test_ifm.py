@@ -147,7 +147,7 @@ def test_numba_and_torch_backends_solve_alike(monkeypatch):
 
 def test_colour_mixture_flow_matches_dense(tiny):
     image, trimap = tiny
-    (_, nl, _, _), opts = _system(image, trimap, sigma_uu=0.0, sigma_cm=0.7)
+    (_, nl, _, _), opts = _system(image, trimap, sigma_uu=0.0, sigma_cm=0.7, sigma_knn=0.0)
     unknown = (trimap == 128).ravel()
     colour = image.reshape(-1, 3)
     nbs = _brute_knn(_features(image, opts["xy_scale"]), trimap == 128, trimap >= 0, 20, 4)
@@ -162,7 +162,7 @@ def test_colour_mixture_flow_matches_dense(tiny):
 
 def test_intra_unknown_flow_matches_dense(tiny):
     image, trimap = tiny
-    (_, nl, _, _), opts = _system(image, trimap, sigma_cm=0.0, sigma_uu=0.3)
+    (_, nl, _, _), opts = _system(image, trimap, sigma_cm=0.0, sigma_uu=0.3, sigma_knn=0.0)
     feat = _features(image, opts["xy_scale"], 1 / 20)
     flat = feat.reshape(5, -1).T
     nbs = _brute_knn(feat, trimap == 128, trimap == 128, 5, 4)
@@ -255,10 +255,10 @@ def test_knn_tree_search_matches_brute_force(monkeypatch):
 def test_local_flow_is_the_matting_laplacian(tiny):
     pymatting = pytest.importorskip("pymatting")
     image, trimap = tiny
-    (stencil, _, _, _), _ = _system(image, trimap, sigma_l=0.4)
+    (stencil, _, _, _), opts = _system(image, trimap, sigma_l=0.4)
     eye = torch.eye(trimap.size, dtype=torch.float64)
     dense = torch.stack([stencil(e.reshape(trimap.shape)).ravel() for e in eye], 1).numpy()
-    expected = 0.4 * pymatting.cf_laplacian(image, epsilon=1e-7, radius=1).toarray()
+    expected = 0.4 * pymatting.cf_laplacian(image, epsilon=opts["eps"], radius=1).toarray()
     np.testing.assert_allclose(dense, expected, atol=1e-9 * np.abs(expected).max())
 
 
@@ -274,7 +274,9 @@ KNN_ON = {"sigma_knn": 0.2, "k_knn": 4, "knn_xy": 0.1}
 
 
 @pytest.mark.parametrize(
-    "knn", [{}, KNN_ON, {**KNN_ON, "knn_whole": True}], ids=["no-knn", "knn-window", "knn-whole"]
+    "knn",
+    [{"sigma_knn": 0.0}, KNN_ON, {**KNN_ON, "knn_whole": True}],
+    ids=["no-knn", "knn-window", "knn-whole"],
 )
 @pytest.mark.parametrize("coarse", ["cm", "none"])
 @pytest.mark.parametrize("prior", [0.0, 0.05])
@@ -403,7 +405,7 @@ def test_chunked_equals_whole_with_knn_flow(scene):
     assert diff.mean() < 3e-3
     assert diff.max() < 0.15
     plain = estimate_alpha(image, trimap, chunks=10_000, model="ifm", global_size=800,
-                           model_options=TIGHT)  # fmt: skip
+                           model_options={**TIGHT, "sigma_knn": 0.0})  # fmt: skip
     assert np.abs(plain - whole).mean() > 1e-3  # the flow is on
 
 

@@ -359,7 +359,8 @@ class InformationFlowModel:
         = 0 (chosen on the dev photos, docs/ifm.md: with 0.01 and 0.05 the mean SAD
         is worse; 0.05 restores the paper's flows).
     radius, eps : int, float
-        Window radius and epsilon of the local (closed-form) flow.
+        Window radius and epsilon of the local (closed-form) flow (``eps`` 1e-5, with the
+        KNN flow by issue #11's dev rule, docs/ifm.md; 1e-7 before).
     lle_reg : float
         Regulariser of the locally-linear-embedding fits (1e-3).
     xy_scale : float
@@ -389,6 +390,13 @@ class InformationFlowModel:
         (20: by the cost rule on dev, docs/ifm.md; 40 is a little better, and dearer).
     trim_reg : float
         Added to the diagonal of every patch colour covariance (flat patches).
+    sigma_knn, k_knn, knn_xy, knn_kernel : float, int, float, str
+        The KNN-matting flow (Chen, Li and Tang, :mod:`._ifm_knn`): weight (0.001; 0: off),
+        neighbours per unknown pixel (10), spatial weight of its features ``[colour,
+        knn_xy x / xy_scale, knn_xy y / xy_scale]`` (0.02: neighbours by colour, almost
+        anywhere) and edge weights (``"binary"``: 1; ``"kernel"``: ``1 - |f_p - f_q| /
+        sqrt(C + 2)``). Global pass: neighbours from the whole solved crop (k-d tree);
+        blocks: within ``search``. Chosen on dev by issue #11's rule (docs/ifm.md).
     coarse : {"cm", "none"}
         CG preconditioner: ``"cm"`` adds to the multigrid V-cycle a coarse correction on
         aggregates of the colour-mixture neighbour graph (:mod:`._ifm_coarse`, CPU only;
@@ -409,7 +417,7 @@ class InformationFlowModel:
         sigma_uu=0.01,
         sigma_l=1.0,
         radius=1,
-        eps=1e-7,
+        eps=1e-5,
         lle_reg=1e-3,
         xy_scale=500.0,
         search=20,
@@ -425,9 +433,9 @@ class InformationFlowModel:
         trim_search=20,
         trim_reg=1e-4,
         coarse="cm",
-        sigma_knn=0.0,
+        sigma_knn=0.001,
         k_knn=10,
-        knn_xy=1.0,
+        knn_xy=0.02,
         knn_kernel="binary",
     ):
         self.device = torch.device(device)

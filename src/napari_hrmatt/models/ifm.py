@@ -9,6 +9,7 @@ Alpha minimises a sum of quadratic "information flows" over the unknown pixels `
       + \\sigma_{KU} \\sum_{p \\in U} \\eta_p (\\alpha_p - w^F_p)^2
       + \\sigma_{UU} \\sum_{p \\in U} \\sum_{q} w^{U}_{pq} (\\alpha_p - \\alpha_q)^2
       + \\sigma_L\\, \\alpha^T L \\alpha
+      + \\sigma_{KNN} \\sum_{p \\in U} \\sum_{q} w^{K}_{pq} (\\alpha_p - \\alpha_q)^2
 
 - **colour mixture**: ``w^CM`` are locally-linear-embedding weights (sum 1) that
   reconstruct the colour of ``p`` from its ``k_cm`` nearest neighbours in the feature space
@@ -19,7 +20,10 @@ Alpha minimises a sum of quadratic "information flows" over the unknown pixels `
   weighted foreground and background colours) is the confidence of that estimate;
 - **intra unknown**: ``k_uu`` nearest unknown pixels in ``[colour, x / (20 xy_scale),
   y / (20 xy_scale)]`` with ``w^U = max(1 - |f_p - f_q|_1, 0)``, symmetrised;
-- **local**: the closed-form matting Laplacian ``L`` (:mod:`.closed_form`'s stencil).
+- **local**: the closed-form matting Laplacian ``L`` (:mod:`.closed_form`'s stencil);
+- **KNN** (Chen, Li and Tang's KNN matting, :mod:`._ifm_knn`; not in the paper): ``k_knn``
+  nearest pixels, known ones too, in ``[colour, knn_xy x / xy_scale, knn_xy y / xy_scale]``
+  (whole solved crop in the global pass, the ``search`` window in blocks), symmetrised.
 
 Known pixels are hard (Dirichlet) constraints, where the paper uses a soft weight of 100.
 With ``trim="patch"`` the paper's patch-based trimap trimming (:mod:`._trim`) runs first:

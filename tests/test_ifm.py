@@ -10,7 +10,7 @@ import torch
 
 from napari_hrmatt import estimate_alpha
 from napari_hrmatt.models import _knn, get_model
-from napari_hrmatt.models._knn import lle_weights, window_knn
+from napari_hrmatt.models._knn import cm_uu_knn, lle_weights, window_knn
 from napari_hrmatt.models._trim import trim_distances, trim_patch
 from napari_hrmatt.models.ifm import InformationFlowModel, _NonLocal, ifm_system, solve_ifm
 
@@ -114,6 +114,55 @@ def test_window_knn_numba_breaks_ties_in_scan_order():
         backend="auto",
     )  # fmt: skip
     np.testing.assert_array_equal(index.numpy(), _brute_knn(feat, query, candidate, 5, 3))
+
+
+def _cm_uu_features(colour, scale):
+    """ifm's two search features (float32): [colour, y/s, x/s] and [colour, y/20s, x/20s]."""
+    h, w = colour.shape[1:]
+    yy, xx = np.mgrid[:h, :w]
+    xy = np.stack([yy, xx]).astype(np.float64) / scale
+    return [torch.as_tensor(np.concatenate([colour, xy / f])).float() for f in (1.0, 20.0)]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("radius", [2, 4])
+def test_fused_cm_uu_search_equals_separate_searches(radius, ties):
+    """The one-pass colour-mixture + intra-U search == the two window searches (numba and
+    torch) == brute force; with integer colours there are many exact ties in distance."""
+    rng = np.random.default_rng(10 + radius + 2 * ties)
+    colour = rng.integers(0, 3, (3, 12, 15)) / 2.0 if ties else rng.random((3, 12, 15))
+    unknown = rng.random((12, 15)) < 0.45
+    f_cm, f_uu = _cm_uu_features(colour, 4.0 if ties else 7.0)  # 4: exact positions
+    u = torch.as_tensor(unknown)
+    (cm, cm_d), (uu, uu_d) = cm_uu_knn(f_cm, f_uu, u, 6, 4, radius, backend="auto")
+    if ties:  # equal distances within a buffer, in both searches
+        for d in (cm_d, uu_d):
+            d = d.numpy()
+            assert ((d[:, 1:] == d[:, :-1]) & np.isfinite(d[:, 1:])).any()
+    everything = np.ones_like(unknown)
+    np.testing.assert_array_equal(
+        cm.numpy(), _brute_knn(f_cm.double().numpy(), unknown, everything, 6, radius)
+    )
+    np.testing.assert_array_equal(
+        uu.numpy(), _brute_knn(f_uu.double().numpy(), unknown, unknown, 4, radius)
+    )
+    # torch's product form rounds distances in float32: compared where there are no ties.
+    for backend in ("auto",) if ties else ("auto", "torch"):
+        sep = [
+            window_knn(f_cm, u, torch.ones_like(u), 6, radius, backend=backend),
+            window_knn(f_uu, u, u, 4, radius, backend=backend),
+        ]
+        for (index, dist2), (i2, d2) in zip(((cm, cm_d), (uu, uu_d)), sep, strict=True):
+            np.testing.assert_array_equal(index.numpy(), i2.numpy())
+            if backend == "auto":  # the same float64 sums, stored in float32
+                np.testing.assert_array_equal(dist2.numpy(), d2.numpy())
+    # Not fusable (positions not separable): the two searches, same result.
+    f_bad = f_uu.clone()
+    f_bad[3, 0, 0] += 1
+    (c2, _), (u2, _) = cm_uu_knn(f_cm, f_bad, u, 6, 4, radius, backend="auto")
+    np.testing.assert_array_equal(c2.numpy(), cm.numpy())
+    expected = window_knn(f_bad, u, u, 4, radius, backend="auto")[0]
+    np.testing.assert_array_equal(u2.numpy(), expected.numpy())
 
 
 def test_lle_weights_numba_matches_torch():

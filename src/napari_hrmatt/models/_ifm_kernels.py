@@ -243,3 +243,117 @@ def nonlocal_apply_kernel(x, sigma_cm, cm_rows, cm_index, cm_w, uu_p, uu_q, uu_w
         acc[q] -= dd
     for i in range(x.shape[0]):
         out[i] = acc[i]
+
+
+@numba.njit(**_JIT)
+def _push(best, arg, k, dd, c):
+    """Insert candidate ``c`` at squared distance ``dd`` into the sorted buffer
+    ``best``/``arg`` (order: distance, then flat index) if it precedes the k-th entry."""
+    last = arg[k - 1]
+    if dd > best[k - 1] or (dd == best[k - 1] and last >= 0 and c > last):
+        return
+    j = k - 1
+    while j > 0 and (best[j - 1] > dd or (best[j - 1] == dd and arg[j - 1] > c)):
+        best[j] = best[j - 1]
+        arg[j] = arg[j - 1]
+        j -= 1
+    best[j] = dd
+    arg[j] = c
+
+
+@numba.njit(**_JIT)
+def cm_uu_knn_kernel(col, pos, unknown, qpos, radius, cm_index, cm_dist2, uu_index, uu_dist2):
+    """The colour-mixture and intra-U searches of ifm in one pass over the window.
+
+    Both search the same window of every query for the nearest pixels in
+    ``[colour, y / s_g, x / s_g]``: the colour-mixture one (g = 0) among all pixels, the
+    intra-U one (g = 1) among ``unknown`` pixels. ``col`` (C, H, W) float32 colours;
+    ``pos`` (4, max(H, W)) float32: ``pos[2 g]`` the row and ``pos[2 g + 1]`` the column
+    coordinate of search ``g`` (positions are separable, so a row's ``dy^2`` is one
+    number and a column's ``dx^2`` is computed once per query). Each candidate's colour
+    distance is computed once and feeds both buffers. The squared distances are the
+    very sums of :func:`window_knn_kernel` on the stacked features (float64, channels
+    in the same order: colours, y, x), so the neighbours are the same, ties included
+    (distance, then flat index). A row is skipped for a search when its ``dy^2``
+    alone exceeds that search's current k-th distance (no candidate of it could enter).
+    ``unknown`` (H, W) bool; ``qpos`` (N,) int64 flat query positions, row-major;
+    ``cm_index`` (N, k_cm) / ``uu_index`` (N, k_uu) int64 and ``cm_dist2`` / ``uu_dist2``
+    float32 of the same shapes (k >= 1), written here (-1 and inf where missing).
+    """
+    c, h, w = col.shape
+    k_cm, k_uu = cm_index.shape[1], uu_index.shape[1]
+    best_c = np.empty(k_cm, np.float64)
+    arg_c = np.empty(k_cm, np.int64)
+    best_u = np.empty(k_uu, np.float64)
+    arg_u = np.empty(k_uu, np.int64)
+    fq = np.empty(c, np.float64)
+    span = 2 * radius + 1
+    row = np.empty(span, np.float64)
+    dx_c = np.empty(span, np.float64)
+    dx_u = np.empty(span, np.float64)
+    for n in range(qpos.shape[0]):
+        p = qpos[n]
+        py = p // w
+        px = p - py * w
+        for t in range(c):
+            fq[t] = col[t, py, px]
+        for j in range(k_cm):
+            best_c[j] = np.inf
+            arg_c[j] = -1
+        for j in range(k_uu):
+            best_u[j] = np.inf
+            arg_u[j] = -1
+        y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
+        x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
+        m = x1 - x0
+        xc, xu = np.float64(pos[1, px]), np.float64(pos[3, px])
+        for i in range(m):
+            d = np.float64(pos[1, x0 + i]) - xc
+            dx_c[i] = d * d
+            d = np.float64(pos[3, x0 + i]) - xu
+            dx_u[i] = d * d
+        yc, yu = np.float64(pos[0, py]), np.float64(pos[2, py])
+        for step in range(span):
+            cy = py + ((step + 1) // 2) * (1 if step % 2 == 0 else -1)
+            if cy < y0 or cy >= y1:
+                continue
+            d = np.float64(pos[0, cy]) - yc
+            dy_c = d * d
+            d = np.float64(pos[2, cy]) - yu
+            dy_u = d * d
+            do_c = dy_c <= best_c[k_cm - 1]
+            do_u = dy_u <= best_u[k_uu - 1]
+            if not (do_c or do_u):
+                continue
+            for i in range(m):
+                row[i] = 0.0
+            for t in range(c):
+                ft = fq[t]
+                for i in range(m):
+                    diff = np.float64(col[t, cy, x0 + i]) - ft
+                    row[i] += diff * diff
+            if do_c:
+                lim = best_c[k_cm - 1]
+                cnt = 0
+                for i in range(m):
+                    cnt += (row[i] + dy_c) + dx_c[i] <= lim
+                if cnt > 0:
+                    for i in range(m):
+                        dd = (row[i] + dy_c) + dx_c[i]
+                        cx = x0 + i
+                        if dd > best_c[k_cm - 1] or (cy == py and cx == px):
+                            continue
+                        _push(best_c, arg_c, k_cm, dd, cy * w + cx)
+            if do_u:
+                for i in range(m):
+                    dd = (row[i] + dy_u) + dx_u[i]
+                    cx = x0 + i
+                    if dd > best_u[k_uu - 1] or not unknown[cy, cx] or (cy == py and cx == px):
+                        continue
+                    _push(best_u, arg_u, k_uu, dd, cy * w + cx)
+        for j in range(k_cm):
+            cm_index[n, j] = arg_c[j]
+            cm_dist2[n, j] = best_c[j]
+        for j in range(k_uu):
+            uu_index[n, j] = arg_u[j]
+            uu_dist2[n, j] = best_u[j]

@@ -51,7 +51,7 @@ import torch
 
 from .._blocks import cut_ring
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
-from ._knn import lle_weights, use_numba, window_knn
+from ._knn import cm_uu_knn, lle_weights, use_numba, window_knn
 from ._stencil import Multigrid, cg, crop_to_unknown, restrict_to_unknown
 from ._trim import check_trim_options, trim_array, trim_reach
 from .closed_form import _cf_stencil
@@ -204,13 +204,16 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
     )
     xy = torch.stack([yy, xx]) / opts["xy_scale"]
     colour = image.reshape(c, -1)
-    everything = torch.ones_like(unknown)
     rows = torch.nonzero(unknown.reshape(-1)).squeeze(1)
     search, search_known = opts["search"], opts["search_known"]
 
     # Colour mixture: LLE weights over the k_cm nearest pixels in [colour, xy].
     feat = torch.cat([image, xy]).float()
-    cm_index, _ = window_knn(feat, unknown, everything, opts["k_cm"], search)
+    # The intra-U search below (position down-weighted 20x) runs in the same pass.
+    feat_u = torch.cat([image, xy / 20]).float()
+    (cm_index, _), (uu_index, _) = cm_uu_knn(
+        feat, feat_u, unknown, opts["k_cm"], opts["k_uu"], search
+    )
     cm_w = lle_weights(colour, cm_index, rows, opts["lle_reg"])
     cm_index = _valid(cm_index, rows)
 
@@ -232,8 +235,6 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
         alpha_ku[rows] = wf.sum(1).clamp(0, 1) * has_both
 
     # Intra unknown: k_uu nearest unknown pixels, position down-weighted 20x.
-    feat_u = torch.cat([image, xy / 20]).float()
-    uu_index, _ = window_knn(feat_u, unknown, unknown, opts["k_uu"], search)
     ok = uu_index >= 0
     uu_index = _valid(uu_index, rows)
     fq = torch.cat([image, xy / 20]).reshape(c + 2, -1)

@@ -321,6 +321,79 @@ def test_coarse_matrix_is_the_galerkin_product(tiny, prior, monkeypatch):
     assert not got[~u].any()
 
 
+def _galerkin_scipy(op, nl, unknown, shift):
+    """The coarse set-up as first written (scipy.sparse products), the reference of
+    ``CoarseCorrection``'s one-pass kernels: aggregates and ``T^T A T``."""
+    from napari_hrmatt.models._aggregation import stencil_to_csr
+    from napari_hrmatt.models._ifm_coarse import aggregate_kernel
+
+    flat = np.flatnonzero(unknown.reshape(-1))
+    n = flat.size
+    gid = np.full(unknown.size, -1, dtype=np.int64)
+    gid[flat] = np.arange(n)
+    cm_r, cm_c = gid[nl.cm_rows.numpy()], gid[nl.cm_index.numpy()]
+    cm_w = nl.cm_w.numpy().astype(np.float64)
+    m = cm_c.shape[0]
+    edge = (cm_c >= 0) & (cm_c != cm_r[:, None])
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(edge.sum(1), out=indptr[1:])
+    g = sp.csr_matrix((np.ones(indptr[-1]), cm_c[edge], indptr), shape=(n, n))
+    g = (g + g.T).tocsr()
+    # Sorted rows: main's code took scipy's merge order, so pass 2 of the aggregation
+    # (a left-over pixel joins its first neighbouring aggregate) could pick another one.
+    g.sort_indices()
+    agg = np.empty(n, np.int64)
+    nc = int(aggregate_kernel(g.indptr.astype(np.int64), g.indices.astype(np.int64), agg))
+    t = sp.csr_matrix((np.ones(n), agg, np.arange(n + 1)), shape=(n, nc))
+    s = stencil_to_csr(op, unknown).astype(np.float64)
+    ac = (t.T @ (s @ t)).tocsr()
+    cols = np.concatenate([cm_r[:, None], cm_c], 1)
+    vals = np.concatenate([np.ones((m, 1)), -cm_w], 1)
+    keep = cols >= 0
+    mptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(keep.sum(1), out=mptr[1:])
+    mt = sp.csr_matrix((vals[keep], agg[cols[keep]], mptr), shape=(m, nc))
+    ac = ac + float(nl.sigma_cm) * (mt.T @ mt)
+    up, uq, uw = nl.uu_p.numpy(), nl.uu_q.numpy(), nl.uu_w.numpy().astype(np.float64)
+    deg = np.bincount(up, uw, minlength=unknown.size) + np.bincount(uq, uw, minlength=unknown.size)
+    gp, gq = gid[up], gid[uq]
+    both = (gp >= 0) & (gq >= 0)
+    wc = sp.csr_matrix((uw[both], (agg[gp[both]], agg[gq[both]])), shape=(nc, nc))
+    diag = deg[flat] + shift.numpy().astype(np.float64).reshape(-1)[flat]
+    ac = ac - wc - wc.T + sp.diags(np.bincount(agg, diag, minlength=nc))
+    return agg, nc, ac
+
+
+@pytest.mark.parametrize("prior", [0.0, 0.05])
+def test_coarse_setup_kernels_equal_the_scipy_setup(prior, monkeypatch):
+    """The one-pass numba set-up gives the aggregates and the coarse matrix of the scipy
+    products it replaced (the reference above), on a scene with known neighbours in the
+    colour-mixture lists and repeated aggregates in a row."""
+    from napari_hrmatt.models import _ifm_coarse
+
+    built = []
+
+    class Recording(_ifm_coarse.CoarseCorrection):
+        def __init__(self, *args):
+            super().__init__(*args)
+            # The reference now: solve_ifm turns nl's weights to float32 after the set-up.
+            built.append((self, _galerkin_scipy(*args)))
+
+    monkeypatch.setattr(_ifm_coarse, "CoarseCorrection", Recording)
+    image, trimap, _ = make_scene(48, 56, seed=3)
+    opts = InformationFlowModel(search=6, xy_scale=40.0, trim="none").opts
+    im = torch.as_tensor(np.moveaxis(image, -1, 0).copy(), dtype=torch.float64)
+    u = trimap == 128
+    x = torch.as_tensor(np.where(u, 0.5, trimap / 255.0))
+    solve_ifm(im, torch.as_tensor(trimap), x, opts, prior=prior, target=x)
+    ((cc, (agg, nc, ac)),) = built
+    assert 1 < nc < u.sum() // 4
+    np.testing.assert_array_equal(cc.agg, agg)
+    assert cc.nc == nc
+    diff = abs(cc.matrix - ac).max()
+    assert diff <= 1e-12 * abs(ac).max()  # the same sums in another order
+
+
 def test_coarse_option_plumbing():
     assert InformationFlowModel().opts["coarse"] == "cm"
     assert get_model("ifm", "cpu", coarse="none").opts["coarse"] == "none"

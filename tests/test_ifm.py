@@ -102,6 +102,25 @@ def test_window_knn_matches_brute_force(radius, tile, backend):
     )
 
 
+def test_window_knn_numba_with_sparse_candidates():
+    """Window rows without candidates are skipped and scanned only between their first and
+    last candidate (the trimming's known pixels): still the brute-force neighbours."""
+    rng = np.random.default_rng(11)
+    feat = rng.random((3, 16, 21))
+    candidate = np.zeros((16, 21), bool)
+    candidate[:, :3] = True  # a known band at the left
+    candidate[5:7, 14] = True  # and a few isolated pixels
+    candidate[12, 19] = True
+    query = ~candidate
+    index, _ = window_knn(
+        torch.as_tensor(feat), torch.as_tensor(query), [torch.as_tensor(candidate)], 3, 4,
+        backend="auto",
+    )[0]  # fmt: skip
+    expected = _brute_knn(feat, query, candidate, 3, 4)
+    assert (expected == -1).all(1).any() and (expected >= 0).all(1).any()
+    np.testing.assert_array_equal(index.numpy(), expected)
+
+
 def test_window_knn_numba_breaks_ties_in_scan_order():
     """Equal distances: the numba search keeps the earlier (row-major) candidate, like the
     stable brute force; duplicated features make many exact ties."""

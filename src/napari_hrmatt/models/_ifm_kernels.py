@@ -18,20 +18,40 @@ _JIT = {"cache": True, "nogil": True, "fastmath": False}
 
 
 @numba.njit(**_JIT)
-def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
+def candidate_runs_kernel(label, first, last):
+    """Per pixel ``(y, x)``: ``first[y, x]`` the first column ``>= x`` of row ``y`` holding
+    a candidate (``label > 0``; ``W`` if none), ``last[y, x]`` the last one ``<= x`` (-1)."""
+    h, w = label.shape
+    for y in range(h):
+        nxt = w
+        for x in range(w - 1, -1, -1):
+            if label[y, x] > 0:
+                nxt = x
+            first[y, x] = nxt
+        prv = -1
+        for x in range(w):
+            if label[y, x] > 0:
+                prv = x
+            last[y, x] = prv
+
+
+@numba.njit(**_JIT)
+def window_knn_kernel(feat, label, run0, run1, qpos, ngroups, k, radius, index, dist2):
     """k nearest candidates per query within the window (see ``_knn.window_knn``).
 
-    ``feat`` (D, H, W) float32; ``label`` (H, W) int8, 1 + group of a candidate, 0 for
-    none; ``qpos`` (N,) flat query positions in row-major order; ``index`` (G, N, k)
-    int64 filled with -1 and ``dist2`` (G, N, k) float32 filled with inf, written here.
-    Per window row, the squared distances to all its pixels are computed first (in
-    float64 from the float32 features: exact differences, a loop the compiler
-    vectorises), then the row is scanned and a candidate enters its group's sorted
-    buffer if it precedes the current k-th in the order (distance, flat index): equal
-    distances go to the earlier (row-major) pixel, as a stable sort would, whatever the
-    scan order. Rows are visited centre-out (the query's row, then one above, one
-    below, ...): near rows fill the buffer with good candidates early, so fewer later
-    candidates need inserting.
+    ``feat`` (D, H, W) float32; ``label`` (H, W) int8, 1 + group of a candidate, 0 for none;
+    ``run0``, ``run1`` (H, W) int32, the ``first`` and ``last`` arrays of
+    :func:`candidate_runs_kernel` (a window row is scanned only between its first and last
+    candidate, and skipped without any: sparse candidates, as the trimming's known pixels,
+    cost little); ``qpos`` (N,) flat query positions in row-major order; ``index`` (G, N, k)
+    int64 filled with -1 and ``dist2`` (G, N, k) float32 filled with inf, written here. Per
+    window row, the squared distances to all its pixels (candidates' span) are computed
+    first (in float64 from the float32 features: exact differences, a loop the compiler
+    vectorises), then the row is scanned and a candidate enters its group's sorted buffer if
+    it precedes the current k-th in the order (distance, flat index): equal distances go to
+    the earlier (row-major) pixel, as a stable sort would, whatever the scan order. Rows are
+    visited centre-out (the query's row, then one above, one below, ...): near rows fill the
+    buffer with good candidates early, so fewer later candidates need inserting.
     """
     d, h, w = feat.shape
     best = np.empty((ngroups, k), np.float64)
@@ -53,17 +73,20 @@ def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
         lim = np.inf
         y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
         x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
-        m = x1 - x0
         for step in range(2 * radius + 1):
             cy = py + ((step + 1) // 2) * (1 if step % 2 == 0 else -1)
             if cy < y0 or cy >= y1:
                 continue
+            xa, xb = run0[cy, x0], run1[cy, x1 - 1] + 1  # candidates in [xa, xb)
+            if xa >= xb:
+                continue
+            m = xb - xa
             for i in range(m):
                 row[i] = 0.0
             for t in range(d):
                 ft = fq[t]
                 for i in range(m):
-                    diff = np.float64(feat[t, cy, x0 + i]) - ft
+                    diff = np.float64(feat[t, cy, xa + i]) - ft
                     row[i] += diff * diff
             cnt = 0  # a vectorised count first: most rows have no pixel within lim
             for i in range(m):
@@ -74,7 +97,7 @@ def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
                 dd = row[i]
                 if dd > lim:  # no group's buffer would take it
                     continue
-                cx = x0 + i
+                cx = xa + i
                 g = label[cy, cx] - 1
                 if g < 0 or (cy == py and cx == px):
                     continue

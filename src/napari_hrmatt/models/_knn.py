@@ -140,7 +140,7 @@ def window_knn(
 
 
 def _window_knn_numba(feat, qpos, groups, k, radius):
-    from ._ifm_kernels import window_knn_kernel
+    from ._ifm_kernels import candidate_runs_kernel, window_knn_kernel
 
     d, h, w = feat.shape
     label = np.zeros((h, w), np.int8)
@@ -151,7 +151,9 @@ def _window_knn_numba(feat, qpos, groups, k, radius):
     index = np.full((ng, n, k), -1, np.int64)
     dist2 = np.full((ng, n, k), np.inf, np.float32)
     qp = np.ascontiguousarray(qpos.cpu().numpy(), np.int64)
-    window_knn_kernel(f, label, qp, ng, k, radius, index, dist2)
+    first, last = np.empty((h, w), np.int32), np.empty((h, w), np.int32)
+    candidate_runs_kernel(label, first, last)
+    window_knn_kernel(f, label, first, last, qp, ng, k, radius, index, dist2)
     return [
         (torch.from_numpy(index[g]), torch.from_numpy(dist2[g]).to(feat.dtype)) for g in range(ng)
     ]

@@ -6,7 +6,8 @@ Private to :mod:`._knn`, :mod:`._trim` and :mod:`.ifm`, imported lazily on first
 formula kept for CUDA: the same numbers up to rounding (and the same neighbours up to
 ties in distance). Fixed dtypes: float32 features, float64 colours and statistics,
 int64 indices, C-contiguous arrays, so one compiled signature serves every call (the
-non-local product has two: float32 and float64 vectors).
+non-local product has two: float32 and float64 vectors, with int32 indices; int64 ones
+only past 2^31 pixels).
 """
 
 from __future__ import annotations

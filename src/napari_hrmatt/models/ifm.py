@@ -81,12 +81,14 @@ class _NonLocal:
         self._mats = {}
         self._numba = None
         if use_numba(cm_w, backend):
-            # CPU: one fused gather / scatter kernel (weights kept in float64).
+            # CPU: one fused gather / scatter kernel (weights kept in float64; int32
+            # indices: a quarter less memory traffic per product than int64).
+            ix = np.int32 if n < 2**31 else np.int64
             self._numba = tuple(
                 np.ascontiguousarray(t.numpy(), dtype)
                 for t, dtype in (
-                    (cm_rows, np.int64), (cm_index, np.int64), (cm_w, np.float64),
-                    (self.uu_p, np.int64), (self.uu_q, np.int64), (self.uu_w, np.float64),
+                    (cm_rows, ix), (cm_index, ix), (cm_w, np.float64),
+                    (self.uu_p, ix), (self.uu_q, ix), (self.uu_w, np.float64),
                 )
             )  # fmt: skip
             return

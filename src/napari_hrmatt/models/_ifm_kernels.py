@@ -369,6 +369,12 @@ def cm_uu_knn_kernel(col, pos, unknown, qpos, radius, cm_index, cm_dist2, uu_ind
                             continue
                         _push(best_c, arg_c, k_cm, dd, cy * w + cx)
             if do_u:
+                lim = best_u[k_uu - 1]
+                cnt = 0  # vectorised first: once the buffer is full, most rows add nothing
+                for i in range(m):
+                    cnt += (row[i] + dy_u) + dx_u[i] <= lim
+                if cnt == 0:
+                    continue
                 for i in range(m):
                     dd = (row[i] + dy_u) + dx_u[i]
                     cx = x0 + i

@@ -388,6 +388,9 @@ class InformationFlowModel:
         aggregates of the colour-mixture neighbour graph (:mod:`._ifm_coarse`, CPU only;
         on CUDA ``"none"`` is used): about half the CG iterations, 5-20 % less CPU time on
         GT04 at 3 / 0.5 MP, more memory (docs/ifm.md); ``"none"``: the V-cycle alone.
+    patch_tol, patch_search : float, int or None
+        ``tol`` and ``search`` of the patch pass's block solves (``refine``), which start
+        from the global alpha; None: the same as the global pass (docs/ifm.md).
     """
 
     name = "ifm"
@@ -419,6 +422,8 @@ class InformationFlowModel:
         trim_search=20,
         trim_reg=1e-4,
         coarse="cm",
+        patch_tol=None,
+        patch_search=None,
     ):
         self.device = torch.device(device)
         given = dict(locals())
@@ -446,6 +451,21 @@ class InformationFlowModel:
         if coarse not in _COARSE:
             raise ValueError(f"coarse must be one of {_COARSE}, got {coarse!r}")
         opts["coarse"] = coarse
+        for key, value in (("patch_tol", patch_tol), ("patch_search", patch_search)):
+            if value is None:
+                opts[key] = None
+            elif key == "patch_tol":
+                v = float(value) if isinstance(value, (int, float)) else math.nan
+                if not (v > 0 and math.isfinite(v)) or isinstance(value, bool):
+                    raise ValueError(f"patch_tol must be a number > 0 or None, got {value!r}")
+                opts[key] = v
+            else:
+                ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                if not ok or not 0 <= value <= opts["search"]:
+                    raise ValueError(
+                        f"patch_search must be an integer in [0, search] or None, got {value!r}"
+                    )
+                opts[key] = int(value)
         self.prior = opts.pop("prior")
         self.opts = opts
 
@@ -459,8 +479,9 @@ class InformationFlowModel:
         """``trimap`` after trimming (a copy); unchanged with ``trim="none"``."""
         return trim_array(image, trimap, self.opts, self.device)
 
-    def _solve(self, image, trimap, alpha, *, prior=0.0):
+    def _solve(self, image, trimap, alpha, *, prior=0.0, opts=None):
         """Solve the crop around the unknown pixels of ``trimap``; ``alpha`` holds knowns."""
+        opts = self.opts if opts is None else opts
         box = crop_to_unknown(trimap == UNKNOWN, self._margin())
         if box is None:
             return alpha
@@ -468,7 +489,7 @@ class InformationFlowModel:
         im = im.to(device=self.device, dtype=torch.float64)
         t = torch.as_tensor(np.ascontiguousarray(trimap[box])).to(self.device)
         x = torch.as_tensor(alpha[box], dtype=torch.float64, device=self.device)
-        x, _ = solve_ifm(im, t, x, self.opts, prior=prior, target=x, dtype=self.dtype)
+        x, _ = solve_ifm(im, t, x, opts, prior=prior, target=x, dtype=self.dtype)
         alpha[box] = x.clamp_(0, 1).cpu().numpy()
         return alpha
 
@@ -487,7 +508,17 @@ class InformationFlowModel:
         alpha = np.where(trimap == UNKNOWN, coarse, trimap / 255.0).astype(np.float64)
         ring &= trimap == UNKNOWN
         trimap[ring] = _PINNED
-        return self._solve(image, trimap, alpha, prior=self.prior).astype(np.float32)
+        alpha = self._solve(image, trimap, alpha, prior=self.prior, opts=self._patch_opts())
+        return alpha.astype(np.float32)
+
+    def _patch_opts(self) -> dict:
+        """The options of a block's solve: ``tol`` and ``search`` replaced by ``patch_tol``
+        and ``patch_search`` where those are set."""
+        o = dict(self.opts)
+        for key in ("tol", "search"):
+            if o[f"patch_{key}"] is not None:
+                o[key] = o[f"patch_{key}"]
+        return o
 
     def overlap(self, factor: int) -> int:
         """Overlap for seam-free stitching, derived from the solver's reach.

@@ -430,7 +430,9 @@ def test_patch_options_reach_the_block_solves_only(monkeypatch):
     coarse = model.global_alpha(image, trimap)
     model.refine(image, trimap, coarse)
     assert seen == [(3e-5, 20), (1e-3, 5)]
-    assert InformationFlowModel()._patch_opts() == InformationFlowModel().opts
+    same = InformationFlowModel(patch_tol=None)
+    assert same._patch_opts() == same.opts
+    assert InformationFlowModel()._patch_opts()["tol"] == 3e-4  # the default
 
 
 def test_coarse_option_plumbing():

@@ -292,7 +292,7 @@ class CoarseCorrection:
 
     def __init__(self, op, nl, unknown: np.ndarray, shift: torch.Tensor):
         self.shape = unknown.shape
-        self.flat = np.flatnonzero(unknown.reshape(-1))
+        self.flat = np.flatnonzero(unknown.reshape(-1)).astype(np.int64)
         n = self.flat.size
         gid = np.full(unknown.size, -1, dtype=np.int64)
         gid[self.flat] = np.arange(n)
@@ -332,8 +332,24 @@ class CoarseCorrection:
             raise RuntimeError("coarse matrix is singular")
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
-        ru = r.reshape(-1).numpy()[self.flat].astype(np.float64)
-        zc = self.lu.solve(np.bincount(self.agg, ru, minlength=self.nc))
-        out = np.zeros(r.numel(), dtype=np.float64)
-        out[self.flat] = zc[self.agg]
-        return torch.from_numpy(out.reshape(self.shape)).to(r.dtype)
+        ra = np.ascontiguousarray(r.reshape(-1).numpy())
+        rc = np.zeros(self.nc, np.float64)
+        restrict_kernel(ra, self.flat, self.agg, rc)
+        zc = self.lu.solve(rc)
+        out = np.zeros(r.numel(), dtype=ra.dtype)
+        prolong_kernel(zc, self.flat, self.agg, out)
+        return torch.from_numpy(out.reshape(self.shape))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False)
+def restrict_kernel(r, flat, agg, out):
+    """``out += T^T r`` (sums in float64): ``r`` on the grid, ``flat`` the unknown pixels."""
+    for i in range(flat.shape[0]):
+        out[agg[i]] += r[flat[i]]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False)
+def prolong_kernel(zc, flat, agg, out):
+    """``out = T zc`` at the unknown pixels (rounded to ``out``'s dtype)."""
+    for i in range(flat.shape[0]):
+        out[flat[i]] = zc[agg[i]]

@@ -94,10 +94,14 @@ def window_knn_kernel(feat, label, run0, run1, qpos, ngroups, k, radius, index, 
                 cnt += row[i] <= lim
             if cnt == 0:
                 continue
+            lim0 = lim
             for i in range(m):
+                if cnt == 0:  # every pixel counted has been seen
+                    break
                 dd = row[i]
-                if dd > lim:  # no group's buffer would take it
+                if dd > lim0:  # no group's buffer would take it
                     continue
+                cnt -= 1
                 cx = xa + i
                 g = label[cy, cx] - 1
                 if g < 0 or (cy == py and cx == px):
@@ -361,13 +365,17 @@ def cm_uu_knn_kernel(col, pos, unknown, qpos, radius, cm_index, cm_dist2, uu_ind
                 cnt = 0
                 for i in range(m):
                     cnt += (row[i] + dy_c) + dx_c[i] <= lim
-                if cnt > 0:
+                if cnt > 0:  # scan until the cnt pixels counted are seen
                     for i in range(m):
                         dd = (row[i] + dy_c) + dx_c[i]
-                        cx = x0 + i
-                        if dd > best_c[k_cm - 1] or (cy == py and cx == px):
+                        if dd > lim:
                             continue
-                        _push(best_c, arg_c, k_cm, dd, cy * w + cx)
+                        cx = x0 + i
+                        if not (dd > best_c[k_cm - 1] or (cy == py and cx == px)):
+                            _push(best_c, arg_c, k_cm, dd, cy * w + cx)
+                        cnt -= 1
+                        if cnt == 0:
+                            break
             if do_u:
                 lim = best_u[k_uu - 1]
                 cnt = 0  # vectorised first: once the buffer is full, most rows add nothing
@@ -377,10 +385,14 @@ def cm_uu_knn_kernel(col, pos, unknown, qpos, radius, cm_index, cm_dist2, uu_ind
                     continue
                 for i in range(m):
                     dd = (row[i] + dy_u) + dx_u[i]
-                    cx = x0 + i
-                    if dd > best_u[k_uu - 1] or not unknown[cy, cx] or (cy == py and cx == px):
+                    if dd > lim:
                         continue
-                    _push(best_u, arg_u, k_uu, dd, cy * w + cx)
+                    cx = x0 + i
+                    if unknown[cy, cx] and not (dd > best_u[k_uu - 1] or (cy == py and cx == px)):
+                        _push(best_u, arg_u, k_uu, dd, cy * w + cx)
+                    cnt -= 1
+                    if cnt == 0:
+                        break
         for j in range(k_cm):
             cm_index[n, j] = arg_c[j]
             cm_dist2[n, j] = best_c[j]

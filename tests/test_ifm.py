@@ -413,26 +413,27 @@ def test_coarse_setup_kernels_equal_the_scipy_setup(prior, monkeypatch):
     assert diff <= 1e-12 * abs(ac).max()  # the same sums in another order
 
 
-def test_patch_options_reach_the_block_solves_only(monkeypatch):
-    """patch_tol / patch_search replace tol / search in refine's solve, not the global one."""
+def test_patch_tol_scale_reaches_the_block_solves_only(monkeypatch):
+    """The block solves (refine) stop at patch_tol_scale * tol, the global one at tol."""
     from napari_hrmatt.models import ifm
 
     seen = []
     real = ifm.solve_ifm
 
     def recording(image, trimap, x, opts, **kw):
-        seen.append((opts["tol"], opts["search"]))
+        seen.append(opts["tol"])
         return real(image, trimap, x, opts, **kw)
 
     monkeypatch.setattr(ifm, "solve_ifm", recording)
     image, trimap, _ = make_scene(32, 40, seed=1)
-    model = InformationFlowModel(patch_tol=1e-3, patch_search=5, trim="none")
-    coarse = model.global_alpha(image, trimap)
-    model.refine(image, trimap, coarse)
-    assert seen == [(3e-5, 20), (1e-3, 5)]
-    same = InformationFlowModel(patch_tol=None)
-    assert same._patch_opts() == same.opts
-    assert InformationFlowModel()._patch_opts()["tol"] == 3e-4  # the default
+    for scale, block_tol in ((None, 3e-4), (1.0, 1e-4), (20.0, 2e-3)):
+        options = {"tol": 1e-4} if scale is not None else {}
+        if scale is not None:
+            options["patch_tol_scale"] = scale
+        model = InformationFlowModel(trim="none", **options)
+        model.refine(image, trimap, model.global_alpha(image, trimap))
+        assert seen[-2] == model.opts["tol"]
+        assert seen[-1] == pytest.approx(block_tol, rel=1e-12)
 
 
 def test_coarse_option_plumbing():
@@ -517,8 +518,7 @@ def test_too_small_overlap_shows_seams(scene, whole, overlap):
         ({"trim_reg": 0}, "trim_reg must be a number > 0"),
         ({"trim_close": 1.0, "trim_far": 0.5}, "trim_far .* must be >= trim_close"),
         ({"coarse": "amg"}, "coarse must be one of \\('cm', 'none'\\), got 'amg'"),
-        ({"patch_tol": 0}, "patch_tol must be a number > 0 or None"),
-        ({"patch_search": 30}, "patch_search must be an integer in \\[0, search\\]"),
+        ({"patch_tol_scale": 0}, "patch_tol_scale must be a number > 0"),
     ],
 )
 def test_bad_options_are_one_clear_error(options, message):

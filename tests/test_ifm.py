@@ -198,60 +198,6 @@ def test_known_to_unknown_flow_matches_direct(tiny):
     np.testing.assert_allclose(alpha_ku.numpy().ravel(), exp_alpha, atol=1e-9)
 
 
-@pytest.mark.parametrize("kernel", ["binary", "kernel"])
-@pytest.mark.parametrize("knn_whole", [False, True])
-def test_knn_flow_matches_dense(tiny, knn_whole, kernel):
-    """The KNN-matting flow: k_knn nearest pixels (any label) in [colour, knn_xy xy / s],
-    whole image (global pass) or the ``search`` window (blocks), Laplacian of W + W^T."""
-    image, trimap = tiny
-    options = {"sigma_knn": 0.3, "k_knn": 4, "knn_xy": 0.5, "knn_kernel": kernel}
-    (_, nl, _, _), opts = _system(
-        image, trimap, knn_whole=knn_whole, sigma_cm=0.0, sigma_uu=0.0, **options
-    )
-    feat = _features(image, opts["xy_scale"], 0.5)
-    flat = feat.reshape(5, -1).T
-    unknown = trimap == 128
-    radius = 10_000 if knn_whole else opts["search"]
-    nbs = _brute_knn(feat, unknown, np.ones_like(unknown), 4, radius)
-    w = np.zeros((trimap.size, trimap.size))
-    for p, nb in zip(np.flatnonzero(unknown), nbs, strict=True):
-        for q in nb[nb >= 0]:
-            d = np.sqrt(((flat[p] - flat[q]) ** 2).sum())
-            w[p, q] = 0.3 * (max(1 - d / np.sqrt(5), 0) if kernel == "kernel" else 1.0)
-    sym = w + w.T
-    assert (sym[np.ix_(unknown.ravel(), ~unknown.ravel())] > 0).any()  # edges to known pixels
-    np.testing.assert_allclose(nl.dense(), np.diag(sym.sum(1)) - sym, atol=1e-9)
-
-
-def test_knn_tree_search_matches_brute_force(monkeypatch):
-    """The whole-image search (k-d tree): the k nearest others in (distance, index) order,
-    the query itself left out even among exact duplicates; a tie at the k-th place may go
-    to either pixel (the tree's choice), so there only the distances are compared."""
-    from napari_hrmatt.models import _ifm_knn
-    from napari_hrmatt.models._ifm_knn import _tree_knn
-
-    monkeypatch.setattr(_ifm_knn, "_BATCH", 50)  # several batches
-    rng = np.random.default_rng(3)
-    points = rng.random((300, 5))
-    points[200:210] = points[100:110]  # exact duplicates: distance 0 to another pixel
-    points[250:260] = np.round(points[250:260], 1)  # near-ties
-    queries = np.union1d(rng.choice(300, 120, replace=False), np.arange(100, 110))
-    got = _tree_knn(points, queries, 6)
-    exact = 0
-    for q, row in zip(queries, got, strict=True):
-        d = ((points - points[q]) ** 2).sum(1)
-        d[q] = np.inf
-        expected = np.lexsort((np.arange(300), d))[:7]
-        assert q not in row
-        np.testing.assert_allclose(d[row], d[expected[:6]], rtol=0, atol=1e-15)
-        if d[expected[5]] < d[expected[6]]:  # no tie at the boundary: the same pixels
-            np.testing.assert_array_equal(row, expected[:6])
-            exact += 1
-    assert exact > 100
-    few = _tree_knn(points[:4], np.arange(4), 6)  # fewer points than k + 1
-    assert (few[:, 3:] == -1).all() and (few[:, :3] >= 0).all()
-
-
 def test_local_flow_is_the_matting_laplacian(tiny):
     pymatting = pytest.importorskip("pymatting")
     image, trimap = tiny
@@ -334,6 +280,29 @@ def test_coarse_matrix_is_the_galerkin_product(tiny, prior, monkeypatch):
     assert not got[~u].any()
 
 
+def test_patch_tol_scale_reaches_the_block_solves_only(monkeypatch):
+    """The block solves (refine) stop at patch_tol_scale * tol, the global one at tol."""
+    from napari_hrmatt.models import ifm
+
+    seen = []
+    real = ifm.solve_ifm
+
+    def recording(image, trimap, x, opts, **kw):
+        seen.append(opts["tol"])
+        return real(image, trimap, x, opts, **kw)
+
+    monkeypatch.setattr(ifm, "solve_ifm", recording)
+    image, trimap, _ = make_scene(32, 40, seed=1)
+    for scale, block_tol in ((None, 3e-4), (1.0, 1e-4), (20.0, 2e-3)):
+        options = {"tol": 1e-4} if scale is not None else {}
+        if scale is not None:
+            options["patch_tol_scale"] = scale
+        model = InformationFlowModel(trim="none", **options)
+        model.refine(image, trimap, model.global_alpha(image, trimap))
+        assert seen[-2] == model.opts["tol"]
+        assert seen[-1] == pytest.approx(block_tol, rel=1e-12)
+
+
 def test_coarse_option_plumbing():
     assert InformationFlowModel().opts["coarse"] == "cm"
     assert get_model("ifm", "cpu", coarse="none").opts["coarse"] == "none"
@@ -392,23 +361,6 @@ def test_chunked_without_coarse_correction_equals_whole(scene, whole):
     assert diff.max() < 0.15
 
 
-def test_chunked_equals_whole_with_knn_flow(scene):
-    """The KNN flow searches the ``search`` window in the blocks: the derived overlap (not
-    grown by it) still gives chunked == whole (the global pass, whole-image search, is
-    shared by both)."""
-    image, trimap, _ = scene
-    opts = {**TIGHT, "sigma_knn": 0.01, "knn_xy": 0.1}
-    assert get_model("ifm", "cpu", **opts).overlap(4) == 24
-    run = {"model": "ifm", "global_size": 800, "model_options": opts}
-    whole = estimate_alpha(image, trimap, chunks=10_000, **run)
-    diff = np.abs(estimate_alpha(image, trimap, chunks=37, **run) - whole)
-    assert diff.mean() < 3e-3
-    assert diff.max() < 0.15
-    plain = estimate_alpha(image, trimap, chunks=10_000, model="ifm", global_size=800,
-                           model_options={**TIGHT, "sigma_knn": 0.0})  # fmt: skip
-    assert np.abs(plain - whole).mean() > 1e-3  # the flow is on
-
-
 @pytest.mark.parametrize("overlap", [0, 2])
 def test_too_small_overlap_shows_seams(scene, whole, overlap):
     diff = np.abs(_chunked(scene, overlap) - whole)
@@ -433,6 +385,7 @@ def test_too_small_overlap_shows_seams(scene, whole, overlap):
         ({"trim_reg": 0}, "trim_reg must be a number > 0"),
         ({"trim_close": 1.0, "trim_far": 0.5}, "trim_far .* must be >= trim_close"),
         ({"coarse": "amg"}, "coarse must be one of \\('cm', 'none'\\), got 'amg'"),
+        ({"patch_tol_scale": 0}, "patch_tol_scale must be a number > 0"),
         ({"sigma_knn": -1}, "sigma_knn must be a number >= 0"),
         ({"k_knn": 0}, "k_knn must be an integer >= 1"),
         ({"knn_xy": "near"}, "knn_xy must be a number >= 0"),

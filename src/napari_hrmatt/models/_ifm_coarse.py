@@ -7,8 +7,9 @@ are grouped into aggregates on the symmetrised colour-mixture neighbour graph (g
 smoothed aggregation", Computing 56, 1996: a pixel whose neighbours are all free forms an
 aggregate with them; left-over pixels join a neighbouring aggregate). With the
 piecewise-constant prolongator ``T`` (one column per aggregate) the Galerkin matrix
-``T^T A T`` of the whole CG operator ``A`` is assembled in scipy.sparse and factorised
-once (sparse LU); the correction ``T (T^T A T)^{-1} T^T r`` is added to the V-cycle's
+``T^T A T`` of the whole CG operator ``A`` is assembled in one numba pass over the fine
+neighbour lists (no fine-level scipy products) and factorised once (scipy's sparse LU);
+the correction ``T (T^T A T)^{-1} T^T r`` is added to the V-cycle's
 output (additive two-level preconditioner, symmetric positive definite when ``A`` is).
 
 Private to :mod:`.ifm`, imported lazily (this module imports numba: ~0.6 s).
@@ -74,13 +75,202 @@ def aggregate_kernel(indptr, indices, agg):
     return count
 
 
-def aggregate(graph: sp.csr_matrix) -> tuple[np.ndarray, int]:
-    """Aggregate of each node of the symmetric ``graph`` and the number of aggregates."""
-    agg = np.empty(graph.shape[0], dtype=np.int64)
-    indptr = np.ascontiguousarray(graph.indptr, dtype=np.int64)
-    indices = np.ascontiguousarray(graph.indices, dtype=np.int64)
-    count = aggregate_kernel(indptr, indices, agg)
-    return agg, int(count)
+@numba.njit(cache=True, nogil=True, fastmath=False)
+def cm_graph_kernel(cm_c):
+    """CSR (``indptr``, ``indices``) of the symmetrised colour-mixture graph among unknown
+    pixels: ``i ~ j`` if either lists the other (``cm_c`` (n, k) int64: neighbour ids
+    among the unknown pixels, -1 for others); no self loops, each row's columns sorted
+    and unique (the pattern of scipy's ``g + g.T``)."""
+    n, k = cm_c.shape
+    # Who lists i (sorted: rows are visited in order) ...
+    iptr = np.zeros(n + 1, np.int64)
+    for r in range(n):
+        for j in range(k):
+            c = cm_c[r, j]
+            if c >= 0 and c != r:
+                iptr[c + 1] += 1
+    for i in range(n):
+        iptr[i + 1] += iptr[i]
+    fill = iptr[:-1].copy()
+    inc = np.empty(iptr[n], np.int64)
+    for r in range(n):
+        for j in range(k):
+            c = cm_c[r, j]
+            if c >= 0 and c != r:
+                inc[fill[c]] = r
+                fill[c] += 1
+    # ... merged with whom i lists (sorted by insertion: k is small), repeats dropped.
+    ptr = np.zeros(n + 1, np.int64)
+    idx = np.empty(2 * iptr[n], np.int64)
+    out = np.empty(k, np.int64)
+    pos = 0
+    for i in range(n):
+        m = 0
+        for j in range(k):
+            c = cm_c[i, j]
+            if c >= 0 and c != i:
+                t = m
+                while t > 0 and out[t - 1] > c:
+                    out[t] = out[t - 1]
+                    t -= 1
+                out[t] = c
+                m += 1
+        a, b, last = 0, iptr[i], -1
+        while a < m or b < iptr[i + 1]:
+            if b >= iptr[i + 1] or (a < m and out[a] <= inc[b]):
+                c = out[a]
+                a += 1
+            else:
+                c = inc[b]
+                b += 1
+            if c != last:
+                idx[pos] = c
+                pos += 1
+                last = c
+        ptr[i + 1] = pos
+    return ptr, idx[:pos].copy()
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False)
+def galerkin_kernel(agg, nc, s_ptr, s_idx, s_val, cm_c, cm_w, sigma, up, uq, uw, diag):
+    """CSR (``indptr``, ``indices``, ``data``) of ``T^T A T`` (see :class:`CoarseCorrection`)
+    from the fine lists, coarse row by coarse row with a dense accumulator (Gustavson).
+
+    ``agg`` (n,) aggregate of each unknown pixel, ``nc`` their count; ``s_*``: the local
+    operator among unknown pixels (CSR); ``cm_c`` (n, k) colour-mixture neighbour ids
+    among the unknown pixels (-1 otherwise) with weights ``cm_w``; ``up``, ``uq`` (E,)
+    intra-U edges as unknown ids (-1 for a known end) with weights ``uw``; ``diag`` (n,)
+    the diagonal added at each unknown pixel (intra-U degree plus shift).
+    """
+    n, k = cm_c.shape
+    # Members of each aggregate (counting sort).
+    mptr = np.zeros(nc + 1, np.int64)
+    for i in range(n):
+        mptr[agg[i] + 1] += 1
+    for a in range(nc):
+        mptr[a + 1] += mptr[a]
+    fill = mptr[:-1].copy()
+    members = np.empty(n, np.int64)
+    for i in range(n):
+        members[fill[agg[i]]] = i
+        fill[agg[i]] += 1
+    # Rows of M T (M = I - W on the colour-mixture rows): aggregates merged per row.
+    where = np.full(nc, -1, np.int64)
+    tptr = np.zeros(n + 1, np.int64)
+    tcol = np.empty(n * (k + 1), np.int64)
+    tval = np.empty(n * (k + 1), np.float64)
+    pos = 0
+    for r in range(n):
+        start = pos
+        for j in range(k + 1):
+            c = r if j == 0 else cm_c[r, j - 1]
+            if c < 0:
+                continue
+            v = 1.0 if j == 0 else -cm_w[r, j - 1]
+            a = agg[c]
+            if where[a] >= start:
+                tval[where[a]] += v
+            else:
+                where[a] = pos
+                tcol[pos] = a
+                tval[pos] = v
+                pos += 1
+        tptr[r + 1] = pos
+    # Its transpose: per aggregate, the rows r with an entry and the entry.
+    cptr = np.zeros(nc + 1, np.int64)
+    for e in range(pos):
+        cptr[tcol[e] + 1] += 1
+    for a in range(nc):
+        cptr[a + 1] += cptr[a]
+    fill = cptr[:-1].copy()
+    crow = np.empty(pos, np.int64)
+    cval = np.empty(pos, np.float64)
+    for r in range(n):
+        for e in range(tptr[r], tptr[r + 1]):
+            a = tcol[e]
+            crow[fill[a]] = r
+            cval[fill[a]] = tval[e]
+            fill[a] += 1
+    # Intra-U edges between unknown pixels, by the aggregate of either end.
+    eptr = np.zeros(nc + 1, np.int64)
+    for e in range(up.shape[0]):
+        if up[e] >= 0 and uq[e] >= 0:
+            eptr[agg[up[e]] + 1] += 1
+            eptr[agg[uq[e]] + 1] += 1
+    for a in range(nc):
+        eptr[a + 1] += eptr[a]
+    fill = eptr[:-1].copy()
+    eto = np.empty(eptr[nc], np.int64)
+    ew = np.empty(eptr[nc], np.float64)
+    for e in range(up.shape[0]):
+        if up[e] >= 0 and uq[e] >= 0:
+            a, b = agg[up[e]], agg[uq[e]]
+            eto[fill[a]] = b
+            ew[fill[a]] = uw[e]
+            fill[a] += 1
+            eto[fill[b]] = a
+            ew[fill[b]] = uw[e]
+            fill[b] += 1
+    # Coarse rows.
+    acc = np.zeros(nc, np.float64)
+    mark = np.full(nc, -1, np.int64)
+    touched = np.empty(nc, np.int64)
+    cap = 16 * nc + 16
+    ptr = np.zeros(nc + 1, np.int64)
+    idx = np.empty(cap, np.int64)
+    val = np.empty(cap, np.float64)
+    nnz = 0
+    for a in range(nc):
+        nt = 0
+        for m in range(mptr[a], mptr[a + 1]):
+            i = members[m]
+            for e in range(s_ptr[i], s_ptr[i + 1]):
+                b = agg[s_idx[e]]
+                if mark[b] != a:
+                    mark[b] = a
+                    acc[b] = 0.0
+                    touched[nt] = b
+                    nt += 1
+                acc[b] += s_val[e]
+            if mark[a] != a:
+                mark[a] = a
+                acc[a] = 0.0
+                touched[nt] = a
+                nt += 1
+            acc[a] += diag[i]
+        for e in range(cptr[a], cptr[a + 1]):
+            r = crow[e]
+            va = sigma * cval[e]
+            for f in range(tptr[r], tptr[r + 1]):
+                b = tcol[f]
+                if mark[b] != a:
+                    mark[b] = a
+                    acc[b] = 0.0
+                    touched[nt] = b
+                    nt += 1
+                acc[b] += va * tval[f]
+        for e in range(eptr[a], eptr[a + 1]):
+            b = eto[e]
+            if mark[b] != a:
+                mark[b] = a
+                acc[b] = 0.0
+                touched[nt] = b
+                nt += 1
+            acc[b] -= ew[e]
+        if nnz + nt > cap:
+            cap = 2 * (nnz + nt)
+            idx2 = np.empty(cap, np.int64)
+            val2 = np.empty(cap, np.float64)
+            idx2[:nnz] = idx[:nnz]
+            val2[:nnz] = val[:nnz]
+            idx, val = idx2, val2
+        cols = np.sort(touched[:nt])
+        for t in range(nt):
+            idx[nnz + t] = cols[t]
+            val[nnz + t] = acc[cols[t]]
+        nnz += nt
+        ptr[a + 1] = nnz
+    return ptr, idx[:nnz].copy(), val[:nnz].copy()
 
 
 class CoarseCorrection:
@@ -102,62 +292,64 @@ class CoarseCorrection:
 
     def __init__(self, op, nl, unknown: np.ndarray, shift: torch.Tensor):
         self.shape = unknown.shape
-        self.flat = np.flatnonzero(unknown.reshape(-1))
+        self.flat = np.flatnonzero(unknown.reshape(-1)).astype(np.int64)
         n = self.flat.size
         gid = np.full(unknown.size, -1, dtype=np.int64)
         gid[self.flat] = np.arange(n)
         cm_r = gid[nl.cm_rows.cpu().numpy()]
         cm_c = gid[nl.cm_index.cpu().numpy()]
         cm_w = nl.cm_w.detach().cpu().numpy().astype(np.float64)
-        m, k = cm_c.shape
 
-        # Aggregates on the symmetrised colour-mixture graph among unknown pixels (CSR
-        # straight from the lists, row by row: no COO sort).
-        edge = (cm_c >= 0) & (cm_c != cm_r[:, None])
-        indptr = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(edge.sum(1), out=indptr[1:])
-        g = sp.csr_matrix((np.ones(indptr[-1]), cm_c[edge], indptr), shape=(n, n))
         if not np.array_equal(cm_r, np.arange(n)):  # ifm_system: rows = unknown, in order
             raise RuntimeError("colour-mixture rows are not the unknown pixels in order")
-        self.agg, nc = aggregate((g + g.T).tocsr())
-        self.nc = nc
-        agg = self.agg
-        t = sp.csr_matrix((np.ones(n), agg, np.arange(n + 1)), shape=(n, nc))
-
-        # T^T op T from the stencil's CSR form.
-        s = stencil_to_csr(op, unknown).astype(np.float64)
-        ac = (t.T @ (s @ t)).tocsr()
-        # sigma_cm (M T)^T (M T): M = I - W on the colour-mixture rows, unknown columns
-        # (rows of M T as CSR with duplicate columns, which the products sum).
-        cols = np.concatenate([cm_r[:, None], cm_c], 1)
-        vals = np.concatenate([np.ones((m, 1)), -cm_w], 1)
-        keep = cols >= 0
-        mptr = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(keep.sum(1), out=mptr[1:])
-        mt = sp.csr_matrix((vals[keep], agg[cols[keep]], mptr), shape=(m, nc))
-        mt.sum_duplicates()
-        ac = ac + float(nl.sigma_cm) * (mt.T @ mt)
-        # Intra-U graph Laplacian: degrees (edges to known pixels included) minus the
-        # weights of edges between unknown pixels, summed per pair of aggregates.
+        cm_c = np.ascontiguousarray(cm_c, np.int64)
+        # Aggregates on the symmetrised colour-mixture graph among unknown pixels.
+        indptr, indices = cm_graph_kernel(cm_c)
+        self.agg = np.empty(n, dtype=np.int64)
+        self.nc = nc = int(aggregate_kernel(indptr, indices, self.agg))
+        # T^T A T in one pass over the fine lists: the local operator (its CSR form), the
+        # colour mixture sigma_cm (M T)^T (M T) (M = I - W on the colour-mixture rows,
+        # unknown columns; no M^T M), the intra-U Laplacian (degrees, edges to known
+        # pixels included, on the diagonal; weights of edges between unknown pixels off
+        # it) and the shift.
+        s = stencil_to_csr(op, unknown)
         up, uq = nl.uu_p.cpu().numpy(), nl.uu_q.cpu().numpy()
-        uw = nl.uu_w.detach().cpu().numpy().astype(np.float64)
+        uw = np.ascontiguousarray(nl.uu_w.detach().cpu().numpy(), np.float64)
         deg = np.bincount(up, uw, minlength=unknown.size)
         deg += np.bincount(uq, uw, minlength=unknown.size)
-        gp, gq = gid[up], gid[uq]
-        both = (gp >= 0) & (gq >= 0)
-        wc = sp.csr_matrix((uw[both], (agg[gp[both]], agg[gq[both]])), shape=(nc, nc))
-        diag = (
-            deg[self.flat] + shift.detach().cpu().numpy().astype(np.float64).reshape(-1)[self.flat]
-        )
-        ac = ac - wc - wc.T + sp.diags(np.bincount(agg, diag, minlength=nc))
+        shift_u = shift.detach().cpu().numpy().astype(np.float64).reshape(-1)[self.flat]
+        ptr, idx, val = galerkin_kernel(
+            self.agg, nc,
+            np.ascontiguousarray(s.indptr, np.int64), np.ascontiguousarray(s.indices, np.int64),
+            np.ascontiguousarray(s.data, np.float64),
+            cm_c, np.ascontiguousarray(cm_w, np.float64), float(nl.sigma_cm),
+            gid[up], gid[uq], uw, deg[self.flat] + shift_u,
+        )  # fmt: skip
+        self.matrix = ac = sp.csr_matrix((val, idx, ptr), shape=(nc, nc))  # T^T A T
         self.lu = spla.splu(ac.tocsc())
         probe = self.lu.solve(np.ones(nc))
         if not np.all(np.isfinite(probe)):
             raise RuntimeError("coarse matrix is singular")
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
-        ru = r.reshape(-1).numpy()[self.flat].astype(np.float64)
-        zc = self.lu.solve(np.bincount(self.agg, ru, minlength=self.nc))
-        out = np.zeros(r.numel(), dtype=np.float64)
-        out[self.flat] = zc[self.agg]
-        return torch.from_numpy(out.reshape(self.shape)).to(r.dtype)
+        ra = np.ascontiguousarray(r.reshape(-1).numpy())
+        rc = np.zeros(self.nc, np.float64)
+        restrict_kernel(ra, self.flat, self.agg, rc)
+        zc = self.lu.solve(rc)
+        out = np.zeros(r.numel(), dtype=ra.dtype)
+        prolong_kernel(zc, self.flat, self.agg, out)
+        return torch.from_numpy(out.reshape(self.shape))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False)
+def restrict_kernel(r, flat, agg, out):
+    """``out += T^T r`` (sums in float64): ``r`` on the grid, ``flat`` the unknown pixels."""
+    for i in range(flat.shape[0]):
+        out[agg[i]] += r[flat[i]]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False)
+def prolong_kernel(zc, flat, agg, out):
+    """``out = T zc`` at the unknown pixels (rounded to ``out``'s dtype)."""
+    for i in range(flat.shape[0]):
+        out[flat[i]] = zc[agg[i]]

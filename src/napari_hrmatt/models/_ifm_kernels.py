@@ -1,12 +1,14 @@
-"""Numba kernels of the information-flow model on CPU (windowed kNN, LLE weights,
-Bhattacharyya distances of the trimming, the non-local operator's product).
+"""Numba kernels of the information-flow model on CPU (windowed kNN, the colour-mixture and
+intra-U searches in one pass, LLE weights, Bhattacharyya distances of the trimming, the
+non-local operator's product).
 
 Private to :mod:`._knn`, :mod:`._trim` and :mod:`.ifm`, imported lazily on first use
 (``import numba`` costs about 0.6 s). Each kernel is the serial loop form of a torch
 formula kept for CUDA: the same numbers up to rounding (and the same neighbours up to
 ties in distance). Fixed dtypes: float32 features, float64 colours and statistics,
 int64 indices, C-contiguous arrays, so one compiled signature serves every call (the
-non-local product has two: float32 and float64 vectors).
+non-local product has two: float32 and float64 vectors, with int32 indices; int64 ones
+only past 2^31 pixels).
 """
 
 from __future__ import annotations
@@ -18,20 +20,40 @@ _JIT = {"cache": True, "nogil": True, "fastmath": False}
 
 
 @numba.njit(**_JIT)
-def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
+def candidate_runs_kernel(label, first, last):
+    """Per pixel ``(y, x)``: ``first[y, x]`` the first column ``>= x`` of row ``y`` holding
+    a candidate (``label > 0``; ``W`` if none), ``last[y, x]`` the last one ``<= x`` (-1)."""
+    h, w = label.shape
+    for y in range(h):
+        nxt = w
+        for x in range(w - 1, -1, -1):
+            if label[y, x] > 0:
+                nxt = x
+            first[y, x] = nxt
+        prv = -1
+        for x in range(w):
+            if label[y, x] > 0:
+                prv = x
+            last[y, x] = prv
+
+
+@numba.njit(**_JIT)
+def window_knn_kernel(feat, label, run0, run1, qpos, ngroups, k, radius, index, dist2):
     """k nearest candidates per query within the window (see ``_knn.window_knn``).
 
-    ``feat`` (D, H, W) float32; ``label`` (H, W) int8, 1 + group of a candidate, 0 for
-    none; ``qpos`` (N,) flat query positions in row-major order; ``index`` (G, N, k)
-    int64 filled with -1 and ``dist2`` (G, N, k) float32 filled with inf, written here.
-    Per window row, the squared distances to all its pixels are computed first (in
-    float64 from the float32 features: exact differences, a loop the compiler
-    vectorises), then the row is scanned and a candidate enters its group's sorted
-    buffer if it precedes the current k-th in the order (distance, flat index): equal
-    distances go to the earlier (row-major) pixel, as a stable sort would, whatever the
-    scan order. Rows are visited centre-out (the query's row, then one above, one
-    below, ...): near rows fill the buffer with good candidates early, so fewer later
-    candidates need inserting.
+    ``feat`` (D, H, W) float32; ``label`` (H, W) int8, 1 + group of a candidate, 0 for none;
+    ``run0``, ``run1`` (H, W) int32, the ``first`` and ``last`` arrays of
+    :func:`candidate_runs_kernel` (a window row is scanned only between its first and last
+    candidate, and skipped without any: sparse candidates, as the trimming's known pixels,
+    cost little); ``qpos`` (N,) flat query positions in row-major order; ``index`` (G, N, k)
+    int64 filled with -1 and ``dist2`` (G, N, k) float32 filled with inf, written here. Per
+    window row, the squared distances to all its pixels (candidates' span) are computed
+    first (in float64 from the float32 features: exact differences, a loop the compiler
+    vectorises), then the row is scanned and a candidate enters its group's sorted buffer if
+    it precedes the current k-th in the order (distance, flat index): equal distances go to
+    the earlier (row-major) pixel, as a stable sort would, whatever the scan order. Rows are
+    visited centre-out (the query's row, then one above, one below, ...): near rows fill the
+    buffer with good candidates early, so fewer later candidates need inserting.
     """
     d, h, w = feat.shape
     best = np.empty((ngroups, k), np.float64)
@@ -53,28 +75,35 @@ def window_knn_kernel(feat, label, qpos, ngroups, k, radius, index, dist2):
         lim = np.inf
         y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
         x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
-        m = x1 - x0
         for step in range(2 * radius + 1):
             cy = py + ((step + 1) // 2) * (1 if step % 2 == 0 else -1)
             if cy < y0 or cy >= y1:
                 continue
+            xa, xb = run0[cy, x0], run1[cy, x1 - 1] + 1  # candidates in [xa, xb)
+            if xa >= xb:
+                continue
+            m = xb - xa
             for i in range(m):
                 row[i] = 0.0
             for t in range(d):
                 ft = fq[t]
                 for i in range(m):
-                    diff = np.float64(feat[t, cy, x0 + i]) - ft
+                    diff = np.float64(feat[t, cy, xa + i]) - ft
                     row[i] += diff * diff
             cnt = 0  # a vectorised count first: most rows have no pixel within lim
             for i in range(m):
                 cnt += row[i] <= lim
             if cnt == 0:
                 continue
+            lim0 = lim
             for i in range(m):
+                if cnt == 0:  # every pixel counted has been seen
+                    break
                 dd = row[i]
-                if dd > lim:  # no group's buffer would take it
+                if dd > lim0:  # no group's buffer would take it
                     continue
-                cx = x0 + i
+                cnt -= 1
+                cx = xa + i
                 g = label[cy, cx] - 1
                 if g < 0 or (cy == py and cx == px):
                     continue
@@ -243,3 +272,131 @@ def nonlocal_apply_kernel(x, sigma_cm, cm_rows, cm_index, cm_w, uu_p, uu_q, uu_w
         acc[q] -= dd
     for i in range(x.shape[0]):
         out[i] = acc[i]
+
+
+@numba.njit(**_JIT)
+def _push(best, arg, k, dd, c):
+    """Insert candidate ``c`` at squared distance ``dd`` into the sorted buffer
+    ``best``/``arg`` (order: distance, then flat index) if it precedes the k-th entry."""
+    last = arg[k - 1]
+    if dd > best[k - 1] or (dd == best[k - 1] and last >= 0 and c > last):
+        return
+    j = k - 1
+    while j > 0 and (best[j - 1] > dd or (best[j - 1] == dd and arg[j - 1] > c)):
+        best[j] = best[j - 1]
+        arg[j] = arg[j - 1]
+        j -= 1
+    best[j] = dd
+    arg[j] = c
+
+
+@numba.njit(**_JIT)
+def cm_uu_knn_kernel(col, pos, unknown, qpos, radius, cm_index, cm_dist2, uu_index, uu_dist2):
+    """The colour-mixture and intra-U searches of ifm in one pass over the window.
+
+    Both search the same window of every query for the nearest pixels in
+    ``[colour, y / s_g, x / s_g]``: the colour-mixture one (g = 0) among all pixels, the
+    intra-U one (g = 1) among ``unknown`` pixels. ``col`` (C, H, W) float32 colours;
+    ``pos`` (4, max(H, W)) float32: ``pos[2 g]`` the row and ``pos[2 g + 1]`` the column
+    coordinate of search ``g`` (positions are separable, so a row's ``dy^2`` is one
+    number and a column's ``dx^2`` is computed once per query). Each candidate's colour
+    distance is computed once and feeds both buffers. The squared distances are the
+    very sums of :func:`window_knn_kernel` on the stacked features (float64, channels
+    in the same order: colours, y, x), so the neighbours are the same, ties included
+    (distance, then flat index). A row is skipped for a search when its ``dy^2``
+    alone exceeds that search's current k-th distance (no candidate of it could enter).
+    ``unknown`` (H, W) bool; ``qpos`` (N,) int64 flat query positions, row-major;
+    ``cm_index`` (N, k_cm) / ``uu_index`` (N, k_uu) int64 and ``cm_dist2`` / ``uu_dist2``
+    float32 of the same shapes (k >= 1), written here (-1 and inf where missing).
+    """
+    c, h, w = col.shape
+    k_cm, k_uu = cm_index.shape[1], uu_index.shape[1]
+    best_c = np.empty(k_cm, np.float64)
+    arg_c = np.empty(k_cm, np.int64)
+    best_u = np.empty(k_uu, np.float64)
+    arg_u = np.empty(k_uu, np.int64)
+    fq = np.empty(c, np.float64)
+    span = 2 * radius + 1
+    row = np.empty(span, np.float64)
+    dx_c = np.empty(span, np.float64)
+    dx_u = np.empty(span, np.float64)
+    for n in range(qpos.shape[0]):
+        p = qpos[n]
+        py = p // w
+        px = p - py * w
+        for t in range(c):
+            fq[t] = col[t, py, px]
+        for j in range(k_cm):
+            best_c[j] = np.inf
+            arg_c[j] = -1
+        for j in range(k_uu):
+            best_u[j] = np.inf
+            arg_u[j] = -1
+        y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
+        x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
+        m = x1 - x0
+        xc, xu = np.float64(pos[1, px]), np.float64(pos[3, px])
+        for i in range(m):
+            d = np.float64(pos[1, x0 + i]) - xc
+            dx_c[i] = d * d
+            d = np.float64(pos[3, x0 + i]) - xu
+            dx_u[i] = d * d
+        yc, yu = np.float64(pos[0, py]), np.float64(pos[2, py])
+        for step in range(span):
+            cy = py + ((step + 1) // 2) * (1 if step % 2 == 0 else -1)
+            if cy < y0 or cy >= y1:
+                continue
+            d = np.float64(pos[0, cy]) - yc
+            dy_c = d * d
+            d = np.float64(pos[2, cy]) - yu
+            dy_u = d * d
+            do_c = dy_c <= best_c[k_cm - 1]
+            do_u = dy_u <= best_u[k_uu - 1]
+            if not (do_c or do_u):
+                continue
+            for i in range(m):
+                row[i] = 0.0
+            for t in range(c):
+                ft = fq[t]
+                for i in range(m):
+                    diff = np.float64(col[t, cy, x0 + i]) - ft
+                    row[i] += diff * diff
+            if do_c:
+                lim = best_c[k_cm - 1]
+                cnt = 0
+                for i in range(m):
+                    cnt += (row[i] + dy_c) + dx_c[i] <= lim
+                if cnt > 0:  # scan until the cnt pixels counted are seen
+                    for i in range(m):
+                        dd = (row[i] + dy_c) + dx_c[i]
+                        if dd > lim:
+                            continue
+                        cx = x0 + i
+                        if not (dd > best_c[k_cm - 1] or (cy == py and cx == px)):
+                            _push(best_c, arg_c, k_cm, dd, cy * w + cx)
+                        cnt -= 1
+                        if cnt == 0:
+                            break
+            if do_u:
+                lim = best_u[k_uu - 1]
+                cnt = 0  # vectorised first: once the buffer is full, most rows add nothing
+                for i in range(m):
+                    cnt += (row[i] + dy_u) + dx_u[i] <= lim
+                if cnt == 0:
+                    continue
+                for i in range(m):
+                    dd = (row[i] + dy_u) + dx_u[i]
+                    if dd > lim:
+                        continue
+                    cx = x0 + i
+                    if unknown[cy, cx] and not (dd > best_u[k_uu - 1] or (cy == py and cx == px)):
+                        _push(best_u, arg_u, k_uu, dd, cy * w + cx)
+                    cnt -= 1
+                    if cnt == 0:
+                        break
+        for j in range(k_cm):
+            cm_index[n, j] = arg_c[j]
+            cm_dist2[n, j] = best_c[j]
+        for j in range(k_uu):
+            uu_index[n, j] = arg_u[j]
+            uu_dist2[n, j] = best_u[j]

@@ -25,7 +25,7 @@ import torch
 
 from .._kernel_choice import numba_wanted
 
-__all__ = ["window_knn", "lle_weights", "use_numba"]
+__all__ = ["window_knn", "cm_uu_knn", "lle_weights", "use_numba"]
 
 #: ``"auto"``: numba kernels for CPU tensors, torch for CUDA; ``"torch"``: torch always.
 #: The default follows ``HRMATT_KERNELS`` (:mod:`.._kernel_choice`).
@@ -140,7 +140,7 @@ def window_knn(
 
 
 def _window_knn_numba(feat, qpos, groups, k, radius):
-    from ._ifm_kernels import window_knn_kernel
+    from ._ifm_kernels import candidate_runs_kernel, window_knn_kernel
 
     d, h, w = feat.shape
     label = np.zeros((h, w), np.int8)
@@ -151,10 +151,67 @@ def _window_knn_numba(feat, qpos, groups, k, radius):
     index = np.full((ng, n, k), -1, np.int64)
     dist2 = np.full((ng, n, k), np.inf, np.float32)
     qp = np.ascontiguousarray(qpos.cpu().numpy(), np.int64)
-    window_knn_kernel(f, label, qp, ng, k, radius, index, dist2)
+    first, last = np.empty((h, w), np.int32), np.empty((h, w), np.int32)
+    candidate_runs_kernel(label, first, last)
+    window_knn_kernel(f, label, first, last, qp, ng, k, radius, index, dist2)
     return [
         (torch.from_numpy(index[g]), torch.from_numpy(dist2[g]).to(feat.dtype)) for g in range(ng)
     ]
+
+
+def cm_uu_knn(feat_cm, feat_uu, unknown, k_cm, k_uu, radius, *, backend=None):
+    """The colour-mixture and intra-U searches of ifm, in one pass where possible.
+
+    Equal to ``window_knn(feat_cm, unknown, all pixels, k_cm, radius)`` and
+    ``window_knn(feat_uu, unknown, unknown, k_uu, radius)`` (the same neighbours, ties
+    included, and distances), returned as the pair of their results. On CPU (numba), when
+    both feature stacks are ``[colour, y, x]`` with the same colours and separable
+    positions (row ``y`` depends on the row only, ``x`` on the column only: the case of
+    ifm's features), one kernel visits every window once and computes each candidate's
+    colour distance once for both searches
+    (:func:`._ifm_kernels.cm_uu_knn_kernel`); otherwise (CUDA, torch backend, other
+    features) the two searches run one after the other.
+    """
+    if use_numba(feat_cm, backend) and min(k_cm, k_uu) > 0 and _fusable(feat_cm, feat_uu):
+        from ._ifm_kernels import cm_uu_knn_kernel
+
+        c = feat_cm.shape[0] - 2
+        h, w = unknown.shape
+        col = np.ascontiguousarray(feat_cm[:c].detach().numpy(), np.float32)
+        pos = np.zeros((4, max(h, w)), np.float32)
+        for g, f in enumerate((feat_cm, feat_uu)):
+            pos[2 * g, :h] = f[c, :, 0].numpy()
+            pos[2 * g + 1, :w] = f[c + 1, 0, :].numpy()
+        unk = np.ascontiguousarray(unknown.numpy(), bool)
+        qpos = np.flatnonzero(unk.reshape(-1)).astype(np.int64)
+        n = qpos.size
+        out = []
+        for k in (k_cm, k_uu):
+            out += [np.full((n, k), -1, np.int64), np.full((n, k), np.inf, np.float32)]
+        cm_uu_knn_kernel(col, pos, unk, qpos, radius, *out)
+        pairs = [(torch.from_numpy(out[i]), torch.from_numpy(out[i + 1])) for i in (0, 2)]
+        return [(i, d.to(feat_cm.dtype)) for i, d in pairs]
+    everything = torch.ones_like(unknown)
+    return [
+        window_knn(feat_cm, unknown, everything, k_cm, radius, backend=backend),
+        window_knn(feat_uu, unknown, unknown, k_uu, radius, backend=backend),
+    ]
+
+
+def _fusable(feat_cm, feat_uu) -> bool:
+    """Float32 ``[colour, y, x]`` stacks of one image with the same colours and separable
+    positions (what :func:`cm_uu_knn`'s kernel assumes)."""
+    if feat_cm.shape != feat_uu.shape or feat_cm.shape[0] < 3:
+        return False
+    if feat_cm.dtype != torch.float32 or feat_uu.dtype != torch.float32:
+        return False
+    c = feat_cm.shape[0] - 2
+    if not torch.equal(feat_cm[:c], feat_uu[:c]):
+        return False
+    return all(
+        bool((f[c] == f[c, :, :1]).all()) and bool((f[c + 1] == f[c + 1, :1, :]).all())
+        for f in (feat_cm, feat_uu)
+    )
 
 
 def lle_weights(

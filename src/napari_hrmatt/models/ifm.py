@@ -56,7 +56,7 @@ import torch
 from .._blocks import cut_ring
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
 from ._ifm_knn import KNN_KERNELS
-from ._knn import lle_weights, use_numba, window_knn
+from ._knn import cm_uu_knn, lle_weights, use_numba, window_knn
 from ._stencil import Multigrid, cg, crop_to_unknown, restrict_to_unknown
 from ._trim import check_trim_options, trim_array, trim_reach
 from .closed_form import _cf_stencil
@@ -86,12 +86,14 @@ class _NonLocal:
         self._mats = {}
         self._numba = None
         if use_numba(cm_w, backend):
-            # CPU: one fused gather / scatter kernel (weights kept in float64).
+            # CPU: one fused gather / scatter kernel (weights kept in float64; int32
+            # indices: a quarter less memory traffic per product than int64).
+            ix = np.int32 if n < 2**31 else np.int64
             self._numba = tuple(
                 np.ascontiguousarray(t.numpy(), dtype)
                 for t, dtype in (
-                    (cm_rows, np.int64), (cm_index, np.int64), (cm_w, np.float64),
-                    (self.uu_p, np.int64), (self.uu_q, np.int64), (self.uu_w, np.float64),
+                    (cm_rows, ix), (cm_index, ix), (cm_w, np.float64),
+                    (self.uu_p, ix), (self.uu_q, ix), (self.uu_w, np.float64),
                 )
             )  # fmt: skip
             return
@@ -209,13 +211,16 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
     )
     xy = torch.stack([yy, xx]) / opts["xy_scale"]
     colour = image.reshape(c, -1)
-    everything = torch.ones_like(unknown)
     rows = torch.nonzero(unknown.reshape(-1)).squeeze(1)
     search, search_known = opts["search"], opts["search_known"]
 
     # Colour mixture: LLE weights over the k_cm nearest pixels in [colour, xy].
     feat = torch.cat([image, xy]).float()
-    cm_index, _ = window_knn(feat, unknown, everything, opts["k_cm"], search)
+    # The intra-U search below (position down-weighted 20x) runs in the same pass.
+    feat_u = torch.cat([image, xy / 20]).float()
+    (cm_index, _), (uu_index, _) = cm_uu_knn(
+        feat, feat_u, unknown, opts["k_cm"], opts["k_uu"], search
+    )
     cm_w = lle_weights(colour, cm_index, rows, opts["lle_reg"])
     cm_index = _valid(cm_index, rows)
 
@@ -237,8 +242,6 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
         alpha_ku[rows] = wf.sum(1).clamp(0, 1) * has_both
 
     # Intra unknown: k_uu nearest unknown pixels, position down-weighted 20x.
-    feat_u = torch.cat([image, xy / 20]).float()
-    uu_index, _ = window_knn(feat_u, unknown, unknown, opts["k_uu"], search)
     ok = uu_index >= 0
     uu_index = _valid(uu_index, rows)
     fq = torch.cat([image, xy / 20]).reshape(c + 2, -1)
@@ -345,7 +348,7 @@ _POSITIVE_INT = ("k_cm", "k_ku", "k_uu", "k_knn", "radius", "maxiter")
 _NONNEGATIVE = (
     "sigma_cm", "sigma_ku", "sigma_uu", "sigma_knn", "knn_xy", "sigma_l", "prior", "precond_diag"
 )  # fmt: skip
-_POSITIVE = ("eps", "lle_reg", "xy_scale", "tol")
+_POSITIVE = ("eps", "lle_reg", "xy_scale", "tol", "patch_tol_scale")
 
 
 class InformationFlowModel:
@@ -406,6 +409,11 @@ class InformationFlowModel:
         aggregates of the colour-mixture neighbour graph (:mod:`._ifm_coarse`, CPU only;
         on CUDA ``"none"`` is used): about half the CG iterations, 5-20 % less CPU time on
         GT04 at 3 / 0.5 MP, more memory (docs/ifm.md); ``"none"``: the V-cycle alone.
+    patch_tol_scale : float
+        The patch pass's block solves (``refine``), which start from the global alpha,
+        stop at a relative residual of ``patch_tol_scale * tol``: 10 (3e-4) by the cost
+        rule on the dev HR composites (CPU -12 / -14 %, SAD and Grad +0.1 / +0.3 %,
+        docs/ifm.md); 1: the global pass's tolerance.
     """
 
     name = "ifm"
@@ -437,6 +445,7 @@ class InformationFlowModel:
         trim_search=20,
         trim_reg=1e-4,
         coarse="cm",
+        patch_tol_scale=10.0,
         sigma_knn=0.001,
         k_knn=10,
         knn_xy=0.02,
@@ -484,9 +493,10 @@ class InformationFlowModel:
         """``trimap`` after trimming (a copy); unchanged with ``trim="none"``."""
         return trim_array(image, trimap, self.opts, self.device)
 
-    def _solve(self, image, trimap, alpha, *, prior=0.0, whole=False):
+    def _solve(self, image, trimap, alpha, *, prior=0.0, opts=None, whole=False):
         """Solve the crop around the unknown pixels of ``trimap``; ``alpha`` holds knowns.
         ``whole``: the global pass (the KNN flow searches the whole crop, not a window)."""
+        opts = dict(self.opts if opts is None else opts, knn_whole=whole)
         box = crop_to_unknown(trimap == UNKNOWN, self._margin())
         if box is None:
             return alpha
@@ -494,7 +504,6 @@ class InformationFlowModel:
         im = im.to(device=self.device, dtype=torch.float64)
         t = torch.as_tensor(np.ascontiguousarray(trimap[box])).to(self.device)
         x = torch.as_tensor(alpha[box], dtype=torch.float64, device=self.device)
-        opts = dict(self.opts, knn_whole=whole)
         x, _ = solve_ifm(im, t, x, opts, prior=prior, target=x, dtype=self.dtype)
         alpha[box] = x.clamp_(0, 1).cpu().numpy()
         return alpha
@@ -514,7 +523,12 @@ class InformationFlowModel:
         alpha = np.where(trimap == UNKNOWN, coarse, trimap / 255.0).astype(np.float64)
         ring &= trimap == UNKNOWN
         trimap[ring] = _PINNED
-        return self._solve(image, trimap, alpha, prior=self.prior).astype(np.float32)
+        alpha = self._solve(image, trimap, alpha, prior=self.prior, opts=self._patch_opts())
+        return alpha.astype(np.float32)
+
+    def _patch_opts(self) -> dict:
+        """The options of a block's solve: ``tol`` times ``patch_tol_scale``."""
+        return dict(self.opts, tol=self.opts["tol"] * self.opts["patch_tol_scale"])
 
     def overlap(self, factor: int) -> int:
         """Overlap for seam-free stitching, derived from the solver's reach.

@@ -1,0 +1,156 @@
+"""ifm's fused CPU kernels against what they replaced: the one-pass colour-mixture +
+intra-U search against the two window searches and brute force (ties included), the
+window search with sparse candidates, and the numba coarse set-up against the scipy
+products it replaced."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from napari_hrmatt.models._knn import cm_uu_knn, window_knn
+from napari_hrmatt.models.ifm import InformationFlowModel, solve_ifm
+
+from .conftest import make_scene
+from .test_ifm import _brute_knn
+
+
+def test_window_knn_numba_with_sparse_candidates():
+    """Window rows without candidates are skipped and scanned only between their first and
+    last candidate (the trimming's known pixels): still the brute-force neighbours."""
+    rng = np.random.default_rng(11)
+    feat = rng.random((3, 16, 21))
+    candidate = np.zeros((16, 21), bool)
+    candidate[:, :3] = True  # a known band at the left
+    candidate[5:7, 14] = True  # and a few isolated pixels
+    candidate[12, 19] = True
+    query = ~candidate
+    index, _ = window_knn(
+        torch.as_tensor(feat), torch.as_tensor(query), [torch.as_tensor(candidate)], 3, 4,
+        backend="auto",
+    )[0]  # fmt: skip
+    expected = _brute_knn(feat, query, candidate, 3, 4)
+    assert (expected == -1).all(1).any() and (expected >= 0).all(1).any()
+    np.testing.assert_array_equal(index.numpy(), expected)
+
+
+def _cm_uu_features(colour, scale):
+    """ifm's two search features (float32): [colour, y/s, x/s] and [colour, y/20s, x/20s]."""
+    h, w = colour.shape[1:]
+    yy, xx = np.mgrid[:h, :w]
+    xy = np.stack([yy, xx]).astype(np.float64) / scale
+    return [torch.as_tensor(np.concatenate([colour, xy / f])).float() for f in (1.0, 20.0)]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("radius", [2, 4])
+def test_fused_cm_uu_search_equals_separate_searches(radius, ties):
+    """The one-pass colour-mixture + intra-U search == the two window searches (numba and
+    torch) == brute force; with integer colours there are many exact ties in distance."""
+    rng = np.random.default_rng(10 + radius + 2 * ties)
+    colour = rng.integers(0, 3, (3, 12, 15)) / 2.0 if ties else rng.random((3, 12, 15))
+    unknown = rng.random((12, 15)) < 0.45
+    f_cm, f_uu = _cm_uu_features(colour, 4.0 if ties else 7.0)  # 4: exact positions
+    u = torch.as_tensor(unknown)
+    (cm, cm_d), (uu, uu_d) = cm_uu_knn(f_cm, f_uu, u, 6, 4, radius, backend="auto")
+    if ties:  # equal distances within a buffer, in both searches
+        for d in (cm_d, uu_d):
+            d = d.numpy()
+            assert ((d[:, 1:] == d[:, :-1]) & np.isfinite(d[:, 1:])).any()
+    everything = np.ones_like(unknown)
+    np.testing.assert_array_equal(
+        cm.numpy(), _brute_knn(f_cm.double().numpy(), unknown, everything, 6, radius)
+    )
+    np.testing.assert_array_equal(
+        uu.numpy(), _brute_knn(f_uu.double().numpy(), unknown, unknown, 4, radius)
+    )
+    # torch's product form rounds distances in float32: compared where there are no ties.
+    for backend in ("auto",) if ties else ("auto", "torch"):
+        sep = [
+            window_knn(f_cm, u, torch.ones_like(u), 6, radius, backend=backend),
+            window_knn(f_uu, u, u, 4, radius, backend=backend),
+        ]
+        for (index, dist2), (i2, d2) in zip(((cm, cm_d), (uu, uu_d)), sep, strict=True):
+            np.testing.assert_array_equal(index.numpy(), i2.numpy())
+            if backend == "auto":  # the same float64 sums, stored in float32
+                np.testing.assert_array_equal(dist2.numpy(), d2.numpy())
+    # Not fusable (positions not separable): the two searches, same result.
+    f_bad = f_uu.clone()
+    f_bad[3, 0, 0] += 1
+    (c2, _), (u2, _) = cm_uu_knn(f_cm, f_bad, u, 6, 4, radius, backend="auto")
+    np.testing.assert_array_equal(c2.numpy(), cm.numpy())
+    expected = window_knn(f_bad, u, u, 4, radius, backend="auto")[0]
+    np.testing.assert_array_equal(u2.numpy(), expected.numpy())
+
+
+def _galerkin_scipy(op, nl, unknown, shift):
+    """The coarse set-up as first written (scipy.sparse products), the reference of
+    ``CoarseCorrection``'s one-pass kernels: aggregates and ``T^T A T``."""
+    from napari_hrmatt.models._aggregation import stencil_to_csr
+    from napari_hrmatt.models._ifm_coarse import aggregate_kernel
+
+    flat = np.flatnonzero(unknown.reshape(-1))
+    n = flat.size
+    gid = np.full(unknown.size, -1, dtype=np.int64)
+    gid[flat] = np.arange(n)
+    cm_r, cm_c = gid[nl.cm_rows.numpy()], gid[nl.cm_index.numpy()]
+    cm_w = nl.cm_w.numpy().astype(np.float64)
+    m = cm_c.shape[0]
+    edge = (cm_c >= 0) & (cm_c != cm_r[:, None])
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(edge.sum(1), out=indptr[1:])
+    g = sp.csr_matrix((np.ones(indptr[-1]), cm_c[edge], indptr), shape=(n, n))
+    g = (g + g.T).tocsr()
+    # Sorted rows: main's code took scipy's merge order, so pass 2 of the aggregation
+    # (a left-over pixel joins its first neighbouring aggregate) could pick another one.
+    g.sort_indices()
+    agg = np.empty(n, np.int64)
+    nc = int(aggregate_kernel(g.indptr.astype(np.int64), g.indices.astype(np.int64), agg))
+    t = sp.csr_matrix((np.ones(n), agg, np.arange(n + 1)), shape=(n, nc))
+    s = stencil_to_csr(op, unknown).astype(np.float64)
+    ac = (t.T @ (s @ t)).tocsr()
+    cols = np.concatenate([cm_r[:, None], cm_c], 1)
+    vals = np.concatenate([np.ones((m, 1)), -cm_w], 1)
+    keep = cols >= 0
+    mptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(keep.sum(1), out=mptr[1:])
+    mt = sp.csr_matrix((vals[keep], agg[cols[keep]], mptr), shape=(m, nc))
+    ac = ac + float(nl.sigma_cm) * (mt.T @ mt)
+    up, uq, uw = nl.uu_p.numpy(), nl.uu_q.numpy(), nl.uu_w.numpy().astype(np.float64)
+    deg = np.bincount(up, uw, minlength=unknown.size) + np.bincount(uq, uw, minlength=unknown.size)
+    gp, gq = gid[up], gid[uq]
+    both = (gp >= 0) & (gq >= 0)
+    wc = sp.csr_matrix((uw[both], (agg[gp[both]], agg[gq[both]])), shape=(nc, nc))
+    diag = deg[flat] + shift.numpy().astype(np.float64).reshape(-1)[flat]
+    ac = ac - wc - wc.T + sp.diags(np.bincount(agg, diag, minlength=nc))
+    return agg, nc, ac
+
+
+@pytest.mark.parametrize("prior", [0.0, 0.05])
+def test_coarse_setup_kernels_equal_the_scipy_setup(prior, monkeypatch):
+    """The one-pass numba set-up gives the aggregates and the coarse matrix of the scipy
+    products it replaced (the reference above), on a scene with known neighbours in the
+    colour-mixture lists and repeated aggregates in a row."""
+    from napari_hrmatt.models import _ifm_coarse
+
+    built = []
+
+    class Recording(_ifm_coarse.CoarseCorrection):
+        def __init__(self, *args):
+            super().__init__(*args)
+            # The reference now: solve_ifm turns nl's weights to float32 after the set-up.
+            built.append((self, _galerkin_scipy(*args)))
+
+    monkeypatch.setattr(_ifm_coarse, "CoarseCorrection", Recording)
+    image, trimap, _ = make_scene(48, 56, seed=3)
+    opts = InformationFlowModel(search=6, xy_scale=40.0, trim="none").opts
+    im = torch.as_tensor(np.moveaxis(image, -1, 0).copy(), dtype=torch.float64)
+    u = trimap == 128
+    x = torch.as_tensor(np.where(u, 0.5, trimap / 255.0))
+    solve_ifm(im, torch.as_tensor(trimap), x, opts, prior=prior, target=x)
+    ((cc, (agg, nc, ac)),) = built
+    assert 1 < nc < u.sum() // 4
+    np.testing.assert_array_equal(cc.agg, agg)
+    assert cc.nc == nc
+    diff = abs(cc.matrix - ac).max()
+    assert diff <= 1e-12 * abs(ac).max()  # the same sums in another order

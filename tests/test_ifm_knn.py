@@ -1,0 +1,82 @@
+"""The KNN-matting flow of ifm (``sigma_knn``, models/_ifm_knn.py): its matrix against a
+direct dense construction, the whole-image k-d tree search against brute force, chunked ==
+whole with the flow on (the solve against scipy's spsolve with it: tests/test_ifm.py)."""
+
+import numpy as np
+import pytest
+
+from napari_hrmatt import estimate_alpha
+from napari_hrmatt.models import get_model
+
+from .test_ifm import TIGHT, _brute_knn, _features, _system, tiny  # noqa: F401 (fixture)
+
+
+@pytest.mark.parametrize("kernel", ["binary", "kernel"])
+@pytest.mark.parametrize("knn_whole", [False, True])
+def test_knn_flow_matches_dense(tiny, knn_whole, kernel):  # noqa: F811 (the fixture)
+    """The KNN-matting flow: k_knn nearest pixels (any label) in [colour, knn_xy xy / s],
+    whole image (global pass) or the ``search`` window (blocks), Laplacian of W + W^T."""
+    image, trimap = tiny
+    options = {"sigma_knn": 0.3, "k_knn": 4, "knn_xy": 0.5, "knn_kernel": kernel}
+    (_, nl, _, _), opts = _system(
+        image, trimap, knn_whole=knn_whole, sigma_cm=0.0, sigma_uu=0.0, **options
+    )
+    feat = _features(image, opts["xy_scale"], 0.5)
+    flat = feat.reshape(5, -1).T
+    unknown = trimap == 128
+    radius = 10_000 if knn_whole else opts["search"]
+    nbs = _brute_knn(feat, unknown, np.ones_like(unknown), 4, radius)
+    w = np.zeros((trimap.size, trimap.size))
+    for p, nb in zip(np.flatnonzero(unknown), nbs, strict=True):
+        for q in nb[nb >= 0]:
+            d = np.sqrt(((flat[p] - flat[q]) ** 2).sum())
+            w[p, q] = 0.3 * (max(1 - d / np.sqrt(5), 0) if kernel == "kernel" else 1.0)
+    sym = w + w.T
+    assert (sym[np.ix_(unknown.ravel(), ~unknown.ravel())] > 0).any()  # edges to known pixels
+    np.testing.assert_allclose(nl.dense(), np.diag(sym.sum(1)) - sym, atol=1e-9)
+
+
+def test_knn_tree_search_matches_brute_force(monkeypatch):
+    """The whole-image search (k-d tree): the k nearest others in (distance, index) order,
+    the query itself left out even among exact duplicates; a tie at the k-th place may go
+    to either pixel (the tree's choice), so there only the distances are compared."""
+    from napari_hrmatt.models import _ifm_knn
+    from napari_hrmatt.models._ifm_knn import _tree_knn
+
+    monkeypatch.setattr(_ifm_knn, "_BATCH", 50)  # several batches
+    rng = np.random.default_rng(3)
+    points = rng.random((300, 5))
+    points[200:210] = points[100:110]  # exact duplicates: distance 0 to another pixel
+    points[250:260] = np.round(points[250:260], 1)  # near-ties
+    queries = np.union1d(rng.choice(300, 120, replace=False), np.arange(100, 110))
+    got = _tree_knn(points, queries, 6)
+    exact = 0
+    for q, row in zip(queries, got, strict=True):
+        d = ((points - points[q]) ** 2).sum(1)
+        d[q] = np.inf
+        expected = np.lexsort((np.arange(300), d))[:7]
+        assert q not in row
+        np.testing.assert_allclose(d[row], d[expected[:6]], rtol=0, atol=1e-15)
+        if d[expected[5]] < d[expected[6]]:  # no tie at the boundary: the same pixels
+            np.testing.assert_array_equal(row, expected[:6])
+            exact += 1
+    assert exact > 100
+    few = _tree_knn(points[:4], np.arange(4), 6)  # fewer points than k + 1
+    assert (few[:, 3:] == -1).all() and (few[:, :3] >= 0).all()
+
+
+def test_chunked_equals_whole_with_knn_flow(scene):
+    """The KNN flow searches the ``search`` window in the blocks: the derived overlap (not
+    grown by it) still gives chunked == whole (the global pass, whole-image search, is
+    shared by both)."""
+    image, trimap, _ = scene
+    opts = {**TIGHT, "sigma_knn": 0.01, "knn_xy": 0.1}
+    assert get_model("ifm", "cpu", **opts).overlap(4) == 24
+    run = {"model": "ifm", "global_size": 800, "model_options": opts}
+    whole = estimate_alpha(image, trimap, chunks=10_000, **run)
+    diff = np.abs(estimate_alpha(image, trimap, chunks=37, **run) - whole)
+    assert diff.mean() < 3e-3
+    assert diff.max() < 0.15
+    plain = estimate_alpha(image, trimap, chunks=10_000, model="ifm", global_size=800,
+                           model_options={**TIGHT, "sigma_knn": 0.0})  # fmt: skip
+    assert np.abs(plain - whole).mean() > 1e-3  # the flow is on

@@ -390,6 +390,7 @@ def test_too_small_overlap_shows_seams(scene, whole, overlap):
         ({"k_knn": 0}, "k_knn must be an integer >= 1"),
         ({"knn_xy": "near"}, "knn_xy must be a number >= 0"),
         ({"knn_kernel": "soft"}, "knn_kernel must be one of \\('binary', 'kernel'\\), got 'soft'"),
+        ({"knn_patch": "on"}, "knn_patch must be one of \\('window', 'off'\\), got 'on'"),
     ],
 )
 def test_bad_options_are_one_clear_error(options, message):

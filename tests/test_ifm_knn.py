@@ -65,18 +65,23 @@ def test_knn_tree_search_matches_brute_force(monkeypatch):
     assert (few[:, 3:] == -1).all() and (few[:, :3] >= 0).all()
 
 
-def test_chunked_equals_whole_with_knn_flow(scene):
-    """The KNN flow searches the ``search`` window in the blocks: the derived overlap (not
-    grown by it) still gives chunked == whole (the global pass, whole-image search, is
-    shared by both)."""
+@pytest.mark.parametrize("knn_patch", ["window", "off"])
+def test_chunked_equals_whole_with_knn_flow(scene, knn_patch):
+    """With ``knn_patch="window"`` the KNN flow searches the ``search`` window in the
+    blocks, with ``"off"`` the blocks leave it out: either way the derived overlap (not
+    grown by it) gives chunked == whole (the global pass, whole-image search, is shared
+    by both)."""
     image, trimap, _ = scene
-    opts = {**TIGHT, "sigma_knn": 0.01, "knn_xy": 0.1}
-    assert get_model("ifm", "cpu", **opts).overlap(4) == 24
+    opts = {**TIGHT, "sigma_knn": 0.01, "knn_xy": 0.1, "knn_patch": knn_patch}
+    model = get_model("ifm", "cpu", **opts)
+    assert model.overlap(4) == 24
+    assert model._patch_opts()["sigma_knn"] == (0.01 if knn_patch == "window" else 0.0)
     run = {"model": "ifm", "global_size": 800, "model_options": opts}
     whole = estimate_alpha(image, trimap, chunks=10_000, **run)
     diff = np.abs(estimate_alpha(image, trimap, chunks=37, **run) - whole)
     assert diff.mean() < 3e-3
     assert diff.max() < 0.15
-    plain = estimate_alpha(image, trimap, chunks=10_000, model="ifm", global_size=800,
-                           model_options={**TIGHT, "sigma_knn": 0.0})  # fmt: skip
-    assert np.abs(plain - whole).mean() > 1e-3  # the flow is on
+    if knn_patch == "window":
+        plain = estimate_alpha(image, trimap, chunks=10_000, model="ifm", global_size=800,
+                               model_options={**TIGHT, "sigma_knn": 0.0})  # fmt: skip
+        assert np.abs(plain - whole).mean() > 1e-3  # the flow is on in the blocks

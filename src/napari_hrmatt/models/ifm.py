@@ -344,6 +344,7 @@ def _coarse_correction(opts, op, nl, unknown, shift):
 
 
 _COARSE = ("cm", "none")
+_KNN_PATCH = ("window", "off")
 _POSITIVE_INT = ("k_cm", "k_ku", "k_uu", "k_knn", "radius", "maxiter")
 _NONNEGATIVE = (
     "sigma_cm", "sigma_ku", "sigma_uu", "sigma_knn", "knn_xy", "sigma_l", "prior", "precond_diag"
@@ -366,8 +367,9 @@ class InformationFlowModel:
         = 0 (chosen on the dev photos, docs/ifm.md: with 0.01 and 0.05 the mean SAD
         is worse; 0.05 restores the paper's flows).
     radius, eps : int, float
-        Window radius and epsilon of the local (closed-form) flow (``eps`` 1e-5, with the
-        KNN flow by issue #11's dev rule, docs/ifm.md; 1e-7 before).
+        Window radius and epsilon of the local (closed-form) flow (``eps`` 1e-7, cf's:
+        1e-5 scored a little better on the dev lowres photos but worse on the dev HR
+        composites, docs/ifm.md).
     lle_reg : float
         Regulariser of the locally-linear-embedding fits (1e-3).
     xy_scale : float
@@ -404,6 +406,11 @@ class InformationFlowModel:
         anywhere) and edge weights (``"binary"``: 1; ``"kernel"``: ``1 - |f_p - f_q| /
         sqrt(C + 2)``). Global pass: neighbours from the whole solved crop (k-d tree);
         blocks: within ``search``. Chosen on dev by issue #11's rule (docs/ifm.md).
+    knn_patch : {"window", "off"}
+        The KNN flow in the patch pass's blocks: ``"off"`` (the default: the global
+        alpha, as prior, carries it; by the cost rule on four dev HR composites at 3 MP,
+        CPU -16 to -27 %, SAD -0.3 %, Grad equal, docs/ifm.md) or within ``search``
+        (``"window"``).
     coarse : {"cm", "none"}
         CG preconditioner: ``"cm"`` adds to the multigrid V-cycle a coarse correction on
         aggregates of the colour-mixture neighbour graph (:mod:`._ifm_coarse`, CPU only;
@@ -429,7 +436,7 @@ class InformationFlowModel:
         sigma_uu=0.01,
         sigma_l=1.0,
         radius=1,
-        eps=1e-5,
+        eps=1e-7,
         lle_reg=1e-3,
         xy_scale=500.0,
         search=20,
@@ -450,6 +457,7 @@ class InformationFlowModel:
         k_knn=10,
         knn_xy=0.02,
         knn_kernel="binary",
+        knn_patch="off",
     ):
         self.device = torch.device(device)
         given = dict(locals())
@@ -480,6 +488,9 @@ class InformationFlowModel:
         if knn_kernel not in KNN_KERNELS:
             raise ValueError(f"knn_kernel must be one of {KNN_KERNELS}, got {knn_kernel!r}")
         opts["knn_kernel"] = knn_kernel
+        if knn_patch not in _KNN_PATCH:
+            raise ValueError(f"knn_patch must be one of {_KNN_PATCH}, got {knn_patch!r}")
+        opts["knn_patch"] = knn_patch
         self.prior = opts.pop("prior")
         self.opts = opts
 
@@ -527,8 +538,12 @@ class InformationFlowModel:
         return alpha.astype(np.float32)
 
     def _patch_opts(self) -> dict:
-        """The options of a block's solve: ``tol`` times ``patch_tol_scale``."""
-        return dict(self.opts, tol=self.opts["tol"] * self.opts["patch_tol_scale"])
+        """The options of a block's solve: ``tol`` times ``patch_tol_scale``; no KNN flow
+        with ``knn_patch="off"``."""
+        opts = dict(self.opts, tol=self.opts["tol"] * self.opts["patch_tol_scale"])
+        if opts["knn_patch"] == "off":
+            opts["sigma_knn"] = 0.0
+        return opts
 
     def overlap(self, factor: int) -> int:
         """Overlap for seam-free stitching, derived from the solver's reach.

@@ -384,7 +384,9 @@ class InformationFlowModel:
     dtype : {"float32", "float64"}
         Working precision of CG (the operators are built in float64).
     prior : float
-        Weight of the global alpha as a soft prior in the patch pass, as in ``"cf"``.
+        Weight of the global alpha as a soft prior in the patch pass, as in ``"cf"``
+        (0.03; 1e-3, cf's value, until the KNN flow made the global alpha better than the
+        blocks alone: dev HR composites, docs/ifm.md).
     precond_diag : float
         Share of the non-local diagonal put in the multigrid preconditioner (0.25; 1: all).
     trim : {"patch", "none"}
@@ -444,7 +446,7 @@ class InformationFlowModel:
         maxiter=1000,
         tol=3e-5,
         dtype="float32",
-        prior=1e-3,
+        prior=0.03,
         precond_diag=0.25,
         trim="patch",
         trim_close=0.25,

@@ -4,6 +4,7 @@ whole with the flow on (the solve against scipy's spsolve with it: tests/test_if
 
 import numpy as np
 import pytest
+import torch
 
 from napari_hrmatt import estimate_alpha
 from napari_hrmatt.models import get_model
@@ -85,3 +86,21 @@ def test_chunked_equals_whole_with_knn_flow(scene, knn_patch):
         plain = estimate_alpha(image, trimap, chunks=10_000, model="ifm", global_size=800,
                                model_options={**TIGHT, "sigma_knn": 0.0})  # fmt: skip
         assert np.abs(plain - whole).mean() > 1e-3  # the flow is on in the blocks
+
+
+@pytest.mark.parametrize("coarse", ["cm", "none"])
+def test_background_only_band_solves_to_zero(tiny, coarse):  # noqa: F811 (the fixture)
+    """An unknown band bordered by background only has b = 0: alpha is exactly 0, at once
+    (CG used to iterate to maxiter and, with the coarse correction, return NaN)."""
+    from napari_hrmatt.models.ifm import solve_ifm
+
+    image, trimap = tiny
+    trimap = np.where(trimap == 255, 0, trimap).astype(np.uint8)
+    _, opts = _system(image, trimap, coarse=coarse)
+    im = torch.as_tensor(np.moveaxis(image, -1, 0).copy())
+    x = torch.as_tensor(np.where(trimap == 128, 0.5, 0.0))
+    got, it = solve_ifm(im, torch.as_tensor(trimap), x, opts, dtype=torch.float64)
+    assert it == 0
+    assert np.array_equal(got.numpy(), np.zeros(trimap.shape))
+    alpha = get_model("ifm", "cpu", coarse=coarse).global_alpha(image, trimap)
+    assert np.isfinite(alpha).all() and not alpha.any()

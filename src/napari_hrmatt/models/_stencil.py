@@ -257,13 +257,18 @@ def cg(apply, precond, b, y, maxiter: int, tol: float):
 
     Stops when ``|b - apply(y)| <= tol |b|``, after ``maxiter`` iterations, or on a
     non-positive curvature (the operator is positive semi-definite only up to rounding).
-    Returns ``(y, iterations)``. Used by every solver here and by :mod:`.ifm`.
+    Returns ``(y, iterations)``. Used by every solver here and by :mod:`.ifm`. With
+    ``b == 0`` (e.g. an unknown region bordered by background only) the answer is 0: it is
+    returned at once (iterating would drive the residual to 0 and divide 0 by 0).
     """
+    bnorm = float(torch.linalg.vector_norm(b))
+    if bnorm == 0.0:
+        return torch.zeros_like(y), 0
     res = b - apply(y)
     z = precond(res)
     p = z.clone()
     rz = (res * z).sum()
-    threshold = tol * max(float(torch.linalg.vector_norm(b)), 1e-30)
+    threshold = tol * bnorm
     it = 0
     for it in range(1, maxiter + 1):  # noqa: B007 - the count is reported
         if float(torch.linalg.vector_norm(res)) <= threshold:

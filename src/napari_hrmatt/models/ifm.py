@@ -23,7 +23,8 @@ Alpha minimises a sum of quadratic "information flows" over the unknown pixels `
 - **local**: the closed-form matting Laplacian ``L`` (:mod:`.closed_form`'s stencil);
 - **KNN** (Chen, Li and Tang's KNN matting, :mod:`._ifm_knn`; not in the paper): ``k_knn``
   nearest pixels, known ones too, in ``[colour, knn_xy x / xy_scale, knn_xy y / xy_scale]``
-  (whole solved crop in the global pass, the ``search`` window in blocks), symmetrised.
+  (whole solved crop in the global pass; in blocks off by default, or the ``search`` window
+  with ``knn_patch="window"``), symmetrised.
 
 Known pixels are hard (Dirichlet) constraints, where the paper uses a soft weight of 100.
 With ``trim="patch"`` the paper's patch-based trimap trimming (:mod:`._trim`) runs first:
@@ -407,11 +408,11 @@ class InformationFlowModel:
         knn_xy x / xy_scale, knn_xy y / xy_scale]`` (0.02: neighbours by colour, almost
         anywhere) and edge weights (``"binary"``: 1; ``"kernel"``: ``1 - |f_p - f_q| /
         sqrt(C + 2)``). Global pass: neighbours from the whole solved crop (k-d tree);
-        blocks: within ``search``. Chosen on dev by issue #11's rule (docs/ifm.md).
+        blocks: see ``knn_patch``. Chosen on dev by issue #11's rule (docs/ifm.md).
     knn_patch : {"window", "off"}
         The KNN flow in the patch pass's blocks: ``"off"`` (the default: the global
         alpha, as prior, carries it; by the cost rule on four dev HR composites at 3 MP,
-        CPU -16 to -27 %, SAD -0.3 %, Grad equal, docs/ifm.md) or within ``search``
+        CPU -10 to -27 %, SAD lower on all four, mean Grad equal, docs/ifm.md) or within ``search``
         (``"window"``).
     coarse : {"cm", "none"}
         CG preconditioner: ``"cm"`` adds to the multigrid V-cycle a coarse correction on

@@ -35,30 +35,26 @@ __all__ = ["knn_features", "knn_edges", "KNN_KERNELS"]
 KNN_KERNELS = ("binary", "kernel")
 
 
-def knn_features(image: torch.Tensor, opts: dict) -> torch.Tensor:
-    """``(C + 2, H, W)`` float64 features ``[colour, knn_xy y / s, knn_xy x / s]``."""
-    c, h, w = image.shape
-    yy, xx = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64, device=image.device),
-        torch.arange(w, dtype=torch.float64, device=image.device),
-        indexing="ij",
-    )
-    scale = opts["knn_xy"] / opts["xy_scale"]
-    return torch.cat([image.to(torch.float64), torch.stack([yy, xx]) * scale])
+def knn_features(image: torch.Tensor, xy: torch.Tensor, opts: dict) -> torch.Tensor:
+    """``(C + 2, H, W)`` float64 features ``[colour, knn_xy y / s, knn_xy x / s]`` from the
+    image and ``xy`` = ``[y / s, x / s]``, the positions :func:`.ifm.ifm_system` built."""
+    return torch.cat([image.to(torch.float64), xy.to(torch.float64) * opts["knn_xy"]])
 
 
-def knn_edges(image: torch.Tensor, unknown: torch.Tensor, opts: dict, *, whole: bool):
+def knn_edges(
+    image: torch.Tensor, xy: torch.Tensor, rows: torch.Tensor, opts: dict, *, whole: bool
+):
     """Neighbours and weights of the KNN flow for the unknown pixels (row-major order).
 
-    Returns ``(index, weight)``, both ``(N, k_knn)``: flat indices of the neighbours (a
+    ``xy``: ``[y, x] / xy_scale`` of every pixel; ``rows``: the flat indices of the unknown
+    pixels. Returns ``(index, weight)``, both ``(N, k_knn)``: flat indices of the neighbours (a
     missing one, in a window with fewer than ``k_knn`` other pixels, points at the query
     itself with weight 0) and ``sigma_knn * w_pq`` in float64. ``whole=True``: candidates
     are all pixels of the array (k-d tree); otherwise those within ``search`` pixels.
     """
     c, h, w = image.shape
     k = opts["k_knn"]
-    feat = knn_features(image, opts)
-    rows = torch.nonzero(unknown.reshape(-1)).squeeze(1)
+    feat = knn_features(image, xy, opts)
     n = rows.numel()
     if n == 0:
         empty = torch.zeros((0, k), dtype=torch.int64, device=image.device)
@@ -67,8 +63,10 @@ def knn_edges(image: torch.Tensor, unknown: torch.Tensor, opts: dict, *, whole: 
         index = _tree_knn(feat.reshape(c + 2, -1).T.cpu().numpy(), rows.cpu().numpy(), k)
         index = torch.as_tensor(index, device=image.device)
     else:
-        everything = torch.ones_like(unknown)
-        index, _ = window_knn(feat.float(), unknown, everything, k, opts["search"])
+        unknown = torch.zeros(h * w, dtype=torch.bool, device=image.device)
+        unknown[rows] = True
+        unknown = unknown.reshape(h, w)
+        index, _ = window_knn(feat.float(), unknown, torch.ones_like(unknown), k, opts["search"])
     ok = index >= 0
     index = torch.where(ok, index, rows[:, None])
     flat = feat.reshape(c + 2, -1)

@@ -251,7 +251,8 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
     if opts["sigma_knn"] > 0:  # KNN-matting flow (_ifm_knn): more edges of the same form
         from ._ifm_knn import knn_edges
 
-        knn_index, knn_w = knn_edges(image, unknown, opts, whole=opts.get("knn_whole", False))
+        whole = opts.get("knn_whole", False)
+        knn_index, knn_w = knn_edges(image, xy, rows, opts, whole=whole)
         uu_index = torch.cat([uu_index, knn_index], 1)
         uu_w = torch.cat([uu_w.to(knn_w.dtype), knn_w], 1)
 

@@ -6,6 +6,7 @@ products it replaced."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 import torch
 
 from napari_hrmatt.models._knn import cm_uu_knn, window_knn
@@ -154,3 +155,8 @@ def test_coarse_setup_kernels_equal_the_scipy_setup(prior, monkeypatch):
     assert cc.nc == nc
     diff = abs(cc.matrix - ac).max()
     assert diff <= 1e-12 * abs(ac).max()  # the same sums in another order
+    # The symmetric-mode LU (minimum degree on A + A^T, no pivoting) solves as scipy's
+    # default LU (COLAMD, partial pivoting) of the reference matrix does.
+    rhs = np.random.default_rng(0).standard_normal(nc)
+    expected = spla.splu(sp.csc_matrix(ac)).solve(rhs)
+    np.testing.assert_allclose(cc.lu.solve(rhs), expected, rtol=0, atol=1e-9 * abs(expected).max())

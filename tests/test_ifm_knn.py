@@ -66,6 +66,31 @@ def test_knn_tree_search_matches_brute_force(monkeypatch):
     assert (few[:, 3:] == -1).all() and (few[:, :3] >= 0).all()
 
 
+def test_knn_tree_search_approximate_bound():
+    """``knn_eps > 0``: each neighbour found is within ``1 + eps`` of the true one at its
+    rank (scipy's guarantee), the query itself never among them; the option reaches the
+    tree through ``knn_edges``."""
+    from napari_hrmatt.models._ifm_knn import _tree_knn, knn_edges
+
+    rng = np.random.default_rng(5)
+    points = rng.random((400, 5))
+    queries = np.sort(rng.choice(400, 150, replace=False))
+    eps = 1.0
+    got = _tree_knn(points, queries, 6, eps=eps)
+    for q, row in zip(queries, got, strict=True):
+        d = np.sqrt(((points - points[q]) ** 2).sum(1))
+        d[q] = np.inf
+        assert q not in row and len(set(row)) == 6
+        assert (d[row] <= (1 + eps) * np.sort(d)[:6] + 1e-12).all()
+    image = torch.as_tensor(rng.random((3, 12, 14)))
+    xy = torch.as_tensor(rng.random((2, 12, 14)))
+    rows = torch.arange(0, 168, 3)
+    opts = {"k_knn": 5, "knn_xy": 0.1, "knn_kernel": "binary", "sigma_knn": 1.0}
+    exact, _ = knn_edges(image, xy, rows, {**opts, "knn_eps": 0.0}, whole=True)
+    approx, _ = knn_edges(image, xy, rows, {**opts, "knn_eps": 3.0}, whole=True)
+    assert not torch.equal(exact, approx)  # a loose bound finds other neighbours here
+
+
 @pytest.mark.parametrize("knn_patch", ["window", "off"])
 def test_chunked_equals_whole_with_knn_flow(scene, knn_patch):
     """With ``knn_patch="window"`` the KNN flow searches the ``search`` window in the

@@ -60,7 +60,8 @@ def knn_edges(
         empty = torch.zeros((0, k), dtype=torch.int64, device=image.device)
         return empty, empty.to(torch.float64)
     if whole:
-        index = _tree_knn(feat.reshape(c + 2, -1).T.cpu().numpy(), rows.cpu().numpy(), k)
+        points = feat.reshape(c + 2, -1).T.cpu().numpy()
+        index = _tree_knn(points, rows.cpu().numpy(), k, eps=opts.get("knn_eps", 0.0))
         index = torch.as_tensor(index, device=image.device)
     else:
         unknown = torch.zeros(h * w, dtype=torch.bool, device=image.device)
@@ -78,12 +79,14 @@ def knn_edges(
     return index, weight * ok * opts["sigma_knn"]
 
 
-def _tree_knn(points: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+def _tree_knn(points: np.ndarray, queries: np.ndarray, k: int, eps: float = 0.0) -> np.ndarray:
     """The ``k`` nearest of all ``points`` to ``points[queries]`` (itself excluded),
     ``-1`` where fewer than ``k`` other points exist; ordered by (distance, index). A tie
     at the ``k``-th place goes to whichever pixel the tree returns (deterministic for a
-    given input). Memory: the tree (about 16 bytes per point on top of ``points``) and the
-    output; queries run in batches of :data:`_BATCH`."""
+    given input). ``eps > 0``: the tree's approximate search (the ``j``-th neighbour
+    returned is within ``1 + eps`` times the true ``j``-th distance). Memory: the tree
+    (about 16 bytes per point on top of ``points``) and the output; queries run in
+    batches of :data:`_BATCH`."""
     from scipy.spatial import cKDTree
 
     m, nq = points.shape[0], len(queries)
@@ -92,7 +95,7 @@ def _tree_knn(points: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     out = np.empty((nq, k), np.int64)
     for start in range(0, nq, _BATCH):  # batches bound the temporaries
         part = queries[start : start + _BATCH]
-        out[start : start + len(part)] = _nearest_others(tree, points, part, k, kq)
+        out[start : start + len(part)] = _nearest_others(tree, points, part, k, kq, eps)
     return out
 
 
@@ -100,8 +103,8 @@ def _tree_knn(points: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 _BATCH = 1 << 16
 
 
-def _nearest_others(tree, points, queries, k, kq):
-    dist, idx = tree.query(points[queries], k=kq, workers=1)
+def _nearest_others(tree, points, queries, k, kq, eps):
+    dist, idx = tree.query(points[queries], k=kq, eps=eps, workers=1)
     dist, idx = dist.reshape(len(queries), kq), idx.reshape(len(queries), kq)
     # Order by (distance, index) so that the result does not depend on the tree's layout.
     order = np.lexsort((idx, dist), axis=1) if kq > 1 else np.zeros_like(idx)

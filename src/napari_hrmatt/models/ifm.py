@@ -349,7 +349,8 @@ _COARSE = ("cm", "none")
 _KNN_PATCH = ("window", "off")
 _POSITIVE_INT = ("k_cm", "k_ku", "k_uu", "k_knn", "radius", "maxiter")
 _NONNEGATIVE = (
-    "sigma_cm", "sigma_ku", "sigma_uu", "sigma_knn", "knn_xy", "sigma_l", "prior", "precond_diag"
+    "sigma_cm", "sigma_ku", "sigma_uu", "sigma_knn", "knn_xy", "sigma_l", "prior", "precond_diag",
+    "knn_eps",
 )  # fmt: skip
 _POSITIVE = ("eps", "lle_reg", "xy_scale", "tol", "patch_tol_scale")
 
@@ -425,6 +426,10 @@ class InformationFlowModel:
         stop at a relative residual of ``patch_tol_scale * tol``: 10 (3e-4) by the cost
         rule on the dev HR composites (CPU -12 / -14 %, SAD and Grad +0.1 / +0.3 %,
         docs/ifm.md); 1: the global pass's tolerance.
+    knn_eps : float
+        The global pass's KNN search (k-d tree) is approximate with ``knn_eps > 0``: the
+        ``j``-th neighbour found is within ``1 + knn_eps`` times the true ``j``-th distance
+        (scipy's ``cKDTree.query(eps=...)``); 0: exact (the default).
     """
 
     name = "ifm"
@@ -462,6 +467,7 @@ class InformationFlowModel:
         knn_xy=0.02,
         knn_kernel="binary",
         knn_patch="off",
+        knn_eps=0.0,
     ):
         self.device = torch.device(device)
         given = dict(locals())

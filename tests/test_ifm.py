@@ -545,6 +545,13 @@ def test_nonlocal_csr_product_matches_the_gather_formula(dtype, backend):
     assert got.dtype == dtype
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     np.testing.assert_allclose(got.double().numpy(), expected.numpy(), atol=tol, rtol=tol)
+    # The CG operator in one pass (numba) or torch: (base + N x + shift x) mask.
+    base, shift = (torch.as_tensor(rng.standard_normal(n)) for _ in range(2))
+    mask = torch.as_tensor(rng.random(n) < 0.7).double()
+    total = nl.apply_sum(*(t.to(dtype).reshape(6, 10) for t in (x, base, shift, mask)))
+    assert total.dtype == dtype and total.shape == (6, 10)
+    expected = (base + expected + shift * x) * mask
+    np.testing.assert_allclose(total.double().numpy().ravel(), expected, atol=tol, rtol=tol)
 
 
 def test_numba_is_imported_on_first_use_only():

@@ -275,6 +275,34 @@ def nonlocal_apply_kernel(x, sigma_cm, cm_rows, cm_index, cm_w, uu_p, uu_q, uu_w
 
 
 @numba.njit(**_JIT)
+def cg_apply_kernel(
+    x, sigma_cm, cm_rows, cm_index, cm_w, uu_p, uu_q, uu_w, base, shift, mask, out
+):
+    """ifm's CG operator in one pass: ``out = (base + N x + shift x) mask`` with ``N x`` the
+    product of :func:`nonlocal_apply_kernel` and ``base`` the local stencil's product (all
+    flat, of ``x``'s dtype; sums in float64, one rounding at the end)."""
+    acc = np.zeros(x.shape[0], np.float64)
+    k = cm_index.shape[1]
+    for r in range(cm_rows.shape[0]):
+        p = cm_rows[r]
+        s = np.float64(x[p])
+        for j in range(k):
+            s -= cm_w[r, j] * np.float64(x[cm_index[r, j]])
+        s *= sigma_cm
+        acc[p] += s
+        for j in range(k):
+            acc[cm_index[r, j]] -= cm_w[r, j] * s
+    for e in range(uu_p.shape[0]):
+        p, q = uu_p[e], uu_q[e]
+        dd = uu_w[e] * (np.float64(x[p]) - np.float64(x[q]))
+        acc[p] += dd
+        acc[q] -= dd
+    for i in range(x.shape[0]):
+        v = np.float64(base[i]) + acc[i] + np.float64(shift[i]) * np.float64(x[i])
+        out[i] = v * np.float64(mask[i])
+
+
+@numba.njit(**_JIT)
 def _push(best, arg, k, dd, c):
     """Insert candidate ``c`` at squared distance ``dd`` into the sorted buffer
     ``best``/``arg`` (order: distance, then flat index) if it precedes the k-th entry."""

@@ -146,6 +146,26 @@ class _NonLocal:
         out -= adj @ x
         return out
 
+    def apply_sum(self, x, base, shift, mask) -> torch.Tensor:
+        """``(base + self(x) + shift x) mask`` for (H, W) tensors (``x``'s shape): the CG
+        operator of :func:`solve_ifm` with ``base`` the local stencil's product. On CPU one
+        numba pass (:func:`._ifm_kernels.cg_apply_kernel`), else torch."""
+        if self._numba is not None and all(
+            t.dtype == x.dtype and t.device.type == "cpu" for t in (base, shift, mask)
+        ):
+            from ._ifm_kernels import cg_apply_kernel
+
+            def flat(t):
+                return np.ascontiguousarray(t.numpy()).reshape(-1)
+
+            out = np.empty(x.numel(), dtype=flat(x).dtype)
+            cg_apply_kernel(
+                flat(x), float(self.sigma_cm), *self._numba,
+                flat(base), flat(shift), flat(mask), out,
+            )  # fmt: skip
+            return torch.from_numpy(out.reshape(x.shape))
+        return (base + self(x.reshape(-1)).reshape(x.shape) + shift * x) * mask
+
     def diagonal(self, dtype) -> torch.Tensor:
         out = torch.zeros(self.n, dtype=dtype, device=self.cm_w.device)
         ones = torch.full(self.cm_rows.shape, self.sigma_cm, dtype=dtype, device=out.device)
@@ -312,9 +332,10 @@ def solve_ifm(
     # Two-level: the V-cycle plus a coarse correction on colour-mixture aggregates (CPU).
     coarse = _coarse_correction(opts, op, nl, unknown, shift)
     nl.to(dtype)
+    #USEHALF op.use_half()  # set-up done: CG's and level 0's products from half the stencil (CPU)
 
     def apply(y):
-        return (op(y) + nl(y.reshape(-1)).reshape(h, w) + shift * y) * u
+        return nl.apply_sum(y, op(y), shift, u)
 
     def mg(r):
         return precond(r) * u

@@ -41,6 +41,13 @@ def numba_kernels():
     return _cf_kernels
 
 
+def half_kernels():
+    """The symmetric half-stencil kernels (:mod:`._symstencil_kernels`), on first use."""
+    from . import _symstencil_kernels
+
+    return _symstencil_kernels
+
+
 def _numba_ok(*tensors: torch.Tensor) -> bool:
     """Whether the numba kernels take these tensors: CPU, one float dtype, no grad."""
     if not USE_NUMBA:
@@ -81,6 +88,20 @@ class Stencil:
         self.coef, self.radius = coef, radius
         self.offsets = stencil_offsets(radius)
         self.center = len(self.offsets) // 2
+        self._half = None
+
+    def use_half(self) -> Stencil:
+        """From now on, the products (``__call__``, ``residual``, ``jacobi``) on the CPU
+        read only the centre and the offsets ``d > 0`` of a copy of ``coef`` (half the
+        coefficient traffic, :mod:`._symstencil_kernels`): for a symmetric operator,
+        the same products up to rounding. Later in-place changes of ``coef`` are not
+        seen by them. Does nothing where the numba kernels do not apply."""
+        if self._fused():
+            keep = [self.center] + list(range(self.center + 1, len(self.offsets)))
+            half = self.coef[keep].contiguous()
+            dys, dxs = self._offset_arrays()
+            self._half = (half.numpy(), dys[keep].copy(), dxs[keep].copy())
+        return self
 
     @property
     def diagonal(self) -> torch.Tensor:
@@ -113,6 +134,10 @@ class Stencil:
         return self.coef.is_contiguous() and _numba_ok(self.coef, *tensors)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._half is not None and self._fused(x):
+            out = torch.empty(x.shape, dtype=x.dtype)
+            half_kernels().half_apply(*self._half, _np(x), out.numpy())
+            return out
         if self._fused(x):
             out = torch.empty(x.shape, dtype=x.dtype)
             numba_kernels().stencil_apply(
@@ -136,6 +161,10 @@ class Stencil:
 
     def residual(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``b - A x`` (one fused pass on the CPU)."""
+        if self._half is not None and self._fused(x, b):
+            out = torch.empty(x.shape, dtype=x.dtype)
+            half_kernels().half_residual(*self._half, _np(x), _np(b), out.numpy())
+            return out
         if self._fused(x, b):
             out = torch.empty(x.shape, dtype=x.dtype)
             numba_kernels().stencil_residual(
@@ -146,6 +175,10 @@ class Stencil:
 
     def jacobi(self, x: torch.Tensor, b: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
         """One l1-Jacobi step ``x + l1 (b - A x)`` (one fused pass on the CPU)."""
+        if self._half is not None and self._fused(x, b, l1):
+            out = torch.empty(x.shape, dtype=x.dtype)
+            half_kernels().half_jacobi(*self._half, _np(x), _np(b), _np(l1), out.numpy())
+            return out
         if self._fused(x, b, l1):
             out = torch.empty(x.shape, dtype=x.dtype)
             numba_kernels().stencil_jacobi(

@@ -332,7 +332,7 @@ def solve_ifm(
     # Two-level: the V-cycle plus a coarse correction on colour-mixture aggregates (CPU).
     coarse = _coarse_correction(opts, op, nl, unknown, shift)
     nl.to(dtype)
-    #USEHALF op.use_half()  # set-up done: CG's and level 0's products from half the stencil (CPU)
+    op.use_half()  # set-up done: CG's and level 0's products from half the stencil (CPU)
 
     def apply(y):
         return nl.apply_sum(y, op(y), shift, u)

@@ -1,0 +1,86 @@
+"""Numba kernels of :class:`._stencil.Stencil` products from half of a symmetric stencil.
+
+A symmetric stencil (``A[i, i + d] == A[i + d, i]``) is stored as ``2m + 1`` coefficient
+images, one per offset ``d``, but half of them repeat the other half shifted:
+``coef[-d][i] == coef[d][i - d]``. These kernels read only the centre and the offsets
+``d > 0`` (row-major order: ``dy > 0``, or ``dy == 0`` and ``dx > 0``): the coefficient of
+``-d`` at pixel ``i`` is read at ``i - d`` of the stored image ``d``, a row that streamed
+through ``dy`` rows earlier and is still in cache. Against the full stencil's kernels
+(:mod:`._cf_kernels`) this halves the coefficient traffic of a product (the level-0 cost
+of ifm's CG, whose local flow is a 25-point stencil), with the same products up to
+rounding (sums in another order; the two stored copies of a coefficient may differ by a
+rounding).
+
+Private to :mod:`._stencil` (``Stencil.use_half``), imported lazily: ``import numba``
+costs ~0.6 s. Serial, ``nogil``, cached; float32 or float64 arrays, int64 offsets.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_jit = numba.njit(cache=True, nogil=True, fastmath=False)
+
+
+@_jit
+def _row_product_half(half, dys, dxs, x, i, acc):
+    """``acc[:] = (A x)[i, :]`` from ``half[0]`` (the centre) and ``half[k]`` (offset
+    ``(dys[k], dxs[k]) > 0``) for ``k >= 1``."""
+    n_off, h, w = half.shape
+    c0 = half[0, i]
+    x0 = x[i]
+    for j in range(w):
+        acc[j] = c0[j] * x0[j]
+    for k in range(1, n_off):
+        dy, dx = dys[k], dxs[k]
+        j0 = max(0, -dx)
+        j1 = min(w, w - dx)
+        ii = i + dy  # the stored offset: coefficient at i, neighbour i + d
+        if ii < h:
+            ck = half[k, i, j0:j1]
+            xr = x[ii, j0 + dx : j1 + dx]
+            ac = acc[j0:j1]
+            for j in range(j1 - j0):
+                ac[j] += ck[j] * xr[j]
+        ii = i - dy  # its mirror -d: coefficient stored at i - d, neighbour i - d
+        if ii >= 0:
+            # out[j] for j in [j0 + dx, j1 + dx) reads column j - dx
+            ck = half[k, ii, j0:j1]
+            xr = x[ii, j0:j1]
+            ac = acc[j0 + dx : j1 + dx]
+            for j in range(j1 - j0):
+                ac[j] += ck[j] * xr[j]
+
+
+@_jit
+def half_apply(half, dys, dxs, x, out):
+    """``out = A x``."""
+    h, w = x.shape
+    acc = np.empty(w, dtype=out.dtype)
+    for i in range(h):
+        _row_product_half(half, dys, dxs, x, i, acc)
+        for j in range(w):
+            out[i, j] = acc[j]
+
+
+@_jit
+def half_residual(half, dys, dxs, x, b, out):
+    """``out = b - A x``."""
+    h, w = x.shape
+    acc = np.empty(w, dtype=out.dtype)
+    for i in range(h):
+        _row_product_half(half, dys, dxs, x, i, acc)
+        for j in range(w):
+            out[i, j] = b[i, j] - acc[j]
+
+
+@_jit
+def half_jacobi(half, dys, dxs, x, b, l1, out):
+    """``out = x + l1 (b - A x)`` (``out`` must not be ``x``)."""
+    h, w = x.shape
+    acc = np.empty(w, dtype=out.dtype)
+    for i in range(h):
+        _row_product_half(half, dys, dxs, x, i, acc)
+        for j in range(w):
+            out[i, j] = x[i, j] + l1[i, j] * (b[i, j] - acc[j])

@@ -156,7 +156,13 @@ def test_coarse_setup_kernels_equal_the_scipy_setup(prior, monkeypatch):
     diff = abs(cc.matrix - ac).max()
     assert diff <= 1e-12 * abs(ac).max()  # the same sums in another order
     # The symmetric-mode LU (minimum degree on A + A^T, no pivoting) solves as scipy's
-    # default LU (COLAMD, partial pivoting) of the reference matrix does.
+    # default LU (COLAMD, partial pivoting) of the reference matrix does; the one used
+    # (float32: CG's dtype here) to float32's precision.
     rhs = np.random.default_rng(0).standard_normal(nc)
     expected = spla.splu(sp.csc_matrix(ac)).solve(rhs)
-    np.testing.assert_allclose(cc.lu.solve(rhs), expected, rtol=0, atol=1e-9 * abs(expected).max())
+    scale = abs(expected).max()
+    got = _ifm_coarse.factorize(ac).solve(rhs)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * scale)
+    assert cc.dtype == np.float32 and cc.lu.solve(rhs.astype(np.float32)).dtype == np.float32
+    np.testing.assert_allclose(cc.lu.solve(rhs.astype(np.float32)), expected, rtol=0,
+                               atol=1e-4 * scale)  # fmt: skip

@@ -545,6 +545,12 @@ def test_nonlocal_csr_product_matches_the_gather_formula(dtype, backend):
     assert got.dtype == dtype
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     np.testing.assert_allclose(got.double().numpy(), expected.numpy(), atol=tol, rtol=tol)
+    # Intra-U rows other than the colour-mixture rows (here: the same edges listed in
+    # reverse row order) take the kernel's separate loop: the same product.
+    other = _NonLocal(n, 0.7, rows, cm_index, cm_w, rows.flip(0), uu_index.flip(0),
+                      uu_w.flip(0), backend=backend).to(dtype)  # fmt: skip
+    np.testing.assert_allclose(other(x.to(dtype)).double().numpy(), expected.numpy(),
+                               atol=tol, rtol=tol)  # fmt: skip
     # The CG operator in one pass (numba) or torch: (base + N x + shift x) mask.
     base, shift = (torch.as_tensor(rng.standard_normal(n)) for _ in range(2))
     mask = torch.as_tensor(rng.random(n) < 0.7).double()

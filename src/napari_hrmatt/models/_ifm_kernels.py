@@ -249,54 +249,67 @@ def min_bhattacharyya_kernel(mu, cov, rows, index, out):
 
 
 @numba.njit(**_JIT)
-def nonlocal_apply_kernel(x, sigma_cm, cm_rows, cm_index, cm_w, uu_p, uu_q, uu_w, out):
-    """``out = sigma_cm (I - W)^T (I - W) x + L_uu x`` (see ``ifm._NonLocal``): per
+def _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w):
+    """``sigma_cm (I - W)^T (I - W) x + L_uu x`` in float64 (see ``ifm._NonLocal``): per
     colour-mixture row ``r = x_p - sum_q w_q x_q`` is gathered, then scattered back to
-    ``p`` and (times ``-w_q``) to its neighbours; per intra-U edge ``d = w (x_p - x_q)``
-    goes to ``p`` and ``-d`` to ``q``. Sums in float64, ``out`` of ``x``'s dtype."""
+    ``p`` and (times ``-w_q``) to its neighbours; per intra-U edge ``(p, q)`` (row ``p`` of
+    ``uu_rows``, its column ``q`` of ``uu_index``) ``d = w (x_p - x_q)`` goes to ``p`` and
+    ``-d`` to ``q``. Where both lists have the same rows (ifm_system's) one loop does both
+    (``p``'s own sums stay in a register)."""
     acc = np.zeros(x.shape[0], np.float64)
-    k = cm_index.shape[1]
+    k, ku = cm_index.shape[1], uu_index.shape[1]
+    same = cm_rows.shape[0] == uu_rows.shape[0]
+    if same:
+        for r in range(cm_rows.shape[0]):
+            if cm_rows[r] != uu_rows[r]:
+                same = False
+                break
     for r in range(cm_rows.shape[0]):
         p = cm_rows[r]
-        s = np.float64(x[p])
+        xp = np.float64(x[p])
+        s = xp
         for j in range(k):
             s -= cm_w[r, j] * np.float64(x[cm_index[r, j]])
         s *= sigma_cm
-        acc[p] += s
         for j in range(k):
             acc[cm_index[r, j]] -= cm_w[r, j] * s
-    for e in range(uu_p.shape[0]):
-        p, q = uu_p[e], uu_q[e]
-        dd = uu_w[e] * (np.float64(x[p]) - np.float64(x[q]))
-        acc[p] += dd
-        acc[q] -= dd
+        if same:
+            for j in range(ku):
+                q = uu_index[r, j]
+                dd = uu_w[r, j] * (xp - np.float64(x[q]))
+                s += dd
+                acc[q] -= dd
+        acc[p] += s
+    if not same:
+        for r in range(uu_rows.shape[0]):
+            p = uu_rows[r]
+            xp = np.float64(x[p])
+            for j in range(ku):
+                q = uu_index[r, j]
+                dd = uu_w[r, j] * (xp - np.float64(x[q]))
+                acc[p] += dd
+                acc[q] -= dd
+    return acc
+
+
+@numba.njit(**_JIT)
+def nonlocal_apply_kernel(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, out):
+    """``out = sigma_cm (I - W)^T (I - W) x + L_uu x`` (see ``ifm._NonLocal`` and
+    :func:`_nonlocal_acc`). Sums in float64, ``out`` of ``x``'s dtype; the weights are of
+    the vectors' dtype (``_NonLocal.to``)."""
+    acc = _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w)
     for i in range(x.shape[0]):
         out[i] = acc[i]
 
 
 @numba.njit(**_JIT)
 def cg_apply_kernel(
-    x, sigma_cm, cm_rows, cm_index, cm_w, uu_p, uu_q, uu_w, base, shift, mask, out
+    x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, base, shift, mask, out
 ):
     """ifm's CG operator in one pass: ``out = (base + N x + shift x) mask`` with ``N x`` the
     product of :func:`nonlocal_apply_kernel` and ``base`` the local stencil's product (all
     flat, of ``x``'s dtype; sums in float64, one rounding at the end)."""
-    acc = np.zeros(x.shape[0], np.float64)
-    k = cm_index.shape[1]
-    for r in range(cm_rows.shape[0]):
-        p = cm_rows[r]
-        s = np.float64(x[p])
-        for j in range(k):
-            s -= cm_w[r, j] * np.float64(x[cm_index[r, j]])
-        s *= sigma_cm
-        acc[p] += s
-        for j in range(k):
-            acc[cm_index[r, j]] -= cm_w[r, j] * s
-    for e in range(uu_p.shape[0]):
-        p, q = uu_p[e], uu_q[e]
-        dd = uu_w[e] * (np.float64(x[p]) - np.float64(x[q]))
-        acc[p] += dd
-        acc[q] -= dd
+    acc = _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w)
     for i in range(x.shape[0]):
         v = np.float64(base[i]) + acc[i] + np.float64(shift[i]) * np.float64(x[i])
         out[i] = v * np.float64(mask[i])

@@ -87,14 +87,15 @@ class _NonLocal:
         self._mats = {}
         self._numba = None
         if use_numba(cm_w, backend):
-            # CPU: one fused gather / scatter kernel (weights kept in float64; int32
-            # indices: a quarter less memory traffic per product than int64).
+            # CPU: one fused gather / scatter kernel, row by row (an intra-U edge's p is
+            # its row: not stored); int32 indices; the weights in the vectors' dtype
+            # (float64 until ``to``; float32 weights: GT04 0.5 MP product 14 -> 10 ms).
             ix = np.int32 if n < 2**31 else np.int64
             self._numba = tuple(
                 np.ascontiguousarray(t.numpy(), dtype)
                 for t, dtype in (
                     (cm_rows, ix), (cm_index, ix), (cm_w, np.float64),
-                    (self.uu_p, ix), (self.uu_q, ix), (self.uu_w, np.float64),
+                    (uu_rows, ix), (uu_index, ix), (uu_w, np.float64),
                 )
             )  # fmt: skip
             return
@@ -128,6 +129,10 @@ class _NonLocal:
 
     def to(self, dtype):
         self.cm_w, self.uu_w = self.cm_w.to(dtype), self.uu_w.to(dtype)
+        if self._numba is not None:
+            npd = np.float32 if dtype == torch.float32 else np.float64
+            rows, index, w, uu_rows, uu_index, uu_w = self._numba
+            self._numba = (rows, index, w.astype(npd), uu_rows, uu_index, uu_w.astype(npd))
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

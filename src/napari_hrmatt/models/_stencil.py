@@ -255,11 +255,23 @@ class Multigrid:
             x = op.jacobi(x, b, l1)
         res = op.residual(x, b)
         h, w = res.shape
-        coarse = F.pad(res, (0, w % 2, 0, h % 2))
-        coarse = coarse[0::2, 0::2] + coarse[1::2, 0::2] + coarse[0::2, 1::2] + coarse[1::2, 1::2]
+        fused = _numba_ok(res, x)
+        if fused:  # the same sums in one pass each (numba)
+            coarse = torch.empty(((h + 1) // 2, (w + 1) // 2), dtype=res.dtype)
+            half_kernels().restrict2(_np(res), coarse.numpy())
+        else:
+            coarse = F.pad(res, (0, w % 2, 0, h % 2))
+            coarse = (
+                coarse[0::2, 0::2] + coarse[1::2, 0::2] + coarse[0::2, 1::2] + coarse[1::2, 1::2]
+            )
         corr = self._cycle(level + 1, coarse)
-        hc, wc = corr.shape  # piecewise-constant prolongation: one broadcast copy
-        x = x + corr[:, None, :, None].expand(hc, 2, wc, 2).reshape(2 * hc, 2 * wc)[:h, :w]
+        if fused:
+            out = torch.empty_like(x)
+            half_kernels().prolong_add(_np(x), _np(corr), out.numpy())
+            x = out
+        else:
+            hc, wc = corr.shape  # piecewise-constant prolongation: one broadcast copy
+            x = x + corr[:, None, :, None].expand(hc, 2, wc, 2).reshape(2 * hc, 2 * wc)[:h, :w]
         for _ in range(self.smooth):
             x = op.jacobi(x, b, l1)
         return x

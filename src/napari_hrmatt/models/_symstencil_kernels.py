@@ -11,8 +11,13 @@ of ifm's CG, whose local flow is a 25-point stencil), with the same products up 
 rounding (sums in another order; the two stored copies of a coefficient may differ by a
 rounding).
 
-Private to :mod:`._stencil` (``Stencil.use_half``), imported lazily: ``import numba``
-costs ~0.6 s. Serial, ``nogil``, cached; float32 or float64 arrays, int64 offsets.
+Also the V-cycle's grid transfers (:class:`._stencil.Multigrid`): the 2 x 2 restriction
+and the piecewise-constant prolongation plus add, one pass each instead of a padded copy,
+strided slices and a broadcast copy in torch (the same sums in the same order: bit-identical).
+
+Private to :mod:`._stencil` (``Stencil.use_half``, ``Multigrid``), imported lazily:
+``import numba`` costs ~0.6 s. Serial, ``nogil``, cached; float32 or float64 arrays, int64
+offsets.
 """
 
 from __future__ import annotations
@@ -84,3 +89,35 @@ def half_jacobi(half, dys, dxs, x, b, l1, out):
         _row_product_half(half, dys, dxs, x, i, acc)
         for j in range(w):
             out[i, j] = x[i, j] + l1[i, j] * (b[i, j] - acc[j])
+
+
+@_jit
+def restrict2(r, out):
+    """``out[I, J] = r[2I, 2J] + r[2I+1, 2J] + r[2I, 2J+1] + r[2I+1, 2J+1]`` (in this order,
+    in ``r``'s dtype; cells past an odd edge count 0), ``out`` of shape ``ceil(r / 2)``."""
+    h, w = r.shape
+    hc, wc = out.shape
+    for ic in range(hc):
+        i0, i1 = 2 * ic, 2 * ic + 1
+        for jc in range(wc):
+            j0, j1 = 2 * jc, 2 * jc + 1
+            s = r[i0, j0]
+            if i1 < h:
+                s = s + r[i1, j0]
+            if j1 < w:
+                s = s + r[i0, j1]
+                if i1 < h:
+                    s = s + r[i1, j1]
+            out[ic, jc] = s
+
+
+@_jit
+def prolong_add(x, corr, out):
+    """``out[i, j] = x[i, j] + corr[i // 2, j // 2]`` (piecewise-constant prolongation)."""
+    h, w = x.shape
+    for i in range(h):
+        ci = corr[i // 2]
+        xi = x[i]
+        oi = out[i]
+        for j in range(w):
+            oi[j] = xi[j] + ci[j // 2]

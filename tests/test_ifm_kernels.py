@@ -166,3 +166,18 @@ def test_coarse_setup_kernels_equal_the_scipy_setup(prior, monkeypatch):
     assert cc.dtype == np.float32 and cc.lu.solve(rhs.astype(np.float32)).dtype == np.float32
     np.testing.assert_allclose(cc.lu.solve(rhs.astype(np.float32)), expected, rtol=0,
                                atol=1e-4 * scale)  # fmt: skip
+
+
+def test_patch_stats_kernel_equals_torch_statistics():
+    """The trimming's 3x3 patch statistics in one numba pass == ``patch_statistics``."""
+    from napari_hrmatt.models._ifm_kernels import patch_stats_kernel
+    from napari_hrmatt.models._trim import patch_statistics
+
+    rng = np.random.default_rng(4)
+    for c, h, w in ((3, 13, 17), (3, 1, 5), (1, 4, 2)):
+        image = torch.as_tensor(rng.random((c, h, w)))
+        mu, cov = patch_statistics(image, 1e-3)
+        m, s = np.empty((h * w, c)), np.empty((h * w, c, c))
+        patch_stats_kernel(image.numpy(), 1e-3, m, s)
+        np.testing.assert_allclose(m, mu.reshape(c, -1).T.numpy(), rtol=0, atol=1e-14)
+        np.testing.assert_allclose(s, cov.reshape(-1, c, c).numpy(), rtol=0, atol=1e-14)

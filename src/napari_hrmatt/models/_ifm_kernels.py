@@ -213,6 +213,50 @@ def lle_kernel(colour, index, points, reg, out):
 
 
 @numba.njit(**_JIT)
+def patch_stats_kernel(image, reg, mu, cov):
+    """Mean and covariance of each pixel's 3x3 patch (cut at the border), as
+    ``_trim.patch_statistics`` (the mean of ``x x^T`` minus ``mu mu^T``, plus ``reg I``),
+    written in the layout the distance kernel reads: ``mu`` (H*W, C), ``cov`` (H*W, C, C)
+    float64. ``image`` (C, H, W) float64. Per row, column sums of the three rows first."""
+    c, h, w = image.shape
+    s1 = np.empty((w, c), np.float64)
+    s2 = np.empty((w, c, c), np.float64)
+    m = np.empty(c, np.float64)
+    for y in range(h):
+        y0, y1 = max(y - 1, 0), min(y + 2, h)
+        for x in range(w):
+            for a in range(c):
+                t = 0.0
+                for yy in range(y0, y1):
+                    t += image[a, yy, x]
+                s1[x, a] = t
+                for b in range(a + 1):
+                    t = 0.0
+                    for yy in range(y0, y1):
+                        t += image[a, yy, x] * image[b, yy, x]
+                    s2[x, a, b] = t
+        for x in range(w):
+            x0, x1 = max(x - 1, 0), min(x + 2, w)
+            n = (y1 - y0) * (x1 - x0)
+            p = y * w + x
+            for a in range(c):
+                t = 0.0
+                for xx in range(x0, x1):
+                    t += s1[xx, a]
+                m[a] = t / n
+                mu[p, a] = m[a]
+            for a in range(c):
+                for b in range(a + 1):
+                    t = 0.0
+                    for xx in range(x0, x1):
+                        t += s2[xx, a, b]
+                    v = t / n - m[a] * m[b]
+                    cov[p, a, b] = v
+                    cov[p, b, a] = v
+                cov[p, a, a] += reg
+
+
+@numba.njit(**_JIT)
 def min_bhattacharyya_kernel(mu, cov, rows, index, out):
     """Smallest Bhattacharyya distance from each query's patch distribution to its valid
     candidates' (``inf`` without any); see ``_trim.bhattacharyya``. ``mu`` (H*W, C),

@@ -73,17 +73,21 @@ def trim_distances(
     """
     unknown = trimap == UNKNOWN
     rows = torch.nonzero(unknown.reshape(-1)).squeeze(1)
-    mu, cov = patch_statistics(image, reg)
-    groups = window_knn(
-        mu.float(), unknown, [trimap == FOREGROUND, trimap == BACKGROUND], k, radius
-    )
-    c = image.shape[0]
-    mu_flat, cov_flat = mu.reshape(c, -1).T, cov.reshape(-1, c, c)
-    if use_numba(image):
-        from ._ifm_kernels import min_bhattacharyya_kernel
+    c, h, w = image.shape
+    fused = use_numba(image)
+    if fused:  # the statistics in one pass, in the layout the distance kernel reads
+        from ._ifm_kernels import min_bhattacharyya_kernel, patch_stats_kernel
 
-        m = np.ascontiguousarray(mu_flat.numpy(), np.float64)
-        s = np.ascontiguousarray(cov_flat.numpy(), np.float64)
+        m = np.empty((h * w, c), np.float64)
+        s = np.empty((h * w, c, c), np.float64)
+        patch_stats_kernel(np.ascontiguousarray(image.double().numpy()), float(reg), m, s)
+        mu = torch.from_numpy(m).T.reshape(c, h, w)
+    else:
+        mu, cov = patch_statistics(image, reg)
+    groups = window_knn(
+        mu.float().contiguous(), unknown, [trimap == FOREGROUND, trimap == BACKGROUND], k, radius
+    )
+    if fused:
         r = rows.numpy()
         dist = []
         for index, _ in groups:
@@ -91,6 +95,7 @@ def trim_distances(
             min_bhattacharyya_kernel(m, s, r, np.ascontiguousarray(index.numpy()), out)
             dist.append(torch.from_numpy(out))
         return rows, dist[0], dist[1]
+    mu_flat, cov_flat = mu.reshape(c, -1).T, cov.reshape(-1, c, c)
     mu_p, cov_p = mu_flat[rows][:, None], cov_flat[rows][:, None]
     dist = []
     for index, _ in groups:

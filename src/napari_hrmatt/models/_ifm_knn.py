@@ -91,11 +91,18 @@ def _tree_knn(points: np.ndarray, queries: np.ndarray, k: int, eps: float = 0.0)
 
     m, nq = points.shape[0], len(queries)
     kq = min(k + 1, m)
-    tree = cKDTree(points, leafsize=32, balanced_tree=False, compact_nodes=False)
+    tree = cKDTree(points, leafsize=64, balanced_tree=False, compact_nodes=False)
+    # Queries in the tree's order of the points (the order of its leaves): consecutive
+    # queries visit the same nodes, the cache stays warm (GT04 0.5 MP: 0.56 -> 0.44 s with
+    # leafsize 64, was 32). The same answers: each query's result does not depend on
+    # the others.
+    rank = np.empty(m, np.int64)
+    rank[tree.indices] = np.arange(m)
+    order = np.argsort(rank[queries], kind="stable")
     out = np.empty((nq, k), np.int64)
     for start in range(0, nq, _BATCH):  # batches bound the temporaries
-        part = queries[start : start + _BATCH]
-        out[start : start + len(part)] = _nearest_others(tree, points, part, k, kq, eps)
+        sel = order[start : start + _BATCH]
+        out[sel] = _nearest_others(tree, points, queries[sel], k, kq, eps)
     return out
 
 

@@ -420,6 +420,7 @@ class InformationFlowModel:
         aggregates of the colour-mixture neighbour graph (:mod:`._ifm_coarse`, CPU only;
         on CUDA ``"none"`` is used): about half the CG iterations, 5-20 % less CPU time on
         GT04 at 3 / 0.5 MP, more memory (docs/ifm.md); ``"none"``: the V-cycle alone.
+        The global pass's solve; the blocks' is ``patch_coarse``.
     patch_tol_scale : float
         The patch pass's block solves (``refine``), which start from the global alpha,
         stop at a relative residual of ``patch_tol_scale * tol``: 10 (3e-4) by the cost
@@ -462,6 +463,7 @@ class InformationFlowModel:
         knn_xy=0.02,
         knn_kernel="binary",
         knn_patch="off",
+        patch_coarse="none",
     ):
         self.device = torch.device(device)
         given = dict(locals())
@@ -495,6 +497,9 @@ class InformationFlowModel:
         if knn_patch not in _KNN_PATCH:
             raise ValueError(f"knn_patch must be one of {_KNN_PATCH}, got {knn_patch!r}")
         opts["knn_patch"] = knn_patch
+        if patch_coarse not in _COARSE:
+            raise ValueError(f"patch_coarse must be one of {_COARSE}, got {patch_coarse!r}")
+        opts["patch_coarse"] = patch_coarse
         self.prior = opts.pop("prior")
         self.opts = opts
 
@@ -542,9 +547,11 @@ class InformationFlowModel:
         return alpha.astype(np.float32)
 
     def _patch_opts(self) -> dict:
-        """The options of a block's solve: ``tol`` times ``patch_tol_scale``; no KNN flow
-        with ``knn_patch="off"``."""
+        """The options of a block's solve: ``tol`` times ``patch_tol_scale``, the
+        preconditioner ``patch_coarse`` (for ``coarse``); no KNN flow with
+        ``knn_patch="off"``."""
         opts = dict(self.opts, tol=self.opts["tol"] * self.opts["patch_tol_scale"])
+        opts["coarse"] = opts["patch_coarse"]
         if opts["knn_patch"] == "off":
             opts["sigma_knn"] = 0.0
         return opts

@@ -38,7 +38,8 @@ diagonal of the non-local terms (``precond_diag`` times it). Neighbours are sear
 within a window of ``search`` (``search_known`` for known neighbours) pixels around each
 pixel (:func:`._knn.window_knn`): see docs/ifm.md for why and for the cost. On CPU
 (``coarse="cm"``, the default) a coarse correction on aggregates of the colour-mixture
-neighbour graph is added to the V-cycle (:mod:`._ifm_coarse`).
+neighbour graph is added to the V-cycle (:mod:`._ifm_coarse`) in the global pass; the
+patch pass's blocks go without it by default (``patch_coarse="none"``).
 
 References
 ----------

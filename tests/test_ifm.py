@@ -308,6 +308,25 @@ def test_coarse_option_plumbing():
     assert get_model("ifm", "cpu", coarse="none").opts["coarse"] == "none"
 
 
+@pytest.mark.parametrize(("options", "block"), [({}, "none"), ({"patch_coarse": "cm"}, "cm")])
+def test_patch_coarse_reaches_the_block_solves_only(monkeypatch, options, block):
+    """The global solve uses ``coarse`` ("cm"), the blocks' ``patch_coarse``."""
+    from napari_hrmatt.models import ifm
+
+    seen = []
+    real = ifm._coarse_correction
+
+    def recording(opts, *args):
+        seen.append(opts["coarse"])
+        return real(opts, *args)
+
+    monkeypatch.setattr(ifm, "_coarse_correction", recording)
+    image, trimap, _ = make_scene(32, 40, seed=1)
+    model = InformationFlowModel(trim="none", **options)
+    model.refine(image, trimap, model.global_alpha(image, trimap))
+    assert seen == ["cm", block]
+
+
 def test_flows_beat_closed_form_on_the_synthetic_scene():
     """Not a benchmark, a sanity check that the flows help where they should: on a
     composite whose foreground/background colours repeat, ifm's error is below cf's."""
@@ -349,12 +368,14 @@ def test_chunked_equals_whole_at_derived_overlap(scene, whole):
     assert diff.max() < 0.15
 
 
-def test_chunked_without_coarse_correction_equals_whole(scene, whole):
-    """coarse="none" changes the preconditioner only: chunked == the default whole solve."""
+@pytest.mark.parametrize("coarse", [{"coarse": "none"}, {"patch_coarse": "cm"}])
+def test_chunked_without_coarse_correction_equals_whole(scene, whole, coarse):
+    """coarse / patch_coarse change the preconditioner only: chunked (without the coarse
+    correction anywhere, or with it in the blocks too) == the default whole solve."""
     image, trimap, _ = scene
     chunked = estimate_alpha(
         image, trimap, model="ifm", chunks=37, global_size=800,
-        model_options={**TIGHT, "coarse": "none"},
+        model_options={**TIGHT, **coarse},
     )  # fmt: skip
     diff = np.abs(chunked - whole)
     assert diff.mean() < 3e-3
@@ -386,6 +407,7 @@ def test_too_small_overlap_shows_seams(scene, whole, overlap):
         ({"trim_close": 1.0, "trim_far": 0.5}, "trim_far .* must be >= trim_close"),
         ({"coarse": "amg"}, "coarse must be one of \\('cm', 'none'\\), got 'amg'"),
         ({"patch_tol_scale": 0}, "patch_tol_scale must be a number > 0"),
+        ({"patch_coarse": "amg"}, "patch_coarse must be one of \\('cm', 'none'\\), got 'amg'"),
         ({"sigma_knn": -1}, "sigma_knn must be a number >= 0"),
         ({"k_knn": 0}, "k_knn must be an integer >= 1"),
         ({"knn_xy": "near"}, "knn_xy must be a number >= 0"),

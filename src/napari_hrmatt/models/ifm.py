@@ -38,7 +38,8 @@ diagonal of the non-local terms (``precond_diag`` times it). Neighbours are sear
 within a window of ``search`` (``search_known`` for known neighbours) pixels around each
 pixel (:func:`._knn.window_knn`): see docs/ifm.md for why and for the cost. On CPU
 (``coarse="cm"``, the default) a coarse correction on aggregates of the colour-mixture
-neighbour graph is added to the V-cycle (:mod:`._ifm_coarse`).
+neighbour graph is added to the V-cycle (:mod:`._ifm_coarse`) in the global pass; the
+patch pass's blocks go without it by default (``patch_coarse="none"``).
 
 References
 ----------
@@ -447,6 +448,7 @@ class InformationFlowModel:
         aggregates of the colour-mixture neighbour graph (:mod:`._ifm_coarse`, CPU only;
         on CUDA ``"none"`` is used): about half the CG iterations, 5-20 % less CPU time on
         GT04 at 3 / 0.5 MP, more memory (docs/ifm.md); ``"none"``: the V-cycle alone.
+        The global pass's solve; the blocks' is ``patch_coarse``.
     patch_tol_scale : float
         The patch pass's block solves (``refine``), which start from the global alpha,
         stop at a relative residual of ``patch_tol_scale * tol``: 10 (3e-4) by the cost
@@ -456,6 +458,10 @@ class InformationFlowModel:
         The global pass's KNN search (k-d tree) is approximate with ``knn_eps > 0``: the
         ``j``-th neighbour found is within ``1 + knn_eps`` times the true ``j``-th distance
         (scipy's ``cKDTree.query(eps=...)``); 0: exact (the default).
+    patch_coarse : {"none", "cm"}
+        ``coarse`` for the patch pass's block solves: ``"none"`` (the default; the blocks
+        start from the global alpha with ``prior``, so they need only about a quarter more
+        iterations without it, and save its set-up and memory, docs/ifm.md) or ``"cm"``.
     """
 
     name = "ifm"
@@ -494,6 +500,7 @@ class InformationFlowModel:
         knn_kernel="binary",
         knn_patch="off",
         knn_eps=0.0,
+        patch_coarse="none",
     ):
         self.device = torch.device(device)
         given = dict(locals())
@@ -527,6 +534,9 @@ class InformationFlowModel:
         if knn_patch not in _KNN_PATCH:
             raise ValueError(f"knn_patch must be one of {_KNN_PATCH}, got {knn_patch!r}")
         opts["knn_patch"] = knn_patch
+        if patch_coarse not in _COARSE:
+            raise ValueError(f"patch_coarse must be one of {_COARSE}, got {patch_coarse!r}")
+        opts["patch_coarse"] = patch_coarse
         self.prior = opts.pop("prior")
         self.opts = opts
 
@@ -574,9 +584,11 @@ class InformationFlowModel:
         return alpha.astype(np.float32)
 
     def _patch_opts(self) -> dict:
-        """The options of a block's solve: ``tol`` times ``patch_tol_scale``; no KNN flow
-        with ``knn_patch="off"``."""
+        """The options of a block's solve: ``tol`` times ``patch_tol_scale``, the
+        preconditioner ``patch_coarse`` (for ``coarse``); no KNN flow with
+        ``knn_patch="off"``."""
         opts = dict(self.opts, tol=self.opts["tol"] * self.opts["patch_tol_scale"])
+        opts["coarse"] = opts["patch_coarse"]
         if opts["knn_patch"] == "off":
             opts["sigma_knn"] = 0.0
         return opts

@@ -413,6 +413,8 @@ def test_too_small_overlap_shows_seams(scene, whole, overlap):
         ({"knn_xy": "near"}, "knn_xy must be a number >= 0"),
         ({"knn_kernel": "soft"}, "knn_kernel must be one of \\('binary', 'kernel'\\), got 'soft'"),
         ({"knn_patch": "on"}, "knn_patch must be one of \\('window', 'off'\\), got 'on'"),
+        ({"knn_eps": -0.5}, "knn_eps must be a number >= 0"),
+        ({"knn_eps": float("inf")}, "knn_eps must be a number >= 0"),
     ],
 )
 def test_bad_options_are_one_clear_error(options, message):

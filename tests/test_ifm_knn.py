@@ -16,9 +16,10 @@ from .test_ifm import TIGHT, _brute_knn, _features, _system, tiny  # noqa: F401 
 @pytest.mark.parametrize("knn_whole", [False, True])
 def test_knn_flow_matches_dense(tiny, knn_whole, kernel):  # noqa: F811 (the fixture)
     """The KNN-matting flow: k_knn nearest pixels (any label) in [colour, knn_xy xy / s],
-    whole image (global pass) or the ``search`` window (blocks), Laplacian of W + W^T."""
+    whole image (global pass) or the ``search`` window (blocks), Laplacian of W + W^T.
+    The exact tree search (``knn_eps=0``; the default 1 is approximate, tested below)."""
     image, trimap = tiny
-    options = {"sigma_knn": 0.3, "k_knn": 4, "knn_xy": 0.5, "knn_kernel": kernel}
+    options = {"sigma_knn": 0.3, "k_knn": 4, "knn_xy": 0.5, "knn_kernel": kernel, "knn_eps": 0.0}
     (_, nl, _, _), opts = _system(
         image, trimap, knn_whole=knn_whole, sigma_cm=0.0, sigma_uu=0.0, **options
     )

@@ -67,6 +67,26 @@ def test_knn_tree_search_matches_brute_force(monkeypatch):
     assert (few[:, 3:] == -1).all() and (few[:, :3] >= 0).all()
 
 
+def test_knn_tree_fast_rows_equal_general_path():
+    """``_nearest_others`` takes rows without equal distances (query first) as the tree
+    returns them: the same answer as ordering every row by (distance, index)."""
+    from scipy.spatial import cKDTree
+
+    from napari_hrmatt.models._ifm_knn import _nearest_others, _ordered_others
+
+    rng = np.random.default_rng(7)
+    points = rng.random((500, 5))
+    points[300:340] = points[100:140]  # duplicates: the general path for those rows
+    points[400:450] = np.round(points[400:450], 1)
+    queries = np.arange(0, 500, 2)
+    tree = cKDTree(points, leafsize=16)
+    for eps in (0.0, 1.0):
+        got = _nearest_others(tree, points, queries, 6, 7, eps)
+        dist, idx = tree.query(points[queries], k=7, eps=eps)
+        np.testing.assert_array_equal(got, _ordered_others(dist, idx, queries, 7))
+    assert not (queries[:, None] == got).any()
+
+
 def test_knn_tree_search_approximate_bound():
     """``knn_eps > 0``: each neighbour found is within ``1 + eps`` of the true one at its
     rank (scipy's guarantee), the query itself never among them; the option reaches the

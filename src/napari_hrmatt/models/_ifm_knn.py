@@ -113,6 +113,29 @@ _BATCH = 1 << 16
 def _nearest_others(tree, points, queries, k, kq, eps):
     dist, idx = tree.query(points[queries], k=kq, eps=eps, workers=1)
     dist, idx = dist.reshape(len(queries), kq), idx.reshape(len(queries), kq)
+    if kq > 1:
+        # The tree returns each row by distance. A row with no equal distances and the
+        # query itself first is already in (distance, index) order with the query where
+        # the general path below drops it: its answer is ``idx[:, 1:]`` (the same numbers;
+        # GT04 0.5 MP: 98 % of the rows, the sort and masking 0.17 -> 0.03 s).
+        simple = (idx[:, 0] == queries) & (np.diff(dist, axis=1) > 0).all(1)
+        if simple.all():
+            out = idx[:, 1:]
+        else:
+            out = np.empty((len(queries), kq - 1), np.int64)
+            out[simple] = idx[simple, 1:]
+            rest = ~simple
+            out[rest] = _ordered_others(dist[rest], idx[rest], queries[rest], kq)
+        if kq - 1 < k:
+            out = np.concatenate([out, np.full((len(queries), k - kq + 1), -1, np.int64)], 1)
+        return out
+    return _ordered_others(dist, idx, queries, kq, k)
+
+
+def _ordered_others(dist, idx, queries, kq, k=None):
+    """Per row, the ``kq`` candidates ordered by (distance, index), the query itself (or
+    else the last) dropped; padded with -1 to ``k`` columns if given."""
+    k = kq - 1 if k is None else k
     # Order by (distance, index) so that the result does not depend on the tree's layout.
     order = np.lexsort((idx, dist), axis=1) if kq > 1 else np.zeros_like(idx)
     idx = np.take_along_axis(idx, order, 1)

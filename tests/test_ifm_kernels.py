@@ -181,3 +181,25 @@ def test_patch_stats_kernel_equals_torch_statistics():
         patch_stats_kernel(image.numpy(), 1e-3, m, s)
         np.testing.assert_allclose(m, mu.reshape(c, -1).T.numpy(), rtol=0, atol=1e-14)
         np.testing.assert_allclose(s, cov.reshape(-1, c, c).numpy(), rtol=0, atol=1e-14)
+
+
+def test_uu_weights_kernel_equals_torch_formula():
+    """ifm_system's intra-U edges (numba, one pass) against its torch formula (CUDA's):
+    the same neighbours and weights (missing ones at the row itself, weight 0)."""
+    from napari_hrmatt.models._ifm_kernels import uu_weights_kernel
+    from napari_hrmatt.models.ifm import _valid
+
+    rng = np.random.default_rng(9)
+    fq = torch.as_tensor(rng.random((5, 400)) * 0.5)  # some l1 > 1: clamped
+    rows = torch.as_tensor(np.sort(rng.choice(400, 150, replace=False)))
+    index = torch.as_tensor(rng.integers(0, 400, (150, 6)))
+    index[rng.random((150, 6)) < 0.1] = -1
+    ok = index >= 0
+    q = _valid(index, rows)
+    l1 = (fq[:, q] - fq[:, rows][:, :, None]).abs().sum(0)
+    expected = (1 - l1).clamp(min=0) * ok * 0.01
+    out_index, out_w = np.empty((150, 6), np.int64), np.empty((150, 6))
+    uu_weights_kernel(fq.numpy(), rows.numpy(), index.numpy(), 0.01, out_index, out_w)
+    assert (~ok).any() and (expected == 0).sum() > (~ok).sum() and (expected > 0).any()
+    np.testing.assert_array_equal(out_index, q.numpy())
+    np.testing.assert_allclose(out_w, expected.numpy(), rtol=1e-15, atol=0)

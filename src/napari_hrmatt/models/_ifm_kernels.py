@@ -485,3 +485,26 @@ def cm_uu_knn_kernel(col, pos, unknown, qpos, radius, cm_index, cm_dist2, uu_ind
         for j in range(k_uu):
             uu_index[n, j] = arg_u[j]
             uu_dist2[n, j] = best_u[j]
+
+
+@numba.njit(**_JIT)
+def uu_weights_kernel(fq, rows, index, sigma, out_index, out_w):
+    """The intra-U edges of ``ifm.ifm_system`` in one pass: ``out_w[n, j] = sigma *
+    max(1 - sum_t |fq[t, q] - fq[t, p]|, 0)`` for ``p = rows[n]``, ``q = index[n, j]``
+    (sums in float64 over the channels in order, as the torch formula), and
+    ``out_index`` = ``index`` with missing neighbours (-1) pointing at ``p`` with weight 0.
+    ``fq`` (C, H W) float64; ``rows`` (N,) and ``index`` (N, K) int64."""
+    c = fq.shape[0]
+    for n in range(index.shape[0]):
+        p = rows[n]
+        for j in range(index.shape[1]):
+            q = index[n, j]
+            if q < 0:
+                out_index[n, j] = p
+                out_w[n, j] = 0.0
+                continue
+            s = 0.0
+            for t in range(c):
+                s += abs(fq[t, q] - fq[t, p])
+            out_index[n, j] = q
+            out_w[n, j] = max(1.0 - s, 0.0) * sigma

@@ -269,11 +269,22 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
         alpha_ku[rows] = wf.sum(1).clamp(0, 1) * has_both
 
     # Intra unknown: k_uu nearest unknown pixels, position down-weighted 20x.
-    ok = uu_index >= 0
-    uu_index = _valid(uu_index, rows)
     fq = torch.cat([image, xy / 20]).reshape(c + 2, -1)
-    l1 = (fq[:, uu_index] - fq[:, rows][:, :, None]).abs().sum(0)
-    uu_w = (1 - l1).clamp(min=0) * ok * opts["sigma_uu"]
+    if use_numba(fq) and fq.dtype == torch.float64:  # one pass, no (C, N, K) temporaries
+        from ._ifm_kernels import uu_weights_kernel
+
+        index_np = np.ascontiguousarray(uu_index.numpy(), np.int64)
+        out_index, uu_w = np.empty_like(index_np), np.empty(index_np.shape, np.float64)
+        uu_weights_kernel(
+            fq.numpy(), np.ascontiguousarray(rows.numpy(), np.int64), index_np,
+            float(opts["sigma_uu"]), out_index, uu_w,
+        )  # fmt: skip
+        uu_index, uu_w = torch.from_numpy(out_index), torch.from_numpy(uu_w)
+    else:
+        ok = uu_index >= 0
+        uu_index = _valid(uu_index, rows)
+        l1 = (fq[:, uu_index] - fq[:, rows][:, :, None]).abs().sum(0)
+        uu_w = (1 - l1).clamp(min=0) * ok * opts["sigma_uu"]
     if opts["sigma_knn"] > 0:  # KNN-matting flow (_ifm_knn): more edges of the same form
         from ._ifm_knn import knn_edges
 
@@ -284,7 +295,8 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
 
     nonlocal_op = _NonLocal(h * w, opts["sigma_cm"], rows, cm_index, cm_w, rows, uu_index, uu_w)
     stencil = _cf_stencil(image, opts["radius"], opts["eps"], dtype=torch.float64)
-    stencil.coef *= opts["sigma_l"]
+    if opts["sigma_l"] != 1:
+        stencil.coef *= opts["sigma_l"]
     return stencil, nonlocal_op, eta.reshape(h, w), alpha_ku.reshape(h, w)
 
 
@@ -322,8 +334,11 @@ def solve_ifm(
     u = unknown.to(dtype)
     x = x.to(dtype)
     known_part = (x * (1 - u)).double()
-    b = -(stencil(known_part) + nl(known_part.reshape(-1)).reshape(h, w)) + eta * alpha_ku
-    diag = eta.clone()
+    b = -(stencil(known_part) + nl(known_part.reshape(-1)).reshape(h, w))
+    ku = opts["sigma_ku"] > 0  # else eta = 0: its terms are skipped (the same numbers)
+    if ku:
+        b += eta * alpha_ku
+    diag = eta.clone() if ku else 0.0
     if prior > 0:
         b = b + prior * target.double()
         diag += prior
@@ -350,7 +365,7 @@ def solve_ifm(
         return (precond(r) + coarse(r)) * u
 
     # Start from the K-to-U estimate in the global pass, from the global alpha in a block.
-    start = x if prior > 0 else torch.where(eta > 0, alpha_ku.to(dtype), x)
+    start = x if prior > 0 or not ku else torch.where(eta > 0, alpha_ku.to(dtype), x)
     m = mg if coarse is None else two_level
     y, it = cg(apply, m, b, start * u, opts["maxiter"], opts["tol"])
     return x * (1 - u) + y * u, it

@@ -208,7 +208,7 @@ def _valid(index, rows):
     return torch.where(index >= 0, index, rows[:, None])
 
 
-def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
+def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown_rows=False):
     """The flows of one image (crop): local stencil, non-local operator, K-to-U terms.
 
     Parameters
@@ -219,6 +219,10 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
         K-to-U flow are the ``FOREGROUND``/``BACKGROUND`` pixels.
     opts : dict
         The model's parameters (see :class:`InformationFlowModel`).
+
+    unknown_rows : bool
+        Build the rows of the local stencil at the unknown pixels only (the others zero;
+        on CPU, where this saves work): all :func:`solve_ifm` reads.
 
     Returns
     -------
@@ -294,7 +298,8 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict):
         uu_w = torch.cat([uu_w.to(knn_w.dtype), knn_w], 1)
 
     nonlocal_op = _NonLocal(h * w, opts["sigma_cm"], rows, cm_index, cm_w, rows, uu_index, uu_w)
-    stencil = _cf_stencil(image, opts["radius"], opts["eps"], dtype=torch.float64)
+    need = unknown.cpu().numpy() if unknown_rows and image.device.type == "cpu" else None
+    stencil = _cf_stencil(image, opts["radius"], opts["eps"], dtype=torch.float64, rows=need)
     if opts["sigma_l"] != 1:
         stencil.coef *= opts["sigma_l"]
     return stencil, nonlocal_op, eta.reshape(h, w), alpha_ku.reshape(h, w)
@@ -329,7 +334,9 @@ def solve_ifm(
     (not clamped) and the number of CG iterations.
     """
     h, w = trimap.shape
-    stencil, nl, eta, alpha_ku = ifm_system(image, trimap, opts)
+    # Only the unknown rows of the local flow: b is masked to them, the restriction
+    # below keeps only them.
+    stencil, nl, eta, alpha_ku = ifm_system(image, trimap, opts, unknown_rows=True)
     unknown = trimap == UNKNOWN
     u = unknown.to(dtype)
     x = x.to(dtype)

@@ -221,3 +221,21 @@ def test_method_options_reach_the_model(dataset, tmp_path):
     rows = {r["method"]: float(r["sad"]) for r in _read_csv(out)}
     assert set(rows) == {"hrmatt-cf", loose}
     assert rows[loose] > rows["hrmatt-cf"]
+
+
+def test_warmup_problem_reaches_the_solvers_set_ups():
+    """The warm-up must hit every numba signature a real solve uses, so that the measured
+    call loads none: more than 3000 unknown pixels (cf's smoothed-aggregation set-up, its
+    tentative-prolongator kernel) and a multigrid level between the finest and the
+    coarsest (more than 4 x 1024 cells: the full-stencil residual / Jacobi kernels)."""
+    import torch
+
+    from napari_hrmatt.models._stencil import Multigrid, Stencil
+
+    image, trimap = bench._warmup_problem()
+    assert image.shape == trimap.shape + (3,) and image.dtype == np.uint8
+    assert (trimap == 128).sum() > 3000
+    assert (trimap == 0).any() and (trimap == 255).any()
+    coef = torch.zeros((9, *trimap.shape), dtype=torch.float64)
+    coef[4] = 1.0
+    assert len(Multigrid(Stencil(coef, 1)).levels) >= 3

@@ -203,3 +203,25 @@ def test_uu_weights_kernel_equals_torch_formula():
     assert (~ok).any() and (expected == 0).sum() > (~ok).sum() and (expected > 0).any()
     np.testing.assert_array_equal(out_index, q.numpy())
     np.testing.assert_allclose(out_w, expected.numpy(), rtol=1e-15, atol=0)
+
+
+def test_nonlocal_diagonal_kernel_equals_index_add():
+    """``_NonLocal.diagonal`` on CPU (numba, float64) against its index_add formula (the
+    torch backend, CUDA's): the same sums, missing neighbours (weight 0) included."""
+    from napari_hrmatt.models.ifm import _NonLocal
+
+    rng = np.random.default_rng(12)
+    n, m, k, ku = 80, 30, 5, 4
+    rows = torch.as_tensor(np.sort(rng.choice(n, m, replace=False)))
+    cm_index = torch.as_tensor(rng.integers(0, n, (m, k)))
+    cm_index[::3, -1] = rows[::3]
+    cm_w = torch.as_tensor(rng.standard_normal((m, k)))
+    cm_w[::3, -1] = 0
+    uu_index = torch.as_tensor(rng.integers(0, n, (m, ku)))
+    uu_w = torch.as_tensor(rng.random((m, ku)))
+    args = (n, 0.8, rows, cm_index, cm_w, rows, uu_index, uu_w)
+    got = _NonLocal(*args, backend="auto")
+    expected = _NonLocal(*args, backend="torch").diagonal(torch.float64)
+    assert got._numba is not None
+    np.testing.assert_allclose(got.diagonal(torch.float64), expected, rtol=1e-15, atol=0)
+    assert got.diagonal(torch.float32).dtype == torch.float32  # torch formula there

@@ -508,3 +508,24 @@ def uu_weights_kernel(fq, rows, index, sigma, out_index, out_w):
                 s += abs(fq[t, q] - fq[t, p])
             out_index[n, j] = q
             out_w[n, j] = max(1.0 - s, 0.0) * sigma
+
+
+@numba.njit(**_JIT)
+def nonlocal_diagonal_kernel(sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, out):
+    """``out += diag(sigma_cm (I - W)^T (I - W) + L_uu)`` in float64, the terms added in
+    the order of ``ifm._NonLocal.diagonal``'s four ``index_add_`` calls (the same sums):
+    ``sigma_cm`` per colour-mixture row, ``sigma_cm w^2`` per neighbour, then the intra-U
+    weights at each edge's row and at its column."""
+    k, ku = cm_index.shape[1], uu_index.shape[1]
+    for r in range(cm_rows.shape[0]):
+        out[cm_rows[r]] += sigma_cm
+    for r in range(cm_rows.shape[0]):
+        for j in range(k):
+            w = np.float64(cm_w[r, j])
+            out[cm_index[r, j]] += sigma_cm * (w * w)
+    for r in range(uu_rows.shape[0]):
+        for j in range(ku):
+            out[uu_rows[r]] += np.float64(uu_w[r, j])
+    for r in range(uu_rows.shape[0]):
+        for j in range(ku):
+            out[uu_index[r, j]] += np.float64(uu_w[r, j])

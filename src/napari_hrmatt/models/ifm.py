@@ -173,6 +173,12 @@ class _NonLocal:
         return (base + self(x.reshape(-1)).reshape(x.shape) + shift * x) * mask
 
     def diagonal(self, dtype) -> torch.Tensor:
+        if self._numba is not None and dtype == torch.float64:  # the same sums, one pass
+            from ._ifm_kernels import nonlocal_diagonal_kernel
+
+            out = np.zeros(self.n, np.float64)
+            nonlocal_diagonal_kernel(float(self.sigma_cm), *self._numba, out)
+            return torch.from_numpy(out)
         out = torch.zeros(self.n, dtype=dtype, device=self.cm_w.device)
         ones = torch.full(self.cm_rows.shape, self.sigma_cm, dtype=dtype, device=out.device)
         out.index_add_(0, self.cm_rows, ones)

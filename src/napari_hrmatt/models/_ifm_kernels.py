@@ -1,6 +1,6 @@
 """Numba kernels of the information-flow model on CPU (windowed kNN, the colour-mixture and
 intra-U searches in one pass, LLE weights, Bhattacharyya distances of the trimming, the
-non-local operator's product).
+intra-U edge weights, the non-local operator's product and diagonal).
 
 Private to :mod:`._knn`, :mod:`._trim` and :mod:`.ifm`, imported lazily on first use
 (``import numba`` costs about 0.6 s). Each kernel is the serial loop form of a torch

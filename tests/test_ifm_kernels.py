@@ -203,6 +203,13 @@ def test_uu_weights_kernel_equals_torch_formula():
     assert (~ok).any() and (expected == 0).sum() > (~ok).sum() and (expected > 0).any()
     np.testing.assert_array_equal(out_index, q.numpy())
     np.testing.assert_allclose(out_w, expected.numpy(), rtol=1e-15, atol=0)
+    # The front end (ifm_system's) on either backend: the same edges.
+    from napari_hrmatt.models._knn import uu_edges
+
+    for backend in ("auto", "torch"):
+        got_index, got_w = uu_edges(fq, rows, index, 0.01, backend=backend)
+        np.testing.assert_array_equal(got_index.numpy(), q.numpy())
+        np.testing.assert_allclose(got_w.numpy(), expected.numpy(), rtol=1e-15, atol=0)
 
 
 def test_nonlocal_diagonal_kernel_equals_index_add():

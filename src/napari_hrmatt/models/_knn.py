@@ -269,3 +269,25 @@ def lle_weights(
         total = wt.sum(1, keepdim=True)
         out[s : s + batch] = torch.where(total.abs() > 1e-12, wt / total, 0.0)
     return out
+
+
+def uu_edges(fq: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, sigma: float, *,
+             backend=None):  # fmt: skip
+    """ifm's intra-U edges: ``(index, sigma * max(1 - |f_p - f_q|_1, 0))`` for the
+    neighbours ``index`` (N, K) of the pixels ``rows`` (N,), ``fq`` (C, H W) the features;
+    a missing neighbour (-1) points at its query with weight 0. On CPU one numba pass
+    (:func:`._ifm_kernels.uu_weights_kernel`, float64 features), else torch."""
+    if use_numba(fq, backend) and fq.dtype == torch.float64:  # no (C, N, K) temporaries
+        from ._ifm_kernels import uu_weights_kernel
+
+        index_np = np.ascontiguousarray(index.numpy(), np.int64)
+        out_index, out_w = np.empty_like(index_np), np.empty(index_np.shape, np.float64)
+        uu_weights_kernel(
+            fq.numpy(), np.ascontiguousarray(rows.numpy(), np.int64), index_np, float(sigma),
+            out_index, out_w,
+        )  # fmt: skip
+        return torch.from_numpy(out_index), torch.from_numpy(out_w)
+    ok = index >= 0
+    index = torch.where(ok, index, rows[:, None])
+    l1 = (fq[:, index] - fq[:, rows][:, :, None]).abs().sum(0)
+    return index, (1 - l1).clamp(min=0) * ok * sigma

@@ -58,7 +58,7 @@ import torch
 from .._blocks import cut_ring
 from ..trimap import BACKGROUND, FOREGROUND, UNKNOWN
 from ._ifm_knn import KNN_KERNELS
-from ._knn import cm_uu_knn, lle_weights, use_numba, window_knn
+from ._knn import cm_uu_knn, lle_weights, use_numba, uu_edges, window_knn
 from ._stencil import Multigrid, cg, crop_to_unknown, restrict_to_unknown
 from ._trim import check_trim_options, trim_array, trim_reach
 from .closed_form import _cf_stencil
@@ -280,21 +280,7 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown
 
     # Intra unknown: k_uu nearest unknown pixels, position down-weighted 20x.
     fq = torch.cat([image, xy / 20]).reshape(c + 2, -1)
-    if use_numba(fq) and fq.dtype == torch.float64:  # one pass, no (C, N, K) temporaries
-        from ._ifm_kernels import uu_weights_kernel
-
-        index_np = np.ascontiguousarray(uu_index.numpy(), np.int64)
-        out_index, uu_w = np.empty_like(index_np), np.empty(index_np.shape, np.float64)
-        uu_weights_kernel(
-            fq.numpy(), np.ascontiguousarray(rows.numpy(), np.int64), index_np,
-            float(opts["sigma_uu"]), out_index, uu_w,
-        )  # fmt: skip
-        uu_index, uu_w = torch.from_numpy(out_index), torch.from_numpy(uu_w)
-    else:
-        ok = uu_index >= 0
-        uu_index = _valid(uu_index, rows)
-        l1 = (fq[:, uu_index] - fq[:, rows][:, :, None]).abs().sum(0)
-        uu_w = (1 - l1).clamp(min=0) * ok * opts["sigma_uu"]
+    uu_index, uu_w = uu_edges(fq, rows, uu_index, opts["sigma_uu"])
     if opts["sigma_knn"] > 0:  # KNN-matting flow (_ifm_knn): more edges of the same form
         from ._ifm_knn import knn_edges
 

@@ -543,18 +543,12 @@ class InformationFlowModel:
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = getattr(torch, dtype)
-        if coarse not in _COARSE:
-            raise ValueError(f"coarse must be one of {_COARSE}, got {coarse!r}")
-        opts["coarse"] = coarse
-        if knn_kernel not in KNN_KERNELS:
-            raise ValueError(f"knn_kernel must be one of {KNN_KERNELS}, got {knn_kernel!r}")
-        opts["knn_kernel"] = knn_kernel
-        if knn_patch not in _KNN_PATCH:
-            raise ValueError(f"knn_patch must be one of {_KNN_PATCH}, got {knn_patch!r}")
-        opts["knn_patch"] = knn_patch
-        if patch_coarse not in _COARSE:
-            raise ValueError(f"patch_coarse must be one of {_COARSE}, got {patch_coarse!r}")
-        opts["patch_coarse"] = patch_coarse
+        choices = {"coarse": _COARSE, "patch_coarse": _COARSE, "knn_kernel": KNN_KERNELS,
+                   "knn_patch": _KNN_PATCH}  # fmt: skip
+        for key, allowed in choices.items():
+            if given[key] not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {given[key]!r}")
+            opts[key] = given[key]
         self.prior = opts.pop("prior")
         self.opts = opts
 

@@ -58,12 +58,11 @@ def _child_solve(method: str, npz: str, out: str, options: str) -> None:
             return estimate_alpha_cf(im.astype(np.float64) / 255.0, tri / 255.0)
     else:
         raise SystemExit(f"unknown method {method}")
-    # warm-up on a tiny problem: JIT compilation, thread pools
-    warm = np.full((48, 48), 128, np.uint8)
-    warm[:, :8], warm[:, -8:] = 0, 255
-    run(
-        np.repeat(np.linspace(0, 255, 48, dtype=np.uint8)[None, :, None], 48, 0).repeat(3, 2), warm
-    )
+    # warm-up on a small problem: JIT compilation (every numba signature a real solve
+    # uses, see napari_hrmatt.bench._warmup_problem), thread pools
+    from napari_hrmatt.bench import _warmup_problem
+
+    run(*_warmup_problem())
     t0 = time.perf_counter()
     alpha = run(image, trimap)
     seconds = time.perf_counter() - t0

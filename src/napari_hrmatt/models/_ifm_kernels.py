@@ -293,21 +293,16 @@ def min_bhattacharyya_kernel(mu, cov, rows, index, out):
 
 
 @numba.njit(**_JIT)
-def _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w):
+def _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, same):
     """``sigma_cm (I - W)^T (I - W) x + L_uu x`` in float64 (see ``ifm._NonLocal``): per
     colour-mixture row ``r = x_p - sum_q w_q x_q`` is gathered, then scattered back to
     ``p`` and (times ``-w_q``) to its neighbours; per intra-U edge ``(p, q)`` (row ``p`` of
     ``uu_rows``, its column ``q`` of ``uu_index``) ``d = w (x_p - x_q)`` goes to ``p`` and
-    ``-d`` to ``q``. Where both lists have the same rows (ifm_system's) one loop does both
-    (``p``'s own sums stay in a register)."""
+    ``-d`` to ``q``. With ``same`` (both lists have the same rows, as ifm_system's: checked
+    once by ``ifm._NonLocal``, not per product) one loop does both (``p``'s own sums stay
+    in a register)."""
     acc = np.zeros(x.shape[0], np.float64)
     k, ku = cm_index.shape[1], uu_index.shape[1]
-    same = cm_rows.shape[0] == uu_rows.shape[0]
-    if same:
-        for r in range(cm_rows.shape[0]):
-            if cm_rows[r] != uu_rows[r]:
-                same = False
-                break
     for r in range(cm_rows.shape[0]):
         p = cm_rows[r]
         xp = np.float64(x[p])
@@ -337,23 +332,25 @@ def _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w)
 
 
 @numba.njit(**_JIT)
-def nonlocal_apply_kernel(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, out):
+def nonlocal_apply_kernel(
+    x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, same, out
+):
     """``out = sigma_cm (I - W)^T (I - W) x + L_uu x`` (see ``ifm._NonLocal`` and
     :func:`_nonlocal_acc`). Sums in float64, ``out`` of ``x``'s dtype; the weights are of
     the vectors' dtype (``_NonLocal.to``)."""
-    acc = _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w)
+    acc = _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, same)
     for i in range(x.shape[0]):
         out[i] = acc[i]
 
 
 @numba.njit(**_JIT)
 def cg_apply_kernel(
-    x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, base, shift, mask, out
+    x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, same, base, shift, mask, out
 ):
     """ifm's CG operator in one pass: ``out = (base + N x + shift x) mask`` with ``N x`` the
     product of :func:`nonlocal_apply_kernel` and ``base`` the local stencil's product (all
     flat, of ``x``'s dtype; sums in float64, one rounding at the end)."""
-    acc = _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w)
+    acc = _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, same)
     for i in range(x.shape[0]):
         v = np.float64(base[i]) + acc[i] + np.float64(shift[i]) * np.float64(x[i])
         out[i] = v * np.float64(mask[i])

@@ -99,6 +99,9 @@ class _NonLocal:
                     (uu_rows, ix), (uu_index, ix), (uu_w, np.float64),
                 )
             )  # fmt: skip
+            # ifm_system passes the same rows to both lists: one loop over them (fixed here,
+            # not re-checked by every product).
+            self._same = bool(torch.equal(cm_rows, uu_rows))
             return
         dev, m, k = cm_w.device, cm_rows.numel(), cm_index.shape[1]
         # I - W: row r holds p (weight 1) and its k neighbours (missing ones point at p
@@ -142,7 +145,7 @@ class _NonLocal:
 
             xa = np.ascontiguousarray(x.numpy())
             out = np.empty_like(xa)
-            nonlocal_apply_kernel(xa, float(self.sigma_cm), *self._numba, out)
+            nonlocal_apply_kernel(xa, float(self.sigma_cm), *self._numba, self._same, out)
             return torch.from_numpy(out)
         mix, mix_t, adj, deg = self._matrices(x.dtype)
         out = mix_t @ (mix @ x)
@@ -166,7 +169,7 @@ class _NonLocal:
 
             out = np.empty(x.numel(), dtype=flat(x).dtype)
             cg_apply_kernel(
-                flat(x), float(self.sigma_cm), *self._numba,
+                flat(x), float(self.sigma_cm), *self._numba, self._same,
                 flat(base), flat(shift), flat(mask), out,
             )  # fmt: skip
             return torch.from_numpy(out.reshape(x.shape))

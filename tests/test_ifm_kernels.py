@@ -35,6 +35,31 @@ def test_window_knn_numba_with_sparse_candidates():
     np.testing.assert_array_equal(index.numpy(), expected)
 
 
+@pytest.mark.parametrize("ngroups", [2, 3])
+def test_window_knn_numba_groups_with_few_candidates(ngroups):
+    """Each group has its own k-th distance: one group with fewer than k candidates in
+    most windows (its limit stays inf) next to dense ones, integer features (exact ties):
+    every group's neighbours are still the brute force's. Two groups take the kernel's
+    select path, three its gather path."""
+    rng = np.random.default_rng(20 + ngroups)
+    feat = rng.integers(0, 3, (3, 14, 17)).astype(np.float32)
+    query = rng.random((14, 17)) < 0.4
+    rest = ~query
+    sparse = rest & (rng.random((14, 17)) < 0.06)
+    dense = rest & ~sparse
+    groups = [sparse, dense] if ngroups == 2 else [sparse, dense & (rng.random((14, 17)) < 0.5)]
+    if ngroups == 3:
+        groups.append(dense & ~groups[1])
+    got = window_knn(
+        torch.as_tensor(feat), torch.as_tensor(query), [torch.as_tensor(g) for g in groups],
+        4, 3, backend="auto",
+    )  # fmt: skip
+    short = (got[0][0].numpy() < 0).any(1)
+    assert short.mean() > 0.5  # the sparse group leaves most buffers unfilled
+    for (index, _), g in zip(got, groups, strict=True):
+        np.testing.assert_array_equal(index.numpy(), _brute_knn(feat, query, g, 4, 3))
+
+
 def _cm_uu_features(colour, scale):
     """ifm's two search features (float32): [colour, y/s, x/s] and [colour, y/20s, x/20s]."""
     h, w = colour.shape[1:]

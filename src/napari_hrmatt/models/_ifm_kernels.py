@@ -49,16 +49,23 @@ def window_knn_kernel(feat, label, run0, run1, qpos, ngroups, k, radius, index, 
     int64 filled with -1 and ``dist2`` (G, N, k) float32 filled with inf, written here. Per
     window row, the squared distances to all its pixels (candidates' span) are computed
     first (in float64 from the float32 features: exact differences, a loop the compiler
-    vectorises), then the row is scanned and a candidate enters its group's sorted buffer if
-    it precedes the current k-th in the order (distance, flat index): equal distances go to
-    the earlier (row-major) pixel, as a stable sort would, whatever the scan order. Rows are
-    visited centre-out (the query's row, then one above, one below, ...): near rows fill the
-    buffer with good candidates early, so fewer later candidates need inserting.
+    vectorises), then a vectorised count of the pixels within their own group's current
+    k-th distance (``lim[label]``; a non-candidate's limit is -1: never), and only if some
+    are the row is scanned up to the last of them: a candidate enters its group's sorted
+    buffer if it precedes the current k-th in the order (distance, flat index): equal
+    distances go to the earlier (row-major) pixel, as a stable sort would, whatever the
+    scan order. Each group has its own limit, so a group that has fewer than ``k``
+    candidates in the window (its limit stays inf; common in the trimming, where an unknown
+    pixel often sees one side only) does not make every pixel of the other group's rows be
+    scanned. Rows are visited centre-out (the query's row, then one above, one below, ...):
+    near rows fill the buffers with good candidates early, so fewer later candidates need
+    inserting.
     """
     d, h, w = feat.shape
     best = np.empty((ngroups, k), np.float64)
     arg = np.empty((ngroups, k), np.int64)
-    worst = np.empty(ngroups, np.float64)
+    lim = np.empty(max(ngroups + 1, 3), np.float64)  # per label: its group's k-th distance
+    lim0 = np.empty_like(lim)
     fq = np.empty(d, np.float64)
     row = np.empty(2 * radius + 1, np.float64)
     for n in range(qpos.shape[0]):
@@ -67,12 +74,13 @@ def window_knn_kernel(feat, label, run0, run1, qpos, ngroups, k, radius, index, 
         px = p - py * w
         for t in range(d):
             fq[t] = feat[t, py, px]
+        for g in range(lim.shape[0]):
+            lim[g] = -1.0
         for g in range(ngroups):
-            worst[g] = np.inf
+            lim[g + 1] = np.inf
             for j in range(k):
                 best[g, j] = np.inf
                 arg[g, j] = -1
-        lim = np.inf
         y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
         x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
         for step in range(2 * radius + 1):
@@ -83,48 +91,54 @@ def window_knn_kernel(feat, label, run0, run1, qpos, ngroups, k, radius, index, 
             if xa >= xb:
                 continue
             m = xb - xa
+            ft = fq[0]
             for i in range(m):
-                row[i] = 0.0
-            for t in range(d):
+                diff = np.float64(feat[0, cy, xa + i]) - ft
+                row[i] = diff * diff
+            for t in range(1, d):
                 ft = fq[t]
                 for i in range(m):
                     diff = np.float64(feat[t, cy, xa + i]) - ft
                     row[i] += diff * diff
-            cnt = 0  # a vectorised count first: most rows have no pixel within lim
-            for i in range(m):
-                cnt += row[i] <= lim
+            lab_row = label[cy, xa:xb]
+            cnt = 0  # a vectorised count first: most rows have no pixel within its limit
+            if ngroups <= 2:  # selects instead of a gather
+                lim1, lim2 = lim[1], lim[2]
+                for i in range(m):
+                    lb = lab_row[i]
+                    cnt += row[i] <= (lim1 if lb == 1 else (lim2 if lb == 2 else -1.0))
+            else:
+                for i in range(m):
+                    cnt += row[i] <= lim[lab_row[i]]
             if cnt == 0:
                 continue
-            lim0 = lim
+            for g in range(lim.shape[0]):
+                lim0[g] = lim[g]  # the limits counted with
             for i in range(m):
-                if cnt == 0:  # every pixel counted has been seen
-                    break
                 dd = row[i]
-                if dd > lim0:  # no group's buffer would take it
+                lb = lab_row[i]
+                if dd > lim0[lb]:  # not counted: not a candidate, or too far for its group
                     continue
                 cnt -= 1
                 cx = xa + i
-                g = label[cy, cx] - 1
-                if g < 0 or (cy == py and cx == px):
-                    continue
                 c = cy * w + cx
+                g = lb - 1
                 last = arg[g, k - 1]
-                if dd > worst[g] or (dd == worst[g] and last >= 0 and c > last):
-                    continue
-                # Insert into the sorted buffer, ordered by (distance, flat index).
-                j = k - 1
-                while j > 0 and (
-                    best[g, j - 1] > dd or (best[g, j - 1] == dd and arg[g, j - 1] > c)
-                ):
-                    best[g, j] = best[g, j - 1]
-                    arg[g, j] = arg[g, j - 1]
-                    j -= 1
-                best[g, j] = dd
-                arg[g, j] = c
-                worst[g] = best[g, k - 1]
-                lim = worst[0]
-                for t in range(1, ngroups):
-                    lim = max(lim, worst[t])
+                skip = dd > lim[lb] or (dd == lim[lb] and last >= 0 and c > last)
+                if not (skip or (cy == py and cx == px)):
+                    # Insert into the sorted buffer, ordered by (distance, flat index).
+                    j = k - 1
+                    while j > 0 and (
+                        best[g, j - 1] > dd or (best[g, j - 1] == dd and arg[g, j - 1] > c)
+                    ):
+                        best[g, j] = best[g, j - 1]
+                        arg[g, j] = arg[g, j - 1]
+                        j -= 1
+                    best[g, j] = dd
+                    arg[g, j] = c
+                    lim[lb] = best[g, k - 1]
+                if cnt == 0:  # every pixel counted has been seen
+                    break
         for g in range(ngroups):
             for j in range(k):
                 if arg[g, j] >= 0:
@@ -257,23 +271,27 @@ def patch_stats_kernel(image, reg, mu, cov):
 
 
 @numba.njit(**_JIT)
-def min_bhattacharyya_kernel(mu, cov, rows, index, out):
+def min_bhattacharyya_kernel(mu, cov, rows, index, logdet, out):
     """Smallest Bhattacharyya distance from each query's patch distribution to its valid
     candidates' (``inf`` without any); see ``_trim.bhattacharyya``. ``mu`` (H*W, C),
-    ``cov`` (H*W, C, C) float64; ``index`` (N, k) int64 (-1 missing); ``out`` (N,)."""
+    ``cov`` (H*W, C, C) float64; ``index`` (N, k) int64 (-1 missing); ``out`` (N,).
+    ``logdet`` (H*W,) float64, NaN where not yet known: each pixel's ``log det cov`` is
+    computed once, when first needed, and kept there (a candidate serves many queries, a
+    query both groups' calls: pass the same array)."""
     c = mu.shape[1]
     s = np.empty((c, c), np.float64)
     low = np.empty((c, c), np.float64)
     v = np.empty(c, np.float64)
     for r in range(rows.shape[0]):
         p = rows[r]
-        logdet_p = _chol_logdet(cov[p], c, low)
         best = np.inf
         for j in range(index.shape[1]):
             q = index[r, j]
             if q < 0:
                 continue
-            logdet_q = _chol_logdet(cov[q], c, low)
+            for e in (p, q):
+                if np.isnan(logdet[e]):
+                    logdet[e] = _chol_logdet(cov[e], c, low)
             for a in range(c):
                 for b in range(c):
                     s[a, b] = 0.5 * (cov[p, a, b] + cov[q, a, b])
@@ -286,7 +304,7 @@ def min_bhattacharyya_kernel(mu, cov, rows, index, out):
             maha = 0.0
             for a in range(c):
                 maha += v[a] * v[a]
-            dist = maha / 8 + (logdet_s - 0.5 * (logdet_p + logdet_q)) / 2
+            dist = maha / 8 + (logdet_s - 0.5 * (logdet[p] + logdet[q])) / 2
             if dist < best:
                 best = dist
         out[r] = best

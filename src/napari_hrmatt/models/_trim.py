@@ -89,10 +89,11 @@ def trim_distances(
     )
     if fused:
         r = rows.numpy()
+        logdet = np.full(h * w, np.nan)  # filled as needed, shared by both groups
         dist = []
         for index, _ in groups:
             out = np.empty(r.shape[0], np.float64)
-            min_bhattacharyya_kernel(m, s, r, np.ascontiguousarray(index.numpy()), out)
+            min_bhattacharyya_kernel(m, s, r, np.ascontiguousarray(index.numpy()), logdet, out)
             dist.append(torch.from_numpy(out))
         return rows, dist[0], dist[1]
     mu_flat, cov_flat = mu.reshape(c, -1).T, cov.reshape(-1, c, c)

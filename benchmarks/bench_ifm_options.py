@@ -17,10 +17,11 @@ Run (from the repository root; one core; ~20-40 s per image and method)::
 
 ``--trim-stats`` instead measures the trimming alone (no solve, a few seconds per image):
 per ``trim_close`` / ``trim_far`` pair, the share of unknown pixels it makes known and their
-own error against the ground truth (SAD per image, share off by more than 0.1)::
+own error against the ground truth (SAD per image, share off by more than 0.1); the pairs
+are ``--trim-close`` x ``--trim-far`` (default 0.1 0.25 0.5 1 x 0.9 2 4)::
 
     OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/bench_ifm_options.py \\
-        ../shared/bench-data --split dev --trim-stats
+        ../shared/bench-data --split dev --trim-stats --trim-close 0.25 0.3 --trim-far 0.6 0.9
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ CLOSE, FAR = (0.1, 0.25, 0.5, 1.0), (0.9, 2.0, 4.0)
 PYMATTING_DEV_BEST = {"sad": 5.61, "mse": 17.86, "grad": 4.91, "conn": 5.18}
 
 
-def trim_stats(root, names, radius: int, reg: float) -> str:
-    """What patch trimming alone does on ``names`` x Trimap1/2, per threshold pair."""
+def trim_stats(root, names, radius: int, reg: float, close=CLOSE, far=FAR) -> str:
+    """What patch trimming alone does on ``names`` x Trimap1/2, per threshold pair
+    (``close`` x ``far``, pairs with ``far >= close``)."""
     import torch
 
     from napari_hrmatt.models._trim import trim_distances
@@ -56,10 +58,10 @@ def trim_stats(root, names, radius: int, reg: float) -> str:
                 a.numpy() for a in trim_distances(im, torch.as_tensor(tri), radius=radius, reg=reg)
             )
             g = gt.astype(np.float64).ravel()[rows] / 255
-            for close in CLOSE:
-                for far in (f for f in FAR if f >= close):
-                    fg, bg = (d_f < close) & (d_b > far), (d_b < close) & (d_f > far)
-                    a = acc.setdefault((close, far), np.zeros(4))
+            for c in close:
+                for f in (f for f in far if f >= c):
+                    fg, bg = (d_f < c) & (d_b > f), (d_b < c) & (d_f > f)
+                    a = acc.setdefault((c, f), np.zeros(4))
                     a += (
                         fg.sum() + bg.sum(),
                         rows.size,
@@ -71,9 +73,9 @@ def trim_stats(root, names, radius: int, reg: float) -> str:
         "| trim_close | trim_far | trimmed share | SAD of trimmed / image | off by > 0.1 |",
         "|---:|---:|---:|---:|---:|",
     ]
-    for (close, far), (n, total, sad, bad) in acc.items():
+    for (c, f), (n, total, sad, bad) in acc.items():
         lines.append(
-            f"| {close:g} | {far:g} | {n / total:.3f} | {sad / (2 * len(names)):.3f} | "
+            f"| {c:g} | {f:g} | {n / total:.3f} | {sad / (2 * len(names)):.3f} | "
             f"{bad / max(n, 1):.4f} |"
         )
     return "\n".join(lines)
@@ -132,10 +134,16 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--trim-search", type=int, default=20)
     parser.add_argument("--trim-reg", type=float, default=1e-4)
+    parser.add_argument(
+        "--trim-close", type=float, nargs="+", default=CLOSE, help="with --trim-stats"
+    )
+    parser.add_argument("--trim-far", type=float, nargs="+", default=FAR, help="with --trim-stats")
     args = parser.parse_args(argv)
     if args.trim_stats:
         names = args.images or (DEV if args.split == "dev" else HELDOUT)
-        print(trim_stats(find_dataset(args.data_dir), names, args.trim_search, args.trim_reg))
+        root = find_dataset(args.data_dir)
+        close, far = args.trim_close, args.trim_far
+        print(trim_stats(root, names, args.trim_search, args.trim_reg, close, far))
         return
 
     if args.csv:

@@ -83,7 +83,7 @@ class _NonLocal:
     ):
         self.n, self.sigma_cm = n, sigma_cm
         self.cm_rows, self.cm_index, self.cm_w = cm_rows, cm_index, cm_w
-        self.uu_p = uu_rows[:, None].expand_as(uu_index).reshape(-1)
+        self.uu_rows, self.uu_index = uu_rows, uu_index
         self.uu_q, self.uu_w = uu_index.reshape(-1), uu_w.reshape(-1)
         self._mats = {}
         self._numba = None
@@ -112,8 +112,13 @@ class _NonLocal:
         self._mix_t = _csr_pattern(
             self._mix_cols, torch.arange(m, device=dev).repeat_interleave(k + 1), n
         )
-        uu_rows_all = torch.cat([self.uu_p, self.uu_q])
-        self._uu = _csr_pattern(uu_rows_all, torch.cat([self.uu_q, self.uu_p]), n)
+        uu_p = self.uu_p
+        self._uu = _csr_pattern(torch.cat([uu_p, self.uu_q]), torch.cat([self.uu_q, uu_p]), n)
+
+    @property
+    def uu_p(self) -> torch.Tensor:
+        """The row of every intra-U edge (flat, as ``uu_q``; built when asked)."""
+        return self.uu_rows[:, None].expand_as(self.uu_index).reshape(-1)
 
     def _matrices(self, dtype):
         if dtype not in self._mats:

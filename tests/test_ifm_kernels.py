@@ -212,6 +212,11 @@ def test_coarse_setup_kernels_equal_the_scipy_setup(prior, monkeypatch):
     got = _ifm_coarse.factorize(ac).solve(rhs)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * scale)
     assert cc.dtype == np.float32 and cc.lu.solve(rhs.astype(np.float32)).dtype == np.float32
+    # The correction added in place (CG's two-level preconditioner) == the sum of copies.
+    r, x = (torch.as_tensor(np.random.default_rng(s).random(u.shape), dtype=torch.float32)
+            for s in (1, 2))  # fmt: skip
+    want = x + cc(r)
+    assert cc.add_to(r, x) is x and torch.equal(x, want)
     np.testing.assert_allclose(cc.lu.solve(rhs.astype(np.float32)), expected, rtol=0,
                                atol=1e-4 * scale)  # fmt: skip
 

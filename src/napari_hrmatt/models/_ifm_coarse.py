@@ -365,14 +365,25 @@ class CoarseCorrection:
         if not np.all(np.isfinite(probe)):
             raise RuntimeError("coarse matrix is singular")
 
-    def __call__(self, r: torch.Tensor) -> torch.Tensor:
-        ra = np.ascontiguousarray(r.reshape(-1).numpy())
+    def _solve(self, r: torch.Tensor) -> np.ndarray:
         rc = np.zeros(self.nc, np.float64)
-        restrict_kernel(ra, self.flat, self.agg, rc)
-        zc = self.lu.solve(rc.astype(self.dtype, copy=False))
-        out = np.zeros(r.numel(), dtype=ra.dtype)
+        restrict_kernel(np.ascontiguousarray(r.reshape(-1).numpy()), self.flat, self.agg, rc)
+        return self.lu.solve(rc.astype(self.dtype, copy=False))
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        zc = self._solve(r)
+        out = np.zeros(r.numel(), dtype=r.numpy().dtype)
         prolong_kernel(zc, self.flat, self.agg, out)
         return torch.from_numpy(out.reshape(self.shape))
+
+    def add_to(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``x += self(r)`` in place at the unknown pixels (``x``: C-contiguous, CPU, of
+        ``r``'s shape): the same sums as ``x + self(r)`` there, without the grid of
+        zeros and the sum's copy."""
+        xa = x.numpy().reshape(-1)
+        zc = self._solve(r).astype(xa.dtype, copy=False)  # rounded as the grid's copy was
+        prolong_add_kernel(zc, self.flat, self.agg, xa)
+        return x
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False)
@@ -387,3 +398,10 @@ def prolong_kernel(zc, flat, agg, out):
     """``out = T zc`` at the unknown pixels (rounded to ``out``'s dtype)."""
     for i in range(flat.shape[0]):
         out[flat[i]] = zc[agg[i]]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False)
+def prolong_add_kernel(zc, flat, agg, out):
+    """``out += T zc`` at the unknown pixels (``zc`` of ``out``'s dtype)."""
+    for i in range(flat.shape[0]):
+        out[flat[i]] += zc[agg[i]]

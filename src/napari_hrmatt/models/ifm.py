@@ -368,8 +368,8 @@ def solve_ifm(
     def mg(r):
         return precond(r) * u
 
-    def two_level(r):
-        return (precond(r) + coarse(r)) * u
+    def two_level(r):  # (precond(r) + coarse(r)) * u, the sum and the mask in place
+        return coarse.add_to(r, precond(r)).mul_(u)
 
     # Start from the K-to-U estimate in the global pass, from the global alpha in a block.
     start = x if prior > 0 or not ku else torch.where(eta > 0, alpha_ku.to(dtype), x)

@@ -60,7 +60,7 @@ def knn_edges(
         empty = torch.zeros((0, k), dtype=torch.int64, device=image.device)
         return empty, empty.to(torch.float64)
     if whole:
-        points = feat.reshape(c + 2, -1).T.cpu().numpy()
+        points = np.ascontiguousarray(feat.reshape(c + 2, -1).T.cpu().numpy())  # the tree's copy
         index = _tree_knn(points, rows.cpu().numpy(), k, eps=opts.get("knn_eps", 0.0))
         index = torch.as_tensor(index, device=image.device)
     else:

@@ -218,8 +218,12 @@ def _sparse_csr(crow, cols, vals, size):
 
 
 def _valid(index, rows):
-    """Missing neighbours (-1) point at the query itself: with weight 0 they add nothing."""
-    return torch.where(index >= 0, index, rows[:, None])
+    """Missing neighbours (-1) point at the query itself: with weight 0 they add nothing.
+    ``index`` itself when none is missing (the colour mixture's windows: always full)."""
+    missing = index < 0
+    if not bool(missing.any()):
+        return index
+    return torch.where(missing, rows[:, None], index)
 
 
 def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown_rows=False):

@@ -264,9 +264,11 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown
     search, search_known = opts["search"], opts["search_known"]
 
     # Colour mixture: LLE weights over the k_cm nearest pixels in [colour, xy].
-    feat = torch.cat([image, xy]).float()
+    # (Each part cast to float32 before the cat: the same numbers, one float64 copy less.)
+    image32, xy_u = image.float(), xy / 20
+    feat = torch.cat([image32, xy.float()])
     # The intra-U search below (position down-weighted 20x) runs in the same pass.
-    feat_u = torch.cat([image, xy / 20]).float()
+    feat_u = torch.cat([image32, xy_u.float()])
     (cm_index, _), (uu_index, _) = cm_uu_knn(
         feat, feat_u, unknown, opts["k_cm"], opts["k_uu"], search
     )
@@ -291,7 +293,7 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown
         alpha_ku[rows] = wf.sum(1).clamp(0, 1) * has_both
 
     # Intra unknown: k_uu nearest unknown pixels, position down-weighted 20x.
-    fq = torch.cat([image, xy / 20]).reshape(c + 2, -1)
+    fq = torch.cat([image, xy_u]).reshape(c + 2, -1)
     uu_index, uu_w = uu_edges(fq, rows, uu_index, opts["sigma_uu"])
     if opts["sigma_knn"] > 0:  # KNN-matting flow (_ifm_knn): more edges of the same form
         from ._ifm_knn import knn_edges

@@ -226,7 +226,10 @@ def _valid(index, rows):
     return torch.where(missing, rows[:, None], index)
 
 
-def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown_rows=False):
+def ifm_system(
+    image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown_rows=False,
+    stencil_dtype=torch.float64,
+):  # fmt: skip
     """The flows of one image (crop): local stencil, non-local operator, K-to-U terms.
 
     Parameters
@@ -241,11 +244,13 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown
     unknown_rows : bool
         Build the rows of the local stencil at the unknown pixels only (the others zero;
         on CPU, where this saves work): all :func:`solve_ifm` reads.
+    stencil_dtype : torch dtype
+        The local stencil's storage (its coefficients are computed in float64).
 
     Returns
     -------
     stencil : ``Stencil``
-        ``sigma_l L`` (float64, not yet restricted to the unknown pixels).
+        ``sigma_l L`` (``stencil_dtype``, not yet restricted to the unknown pixels).
     nonlocal_op : ``_NonLocal``
         Colour-mixture plus intra-U operator, already scaled by its sigmas.
     eta, alpha_ku : (H, W) tensors of float64
@@ -305,7 +310,7 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown
 
     nonlocal_op = _NonLocal(h * w, opts["sigma_cm"], rows, cm_index, cm_w, rows, uu_index, uu_w)
     need = unknown.cpu().numpy() if unknown_rows and image.device.type == "cpu" else None
-    stencil = _cf_stencil(image, opts["radius"], opts["eps"], dtype=torch.float64, rows=need)
+    stencil = _cf_stencil(image, opts["radius"], opts["eps"], dtype=stencil_dtype, rows=need)
     if opts["sigma_l"] != 1:
         stencil.coef *= opts["sigma_l"]
     return stencil, nonlocal_op, eta.reshape(h, w), alpha_ku.reshape(h, w)
@@ -341,13 +346,18 @@ def solve_ifm(
     """
     h, w = trimap.shape
     # Only the unknown rows of the local flow: b is masked to them, the restriction
-    # below keeps only them.
-    stencil, nl, eta, alpha_ku = ifm_system(image, trimap, opts, unknown_rows=True)
+    # below keeps only them. On CPU the stencil is stored in CG's dtype at once (computed
+    # in float64; b's local part then sums in that dtype too: rounding, docs/ifm.md).
+    sdt = dtype if image.device.type == "cpu" else torch.float64
+    stencil, nl, eta, alpha_ku = ifm_system(
+        image, trimap, opts, unknown_rows=True, stencil_dtype=sdt
+    )
     unknown = trimap == UNKNOWN
     u = unknown.to(dtype)
     x = x.to(dtype)
-    known_part = (x * (1 - u)).double()
-    b = -(stencil(known_part) + nl(known_part.reshape(-1)).reshape(h, w))
+    known_part = (x * (1 - u)).double()  # x's dtype's values: exact in it
+    local = stencil(known_part.to(sdt)).double()
+    b = -(local + nl(known_part.reshape(-1)).reshape(h, w))
     ku = opts["sigma_ku"] > 0  # else eta = 0: its terms are skipped (the same numbers)
     if ku:
         b += eta * alpha_ku

@@ -208,6 +208,23 @@ def test_local_flow_is_the_matting_laplacian(tiny):
     np.testing.assert_allclose(dense, expected, atol=1e-9 * np.abs(expected).max())
 
 
+def test_float32_local_stencil_is_the_float64_one_rounded(tiny):
+    """``stencil_dtype=float32`` (solve_ifm's on CPU with float32 CG) stores the float64
+    coefficients rounded once; a float32 solve stays within float32 CG's reach of the
+    float64 one."""
+    image, trimap = tiny
+    (s64, *_), opts = _system(image, trimap)
+    im = torch.as_tensor(np.moveaxis(image, -1, 0).copy(), dtype=torch.float64)
+    s32 = ifm_system(im, torch.as_tensor(trimap), opts, stencil_dtype=torch.float32)[0]
+    assert s32.coef.dtype == torch.float32 and torch.equal(s32.coef, s64.coef.float())
+    x = torch.as_tensor(np.where(trimap == 128, 0.5, trimap / 255.0))
+    runs = [
+        solve_ifm(im, torch.as_tensor(trimap), x, dict(opts, tol=1e-6), dtype=dt)[0]
+        for dt in (torch.float32, torch.float64)
+    ]
+    np.testing.assert_allclose(runs[0].double().numpy(), runs[1].numpy(), rtol=0, atol=1e-4)
+
+
 def _dense_problem(image, trimap, **options):
     (stencil, nl, eta, alpha_ku), opts = _system(image, trimap, **options)
     eye = torch.eye(trimap.size, dtype=torch.float64)

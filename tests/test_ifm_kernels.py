@@ -109,11 +109,38 @@ def test_fused_cm_uu_search_equals_separate_searches(radius, ties):
     np.testing.assert_array_equal(u2.numpy(), expected.numpy())
 
 
+def _aggregate_python(indptr, indices):
+    """Greedy aggregation of a symmetric graph (CSR, sorted rows) as first written (the
+    numba kernel's reference): pass 1, a node with all neighbours free forms an aggregate
+    with them; pass 2, a left-over node joins its first neighbour's pass-1 aggregate;
+    pass 3, the rest with their free neighbours."""
+    n = indptr.size - 1
+    agg = np.full(n, -1, np.int64)
+    count = 0
+    for i in range(n):
+        nb = indices[indptr[i] : indptr[i + 1]]
+        if agg[i] < 0 and (agg[nb] < 0).all():
+            agg[i] = agg[nb] = count
+            count += 1
+    first = agg.copy()
+    for i in np.flatnonzero(first < 0):
+        nb = indices[indptr[i] : indptr[i + 1]]
+        hit = nb[first[nb] >= 0]
+        if hit.size:
+            agg[i] = first[hit[0]]
+    for i in range(n):
+        if agg[i] < 0:
+            nb = indices[indptr[i] : indptr[i + 1]]
+            agg[i] = count
+            agg[nb[agg[nb] < 0]] = count
+            count += 1
+    return agg, count
+
+
 def _galerkin_scipy(op, nl, unknown, shift):
     """The coarse set-up as first written (scipy.sparse products), the reference of
     ``CoarseCorrection``'s one-pass kernels: aggregates and ``T^T A T``."""
     from napari_hrmatt.models._aggregation import stencil_to_csr
-    from napari_hrmatt.models._ifm_coarse import aggregate_kernel
 
     flat = np.flatnonzero(unknown.reshape(-1))
     n = flat.size
@@ -127,11 +154,10 @@ def _galerkin_scipy(op, nl, unknown, shift):
     np.cumsum(edge.sum(1), out=indptr[1:])
     g = sp.csr_matrix((np.ones(indptr[-1]), cm_c[edge], indptr), shape=(n, n))
     g = (g + g.T).tocsr()
-    # Sorted rows: main's code took scipy's merge order, so pass 2 of the aggregation
-    # (a left-over pixel joins its first neighbouring aggregate) could pick another one.
+    # Sorted rows: pass 2 of the aggregation (a left-over pixel joins its first
+    # neighbouring aggregate) takes the lowest-numbered neighbour.
     g.sort_indices()
-    agg = np.empty(n, np.int64)
-    nc = int(aggregate_kernel(g.indptr.astype(np.int64), g.indices.astype(np.int64), agg))
+    agg, nc = _aggregate_python(g.indptr, g.indices)
     t = sp.csr_matrix((np.ones(n), agg, np.arange(n + 1)), shape=(n, nc))
     s = stencil_to_csr(op, unknown).astype(np.float64)
     ac = (t.T @ (s @ t)).tocsr()
@@ -150,6 +176,28 @@ def _galerkin_scipy(op, nl, unknown, shift):
     diag = deg[flat] + shift.numpy().astype(np.float64).reshape(-1)[flat]
     ac = ac - wc - wc.T + sp.diags(np.bincount(agg, diag, minlength=nc))
     return agg, nc, ac
+
+
+def test_cm_aggregate_kernel_equals_aggregation_of_the_symmetrised_graph():
+    """The aggregation straight from the colour-mixture lists (unsorted, with repeats,
+    self loops and known neighbours) == the aggregation of scipy's ``g + g.T`` with sorted
+    rows; sparse lists leave pixels to passes 2 and 3."""
+    from napari_hrmatt.models._ifm_coarse import cm_aggregate_kernel
+
+    rng = np.random.default_rng(5)
+    for n, k, p_missing in ((300, 6, 0.2), (500, 3, 0.6), (40, 2, 0.9)):
+        cm_c = rng.integers(0, n, (n, k))
+        cm_c[rng.random((n, k)) < p_missing] = -1
+        cm_c[:5, 0] = np.arange(5)  # self loops
+        cm_c[5:10, 1] = cm_c[5:10, 0]  # repeats
+        edge = (cm_c >= 0) & (cm_c != np.arange(n)[:, None])
+        g = sp.csr_matrix((np.ones(edge.sum()), (np.nonzero(edge)[0], cm_c[edge])), (n, n))
+        g = (g + g.T).tocsr()
+        g.sort_indices()
+        want, count = _aggregate_python(g.indptr, g.indices)
+        agg = np.empty(n, np.int64)
+        assert cm_aggregate_kernel(cm_c, agg) == count
+        np.testing.assert_array_equal(agg, want)
 
 
 @pytest.mark.parametrize("prior", [0.0, 0.05])
@@ -189,6 +237,11 @@ def test_coarse_setup_kernels_equal_the_scipy_setup(prior, monkeypatch):
     got = _ifm_coarse.factorize(ac).solve(rhs)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * scale)
     assert cc.dtype == np.float32 and cc.lu.solve(rhs.astype(np.float32)).dtype == np.float32
+    # The correction added in place (CG's two-level preconditioner) == the sum of copies.
+    r, x = (torch.as_tensor(np.random.default_rng(s).random(u.shape), dtype=torch.float32)
+            for s in (1, 2))  # fmt: skip
+    want = x + cc(r)
+    assert cc.add_to(r, x) is x and torch.equal(x, want)
     np.testing.assert_allclose(cc.lu.solve(rhs.astype(np.float32)), expected, rtol=0,
                                atol=1e-4 * scale)  # fmt: skip
 

@@ -67,12 +67,17 @@ def test_knn_tree_search_matches_brute_force(monkeypatch):
     assert (few[:, 3:] == -1).all() and (few[:, :3] >= 0).all()
 
 
-def test_knn_tree_fast_rows_equal_general_path():
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_knn_tree_fast_rows_equal_general_path(backend, monkeypatch):
     """``_nearest_others`` takes rows without equal distances (query first) as the tree
-    returns them: the same answer as ordering every row by (distance, index)."""
+    returns them (numba: ``tree_rows_kernel``; numpy with ``backend="torch"``): the same
+    answer as ordering every row by (distance, index)."""
     from scipy.spatial import cKDTree
 
+    from napari_hrmatt.models import _knn
     from napari_hrmatt.models._ifm_knn import _nearest_others, _ordered_others
+
+    monkeypatch.setattr(_knn, "BACKEND", backend)
 
     rng = np.random.default_rng(7)
     points = rng.random((500, 5))

@@ -89,3 +89,18 @@ def test_multigrid_cycle_with_kernels_equals_torch_path(monkeypatch):
     op.use_half()
     assert len(mg.levels) >= 3
     np.testing.assert_allclose(mg(b).numpy(), want.numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("radius, h, w", [(2, 11, 9), (1, 8, 7), (2, 1, 3), (1, 6, 1)])
+def test_coarsen_kernel_equals_the_torch_formula(monkeypatch, dtype, radius, h, w):
+    """``Stencil.coarsen`` in one numba pass == its torch code (padded strided sums in the
+    same order): bit-identical, odd sizes included."""
+    rng = np.random.default_rng(radius * 10 + h + w)
+    coef = torch.as_tensor(rng.standard_normal(((2 * radius + 1) ** 2, h, w)), dtype=dtype)
+    monkeypatch.setattr(_stencil, "USE_NUMBA", False)
+    want = Stencil(coef, radius).coarsen()
+    monkeypatch.setattr(_stencil, "USE_NUMBA", True)
+    got = Stencil(coef, radius).coarsen()
+    assert got.radius == 1 and got.coef.dtype == dtype
+    assert torch.equal(got.coef, want.coef)

@@ -24,65 +24,24 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from ._aggregation import stencil_to_csr
-
 __all__ = ["CoarseCorrection"]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False)
-def aggregate_kernel(indptr, indices, agg):
-    """Greedy aggregation of a symmetric graph (CSR ``indptr``, ``indices``: int64).
+def cm_aggregate_kernel(cm_c, agg):
+    """Greedy aggregation of the symmetrised colour-mixture graph among the unknown pixels
+    (``i ~ j`` if either lists the other; ``cm_c`` (n, k) int64: neighbour ids among the
+    unknown pixels, -1 for others; self loops ignored), without building that graph.
 
-    ``agg`` (n,) int64 is filled with the aggregate of each node; returns their count.
-    Pass 1: a node whose neighbours are all unassigned forms an aggregate with them.
-    Pass 2: a node still unassigned joins the first pass-1 aggregate among its neighbours.
-    Pass 3 (not reached after passes 1-2, kept as a safety net): the rest forms
-    aggregates with its unassigned neighbours.
+    ``agg`` (n,) int64 is filled with the aggregate of each pixel; returns their count.
+    Pass 1: a pixel whose neighbours are all unassigned forms an aggregate with them.
+    Pass 2: a pixel still unassigned joins the pass-1 aggregate of its lowest-numbered
+    neighbour that has one. Pass 3 (not reached after passes 1-2, kept as a safety net):
+    the rest forms aggregates with its unassigned neighbours. A pixel's neighbours are its
+    own list and the pixels that list it (an incoming list, by counting sort); no pass
+    depends on their order or on repeats, so neither is sorted out.
     """
-    n = agg.size
-    agg[:] = -1
-    count = 0
-    for i in range(n):
-        if agg[i] >= 0:
-            continue
-        free = True
-        for k in range(indptr[i], indptr[i + 1]):
-            if agg[indices[k]] >= 0:
-                free = False
-                break
-        if not free:
-            continue
-        agg[i] = count
-        for k in range(indptr[i], indptr[i + 1]):
-            agg[indices[k]] = count
-        count += 1
-    first = agg.copy()
-    for i in range(n):
-        if first[i] >= 0:
-            continue
-        for k in range(indptr[i], indptr[i + 1]):
-            if first[indices[k]] >= 0:
-                agg[i] = first[indices[k]]
-                break
-    for i in range(n):
-        if agg[i] >= 0:
-            continue
-        agg[i] = count
-        for k in range(indptr[i], indptr[i + 1]):
-            if agg[indices[k]] < 0:
-                agg[indices[k]] = count
-        count += 1
-    return count
-
-
-@numba.njit(cache=True, nogil=True, fastmath=False)
-def cm_graph_kernel(cm_c):
-    """CSR (``indptr``, ``indices``) of the symmetrised colour-mixture graph among unknown
-    pixels: ``i ~ j`` if either lists the other (``cm_c`` (n, k) int64: neighbour ids
-    among the unknown pixels, -1 for others); no self loops, each row's columns sorted
-    and unique (the pattern of scipy's ``g + g.T``)."""
     n, k = cm_c.shape
-    # Who lists i (sorted: rows are visited in order) ...
     iptr = np.zeros(n + 1, np.int64)
     for r in range(n):
         for j in range(k):
@@ -99,50 +58,92 @@ def cm_graph_kernel(cm_c):
             if c >= 0 and c != r:
                 inc[fill[c]] = r
                 fill[c] += 1
-    # ... merged with whom i lists (sorted by insertion: k is small), repeats dropped.
-    ptr = np.zeros(n + 1, np.int64)
-    idx = np.empty(2 * iptr[n], np.int64)
-    out = np.empty(k, np.int64)
-    pos = 0
+    agg[:] = -1
+    count = 0
     for i in range(n):
-        m = 0
+        if agg[i] >= 0:
+            continue
+        free = True
         for j in range(k):
             c = cm_c[i, j]
-            if c >= 0 and c != i:
-                t = m
-                while t > 0 and out[t - 1] > c:
-                    out[t] = out[t - 1]
-                    t -= 1
-                out[t] = c
-                m += 1
-        a, b, last = 0, iptr[i], -1
-        while a < m or b < iptr[i + 1]:
-            if b >= iptr[i + 1] or (a < m and out[a] <= inc[b]):
-                c = out[a]
-                a += 1
-            else:
-                c = inc[b]
-                b += 1
-            if c != last:
-                idx[pos] = c
-                pos += 1
-                last = c
-        ptr[i + 1] = pos
-    return ptr, idx[:pos].copy()
+            if c >= 0 and agg[c] >= 0:
+                free = False
+                break
+        if free:
+            for e in range(iptr[i], iptr[i + 1]):
+                if agg[inc[e]] >= 0:
+                    free = False
+                    break
+        if not free:
+            continue
+        agg[i] = count
+        for j in range(k):
+            if cm_c[i, j] >= 0:
+                agg[cm_c[i, j]] = count
+        for e in range(iptr[i], iptr[i + 1]):
+            agg[inc[e]] = count
+        count += 1
+    first = agg.copy()
+    for i in range(n):
+        if first[i] >= 0:
+            continue
+        best = -1
+        for j in range(k):
+            c = cm_c[i, j]
+            if c >= 0 and c != i and first[c] >= 0 and (best < 0 or c < best):
+                best = c
+        for e in range(iptr[i], iptr[i + 1]):
+            c = inc[e]
+            if first[c] >= 0 and (best < 0 or c < best):
+                best = c
+        if best >= 0:
+            agg[i] = first[best]
+    for i in range(n):
+        if agg[i] >= 0:
+            continue
+        agg[i] = count
+        for j in range(k):
+            c = cm_c[i, j]
+            if c >= 0 and agg[c] < 0:
+                agg[c] = count
+        for e in range(iptr[i], iptr[i + 1]):
+            if agg[inc[e]] < 0:
+                agg[inc[e]] = count
+        count += 1
+    return count
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False)
-def galerkin_kernel(agg, nc, s_ptr, s_idx, s_val, cm_c, cm_w, sigma, up, uq, uw, diag):
-    """CSR (``indptr``, ``indices``, ``data``) of ``T^T A T`` (see :class:`CoarseCorrection`)
-    from the fine lists, coarse row by coarse row with a dense accumulator (Gustavson).
+def galerkin_kernel(agg, nc, coef, dys, dxs, gid, flat, cm_c, cm_w, sigma, uu_index, uu_w, shift):
+    """CSR (``indptr``, ``indices``, ``data``; a row's columns in the order first met, not
+    sorted) of ``T^T A T`` (see :class:`CoarseCorrection`) from the fine lists, coarse row
+    by coarse row with a dense accumulator (Gustavson).
 
-    ``agg`` (n,) aggregate of each unknown pixel, ``nc`` their count; ``s_*``: the local
-    operator among unknown pixels (CSR); ``cm_c`` (n, k) colour-mixture neighbour ids
-    among the unknown pixels (-1 otherwise) with weights ``cm_w``; ``up``, ``uq`` (E,)
-    intra-U edges as unknown ids (-1 for a known end) with weights ``uw``; ``diag`` (n,)
-    the diagonal added at each unknown pixel (intra-U degree plus shift).
+    ``agg`` (n,) aggregate of each unknown pixel, ``nc`` their count; ``coef`` (K, H, W)
+    the local operator's stencil (offsets ``dys``, ``dxs``; its rows and columns at the
+    unknown pixels are read, zero coefficients skipped); ``gid`` (H W,) each pixel's id
+    among the unknown pixels (-1: known) and ``flat`` (n,) the unknown pixels' flat
+    indices; ``cm_c`` (n, k) colour-mixture neighbour ids among the unknown pixels (-1
+    otherwise) with weights ``cm_w``; ``uu_index`` (n, K') intra-U neighbours (flat
+    indices) of each unknown pixel with weights ``uu_w``, whose degrees (edges to known
+    pixels included) go on the diagonal with ``shift`` (H W,).
     """
     n, k = cm_c.shape
+    h, w = coef.shape[1], coef.shape[2]
+    n_off = coef.shape[0]
+    # The diagonal: intra-U degrees from either end (summed in edge order) plus the shift.
+    deg_p = np.zeros(n, np.float64)
+    deg_q = np.zeros(n, np.float64)
+    ku = uu_index.shape[1]
+    for r in range(n):
+        for j in range(ku):
+            deg_p[r] += uu_w[r, j]
+            g = gid[uu_index[r, j]]
+            if g >= 0:
+                deg_q[g] += uu_w[r, j]
+    diag = np.empty(n, np.float64)
+    for i in range(n):
+        diag[i] = (deg_p[i] + deg_q[i]) + np.float64(shift[flat[i]])
     # Members of each aggregate (counting sort).
     mptr = np.zeros(nc + 1, np.int64)
     for i in range(n):
@@ -193,24 +194,28 @@ def galerkin_kernel(agg, nc, s_ptr, s_idx, s_val, cm_c, cm_w, sigma, up, uq, uw,
             fill[a] += 1
     # Intra-U edges between unknown pixels, by the aggregate of either end.
     eptr = np.zeros(nc + 1, np.int64)
-    for e in range(up.shape[0]):
-        if up[e] >= 0 and uq[e] >= 0:
-            eptr[agg[up[e]] + 1] += 1
-            eptr[agg[uq[e]] + 1] += 1
+    for r in range(n):
+        for j in range(ku):
+            g = gid[uu_index[r, j]]
+            if g >= 0:
+                eptr[agg[r] + 1] += 1
+                eptr[agg[g] + 1] += 1
     for a in range(nc):
         eptr[a + 1] += eptr[a]
     fill = eptr[:-1].copy()
     eto = np.empty(eptr[nc], np.int64)
     ew = np.empty(eptr[nc], np.float64)
-    for e in range(up.shape[0]):
-        if up[e] >= 0 and uq[e] >= 0:
-            a, b = agg[up[e]], agg[uq[e]]
-            eto[fill[a]] = b
-            ew[fill[a]] = uw[e]
-            fill[a] += 1
-            eto[fill[b]] = a
-            ew[fill[b]] = uw[e]
-            fill[b] += 1
+    for r in range(n):
+        for j in range(ku):
+            g = gid[uu_index[r, j]]
+            if g >= 0:
+                a, b = agg[r], agg[g]
+                eto[fill[a]] = b
+                ew[fill[a]] = uu_w[r, j]
+                fill[a] += 1
+                eto[fill[b]] = a
+                ew[fill[b]] = uu_w[r, j]
+                fill[b] += 1
     # Coarse rows.
     acc = np.zeros(nc, np.float64)
     mark = np.full(nc, -1, np.int64)
@@ -224,14 +229,22 @@ def galerkin_kernel(agg, nc, s_ptr, s_idx, s_val, cm_c, cm_w, sigma, up, uq, uw,
         nt = 0
         for m in range(mptr[a], mptr[a + 1]):
             i = members[m]
-            for e in range(s_ptr[i], s_ptr[i + 1]):
-                b = agg[s_idx[e]]
+            y, x = flat[i] // w, flat[i] % w
+            for o in range(n_off):
+                yy, xx = y + dys[o], x + dxs[o]
+                if yy < 0 or yy >= h or xx < 0 or xx >= w:
+                    continue
+                col = gid[yy * w + xx]
+                v = coef[o, y, x]
+                if col < 0 or v == 0:
+                    continue
+                b = agg[col]
                 if mark[b] != a:
                     mark[b] = a
                     acc[b] = 0.0
                     touched[nt] = b
                     nt += 1
-                acc[b] += s_val[e]
+                acc[b] += np.float64(v)
             if mark[a] != a:
                 mark[a] = a
                 acc[a] = 0.0
@@ -264,10 +277,9 @@ def galerkin_kernel(agg, nc, s_ptr, s_idx, s_val, cm_c, cm_w, sigma, up, uq, uw,
             idx2[:nnz] = idx[:nnz]
             val2[:nnz] = val[:nnz]
             idx, val = idx2, val2
-        cols = np.sort(touched[:nt])
         for t in range(nt):
-            idx[nnz + t] = cols[t]
-            val[nnz + t] = acc[cols[t]]
+            idx[nnz + t] = touched[t]
+            val[nnz + t] = acc[touched[t]]
         nnz += nt
         ptr[a + 1] = nnz
     return ptr, idx[:nnz].copy(), val[:nnz].copy()
@@ -311,38 +323,37 @@ class CoarseCorrection:
 
     def __init__(self, op, nl, unknown: np.ndarray, shift: torch.Tensor):
         self.shape = unknown.shape
-        self.flat = np.flatnonzero(unknown.reshape(-1)).astype(np.int64)
-        n = self.flat.size
+        self.flat = flat = np.flatnonzero(unknown.reshape(-1))
+        n = flat.size
         gid = np.full(unknown.size, -1, dtype=np.int64)
-        gid[self.flat] = np.arange(n)
-        cm_r = gid[nl.cm_rows.cpu().numpy()]
+        gid[flat] = np.arange(n)
+        # ifm_system: both lists' rows are the unknown pixels in order.
+        for rows in (nl.cm_rows, nl.uu_rows):
+            if not np.array_equal(rows.cpu().numpy(), flat):
+                raise RuntimeError("non-local rows are not the unknown pixels in order")
         cm_c = gid[nl.cm_index.cpu().numpy()]
-        cm_w = nl.cm_w.detach().cpu().numpy().astype(np.float64)
-
-        if not np.array_equal(cm_r, np.arange(n)):  # ifm_system: rows = unknown, in order
-            raise RuntimeError("colour-mixture rows are not the unknown pixels in order")
-        cm_c = np.ascontiguousarray(cm_c, np.int64)
         # Aggregates on the symmetrised colour-mixture graph among unknown pixels.
-        indptr, indices = cm_graph_kernel(cm_c)
         self.agg = np.empty(n, dtype=np.int64)
-        self.nc = nc = int(aggregate_kernel(indptr, indices, self.agg))
-        # T^T A T in one pass over the fine lists: the local operator (its CSR form), the
-        # colour mixture sigma_cm (M T)^T (M T) (M = I - W on the colour-mixture rows,
-        # unknown columns; no M^T M), the intra-U Laplacian (degrees, edges to known
-        # pixels included, on the diagonal; weights of edges between unknown pixels off
-        # it) and the shift.
-        s = stencil_to_csr(op, unknown)
-        up, uq = nl.uu_p.cpu().numpy(), nl.uu_q.cpu().numpy()
-        uw = np.ascontiguousarray(nl.uu_w.detach().cpu().numpy(), np.float64)
-        deg = np.bincount(up, uw, minlength=unknown.size)
-        deg += np.bincount(uq, uw, minlength=unknown.size)
-        shift_u = shift.detach().cpu().numpy().astype(np.float64).reshape(-1)[self.flat]
+        self.nc = nc = int(cm_aggregate_kernel(cm_c, self.agg))
+
+        # T^T A T in one pass over the fine lists: the local operator (read from its
+        # stencil), the colour mixture sigma_cm (M T)^T (M T) (M = I - W on the
+        # colour-mixture rows, unknown columns; no M^T M), the intra-U Laplacian (degrees,
+        # edges to known pixels included, on the diagonal; weights of edges between
+        # unknown pixels off it) and the shift.
+        def arr(t, dtype):
+            return np.ascontiguousarray(t.detach().cpu().numpy(), dtype)
+
+        coef = op.coef.detach().cpu().numpy()
+        if not coef.flags.c_contiguous or coef.dtype not in (np.float32, np.float64):
+            coef = np.ascontiguousarray(coef, np.float64)
+        dys, dxs = op._offset_arrays()
+        shift_np = shift.detach().cpu().numpy().reshape(-1)
+        uu_index = arr(nl.uu_index, np.int64)
         ptr, idx, val = galerkin_kernel(
-            self.agg, nc,
-            np.ascontiguousarray(s.indptr, np.int64), np.ascontiguousarray(s.indices, np.int64),
-            np.ascontiguousarray(s.data, np.float64),
-            cm_c, np.ascontiguousarray(cm_w, np.float64), float(nl.sigma_cm),
-            gid[up], gid[uq], uw, deg[self.flat] + shift_u,
+            self.agg, nc, coef, dys, dxs, gid, flat, cm_c, arr(nl.cm_w, np.float64),
+            float(nl.sigma_cm), uu_index, arr(nl.uu_w, np.float64).reshape(uu_index.shape),
+            np.ascontiguousarray(shift_np),
         )  # fmt: skip
         self.matrix = ac = sp.csr_matrix((val, idx, ptr), shape=(nc, nc))  # T^T A T
         # In CG's precision (the shift's dtype): with float32 CG vectors a float32 factor
@@ -354,14 +365,25 @@ class CoarseCorrection:
         if not np.all(np.isfinite(probe)):
             raise RuntimeError("coarse matrix is singular")
 
-    def __call__(self, r: torch.Tensor) -> torch.Tensor:
-        ra = np.ascontiguousarray(r.reshape(-1).numpy())
+    def _solve(self, r: torch.Tensor) -> np.ndarray:
         rc = np.zeros(self.nc, np.float64)
-        restrict_kernel(ra, self.flat, self.agg, rc)
-        zc = self.lu.solve(rc.astype(self.dtype, copy=False))
-        out = np.zeros(r.numel(), dtype=ra.dtype)
+        restrict_kernel(np.ascontiguousarray(r.reshape(-1).numpy()), self.flat, self.agg, rc)
+        return self.lu.solve(rc.astype(self.dtype, copy=False))
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        zc = self._solve(r)
+        out = np.zeros(r.numel(), dtype=r.numpy().dtype)
         prolong_kernel(zc, self.flat, self.agg, out)
         return torch.from_numpy(out.reshape(self.shape))
+
+    def add_to(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``x += self(r)`` in place at the unknown pixels (``x``: C-contiguous, CPU, of
+        ``r``'s shape): the same sums as ``x + self(r)`` there, without the grid of
+        zeros and the sum's copy."""
+        xa = x.numpy().reshape(-1)
+        zc = self._solve(r).astype(xa.dtype, copy=False)  # rounded as the grid's copy was
+        prolong_add_kernel(zc, self.flat, self.agg, xa)
+        return x
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False)
@@ -376,3 +398,10 @@ def prolong_kernel(zc, flat, agg, out):
     """``out = T zc`` at the unknown pixels (rounded to ``out``'s dtype)."""
     for i in range(flat.shape[0]):
         out[flat[i]] = zc[agg[i]]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False)
+def prolong_add_kernel(zc, flat, agg, out):
+    """``out += T zc`` at the unknown pixels (``zc`` of ``out``'s dtype)."""
+    for i in range(flat.shape[0]):
+        out[flat[i]] += zc[agg[i]]

@@ -544,3 +544,23 @@ def nonlocal_diagonal_kernel(sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_inde
     for r in range(uu_rows.shape[0]):
         for j in range(ku):
             out[uu_index[r, j]] += np.float64(uu_w[r, j])
+
+
+@numba.njit(**_JIT)
+def tree_rows_kernel(dist, idx, queries, out, simple):
+    """The k-d tree's answer rows that are already in (distance, index) order with the
+    query first (strictly increasing distances, ``idx[r, 0] == queries[r]``: see
+    ``_ifm_knn._nearest_others``): ``simple[r]`` True and ``out[r] = idx[r, 1:]``; the
+    other rows: ``simple[r]`` False, ``out[r]`` untouched. One pass instead of numpy's
+    ``diff`` / ``all`` / masked copies (the same rows and numbers)."""
+    n, kq = idx.shape
+    for r in range(n):
+        ok = idx[r, 0] == queries[r]
+        j = 0
+        while ok and j < kq - 1:
+            ok = dist[r, j + 1] > dist[r, j]
+            j += 1
+        simple[r] = ok
+        if ok:
+            for j in range(kq - 1):
+                out[r, j] = idx[r, j + 1]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import _knn
 from ._knn import window_knn
 
 __all__ = ["knn_features", "knn_edges", "KNN_KERNELS"]
@@ -60,7 +61,7 @@ def knn_edges(
         empty = torch.zeros((0, k), dtype=torch.int64, device=image.device)
         return empty, empty.to(torch.float64)
     if whole:
-        points = feat.reshape(c + 2, -1).T.cpu().numpy()
+        points = np.ascontiguousarray(feat.reshape(c + 2, -1).T.cpu().numpy())  # the tree's copy
         index = _tree_knn(points, rows.cpu().numpy(), k, eps=opts.get("knn_eps", 0.0))
         index = torch.as_tensor(index, device=image.device)
     else:
@@ -118,12 +119,17 @@ def _nearest_others(tree, points, queries, k, kq, eps):
         # query itself first is already in (distance, index) order with the query where
         # the general path below drops it: its answer is ``idx[:, 1:]`` (the same numbers;
         # GT04 0.5 MP: 98 % of the rows, the sort and masking 0.17 -> 0.03 s).
-        simple = (idx[:, 0] == queries) & (np.diff(dist, axis=1) > 0).all(1)
-        if simple.all():
-            out = idx[:, 1:]
+        out = np.empty((len(queries), kq - 1), np.int64)
+        if _knn.BACKEND == "auto":  # the same in one numba pass
+            from ._ifm_kernels import tree_rows_kernel
+
+            simple = np.empty(len(queries), bool)
+            idx = np.ascontiguousarray(idx, np.int64)
+            tree_rows_kernel(dist, idx, np.ascontiguousarray(queries, np.int64), out, simple)
         else:
-            out = np.empty((len(queries), kq - 1), np.int64)
+            simple = (idx[:, 0] == queries) & (np.diff(dist, axis=1) > 0).all(1)
             out[simple] = idx[simple, 1:]
+        if not simple.all():
             rest = ~simple
             out[rest] = _ordered_others(dist[rest], idx[rest], queries[rest], kq)
         if kq - 1 < k:

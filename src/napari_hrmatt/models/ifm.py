@@ -83,7 +83,7 @@ class _NonLocal:
     ):
         self.n, self.sigma_cm = n, sigma_cm
         self.cm_rows, self.cm_index, self.cm_w = cm_rows, cm_index, cm_w
-        self.uu_p = uu_rows[:, None].expand_as(uu_index).reshape(-1)
+        self.uu_rows, self.uu_index = uu_rows, uu_index
         self.uu_q, self.uu_w = uu_index.reshape(-1), uu_w.reshape(-1)
         self._mats = {}
         self._numba = None
@@ -112,8 +112,13 @@ class _NonLocal:
         self._mix_t = _csr_pattern(
             self._mix_cols, torch.arange(m, device=dev).repeat_interleave(k + 1), n
         )
-        uu_rows_all = torch.cat([self.uu_p, self.uu_q])
-        self._uu = _csr_pattern(uu_rows_all, torch.cat([self.uu_q, self.uu_p]), n)
+        uu_p = self.uu_p
+        self._uu = _csr_pattern(torch.cat([uu_p, self.uu_q]), torch.cat([self.uu_q, uu_p]), n)
+
+    @property
+    def uu_p(self) -> torch.Tensor:
+        """The row of every intra-U edge (flat, as ``uu_q``; built when asked)."""
+        return self.uu_rows[:, None].expand_as(self.uu_index).reshape(-1)
 
     def _matrices(self, dtype):
         if dtype not in self._mats:
@@ -213,11 +218,18 @@ def _sparse_csr(crow, cols, vals, size):
 
 
 def _valid(index, rows):
-    """Missing neighbours (-1) point at the query itself: with weight 0 they add nothing."""
-    return torch.where(index >= 0, index, rows[:, None])
+    """Missing neighbours (-1) point at the query itself: with weight 0 they add nothing.
+    ``index`` itself when none is missing (the colour mixture's windows: always full)."""
+    missing = index < 0
+    if not bool(missing.any()):
+        return index
+    return torch.where(missing, rows[:, None], index)
 
 
-def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown_rows=False):
+def ifm_system(
+    image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown_rows=False,
+    stencil_dtype=torch.float64,
+):  # fmt: skip
     """The flows of one image (crop): local stencil, non-local operator, K-to-U terms.
 
     Parameters
@@ -232,11 +244,13 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown
     unknown_rows : bool
         Build the rows of the local stencil at the unknown pixels only (the others zero;
         on CPU, where this saves work): all :func:`solve_ifm` reads.
+    stencil_dtype : torch dtype
+        The local stencil's storage (its coefficients are computed in float64).
 
     Returns
     -------
     stencil : ``Stencil``
-        ``sigma_l L`` (float64, not yet restricted to the unknown pixels).
+        ``sigma_l L`` (``stencil_dtype``, not yet restricted to the unknown pixels).
     nonlocal_op : ``_NonLocal``
         Colour-mixture plus intra-U operator, already scaled by its sigmas.
     eta, alpha_ku : (H, W) tensors of float64
@@ -255,9 +269,11 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown
     search, search_known = opts["search"], opts["search_known"]
 
     # Colour mixture: LLE weights over the k_cm nearest pixels in [colour, xy].
-    feat = torch.cat([image, xy]).float()
+    # (Each part cast to float32 before the cat: the same numbers, one float64 copy less.)
+    image32, xy_u = image.float(), xy / 20
+    feat = torch.cat([image32, xy.float()])
     # The intra-U search below (position down-weighted 20x) runs in the same pass.
-    feat_u = torch.cat([image, xy / 20]).float()
+    feat_u = torch.cat([image32, xy_u.float()])
     (cm_index, _), (uu_index, _) = cm_uu_knn(
         feat, feat_u, unknown, opts["k_cm"], opts["k_uu"], search
     )
@@ -282,7 +298,7 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown
         alpha_ku[rows] = wf.sum(1).clamp(0, 1) * has_both
 
     # Intra unknown: k_uu nearest unknown pixels, position down-weighted 20x.
-    fq = torch.cat([image, xy / 20]).reshape(c + 2, -1)
+    fq = torch.cat([image, xy_u]).reshape(c + 2, -1)
     uu_index, uu_w = uu_edges(fq, rows, uu_index, opts["sigma_uu"])
     if opts["sigma_knn"] > 0:  # KNN-matting flow (_ifm_knn): more edges of the same form
         from ._ifm_knn import knn_edges
@@ -294,7 +310,7 @@ def ifm_system(image: torch.Tensor, trimap: torch.Tensor, opts: dict, *, unknown
 
     nonlocal_op = _NonLocal(h * w, opts["sigma_cm"], rows, cm_index, cm_w, rows, uu_index, uu_w)
     need = unknown.cpu().numpy() if unknown_rows and image.device.type == "cpu" else None
-    stencil = _cf_stencil(image, opts["radius"], opts["eps"], dtype=torch.float64, rows=need)
+    stencil = _cf_stencil(image, opts["radius"], opts["eps"], dtype=stencil_dtype, rows=need)
     if opts["sigma_l"] != 1:
         stencil.coef *= opts["sigma_l"]
     return stencil, nonlocal_op, eta.reshape(h, w), alpha_ku.reshape(h, w)
@@ -330,13 +346,18 @@ def solve_ifm(
     """
     h, w = trimap.shape
     # Only the unknown rows of the local flow: b is masked to them, the restriction
-    # below keeps only them.
-    stencil, nl, eta, alpha_ku = ifm_system(image, trimap, opts, unknown_rows=True)
+    # below keeps only them. On CPU the stencil is stored in CG's dtype at once (computed
+    # in float64; b's local part then sums in that dtype too: rounding, docs/ifm.md).
+    sdt = dtype if image.device.type == "cpu" else torch.float64
+    stencil, nl, eta, alpha_ku = ifm_system(
+        image, trimap, opts, unknown_rows=True, stencil_dtype=sdt
+    )
     unknown = trimap == UNKNOWN
     u = unknown.to(dtype)
     x = x.to(dtype)
-    known_part = (x * (1 - u)).double()
-    b = -(stencil(known_part) + nl(known_part.reshape(-1)).reshape(h, w))
+    known_part = (x * (1 - u)).double()  # x's dtype's values: exact in it
+    local = stencil(known_part.to(sdt)).double()
+    b = -(local + nl(known_part.reshape(-1)).reshape(h, w))
     ku = opts["sigma_ku"] > 0  # else eta = 0: its terms are skipped (the same numbers)
     if ku:
         b += eta * alpha_ku
@@ -363,8 +384,8 @@ def solve_ifm(
     def mg(r):
         return precond(r) * u
 
-    def two_level(r):
-        return (precond(r) + coarse(r)) * u
+    def two_level(r):  # (precond(r) + coarse(r)) * u, the sum and the mask in place
+        return coarse.add_to(r, precond(r)).mul_(u)
 
     # Start from the K-to-U estimate in the global pass, from the global alpha in a block.
     start = x if prior > 0 or not ku else torch.where(eta > 0, alpha_ku.to(dtype), x)

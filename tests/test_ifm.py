@@ -10,9 +10,10 @@ import torch
 
 from napari_hrmatt import estimate_alpha
 from napari_hrmatt.models import _knn, get_model
+from napari_hrmatt.models._ifm_nonlocal import _NonLocal
 from napari_hrmatt.models._knn import lle_weights, window_knn
 from napari_hrmatt.models._trim import trim_distances, trim_patch
-from napari_hrmatt.models.ifm import InformationFlowModel, _NonLocal, ifm_system, solve_ifm
+from napari_hrmatt.models.ifm import InformationFlowModel, ifm_system, solve_ifm
 
 from .conftest import has_cuda, make_scene
 

@@ -293,7 +293,7 @@ def test_uu_weights_kernel_equals_torch_formula():
 def test_nonlocal_diagonal_kernel_equals_index_add():
     """``_NonLocal.diagonal`` on CPU (numba, float64) against its index_add formula (the
     torch backend, CUDA's): the same sums, missing neighbours (weight 0) included."""
-    from napari_hrmatt.models.ifm import _NonLocal
+    from napari_hrmatt.models._ifm_nonlocal import _NonLocal
 
     rng = np.random.default_rng(12)
     n, m, k, ku = 80, 30, 5, 4

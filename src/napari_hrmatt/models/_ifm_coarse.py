@@ -312,7 +312,7 @@ class CoarseCorrection:
     ----------
     op : Stencil
         The local operator already restricted to the unknown pixels (CPU).
-    nl : ``ifm._NonLocal``
+    nl : ``_ifm_nonlocal._NonLocal``
         Colour-mixture and intra-U operator on the flat grid.
     unknown : (H, W) bool array
     shift : (H, W) tensor

@@ -312,12 +312,12 @@ def min_bhattacharyya_kernel(mu, cov, rows, index, logdet, out):
 
 @numba.njit(**_JIT)
 def _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, same):
-    """``sigma_cm (I - W)^T (I - W) x + L_uu x`` in float64 (see ``ifm._NonLocal``): per
+    """``sigma_cm (I - W)^T (I - W) x + L_uu x`` in float64 (see ``_ifm_nonlocal._NonLocal``): per
     colour-mixture row ``r = x_p - sum_q w_q x_q`` is gathered, then scattered back to
     ``p`` and (times ``-w_q``) to its neighbours; per intra-U edge ``(p, q)`` (row ``p`` of
     ``uu_rows``, its column ``q`` of ``uu_index``) ``d = w (x_p - x_q)`` goes to ``p`` and
     ``-d`` to ``q``. With ``same`` (both lists have the same rows, as ifm_system's: checked
-    once by ``ifm._NonLocal``, not per product) one loop does both (``p``'s own sums stay
+    once by ``_ifm_nonlocal._NonLocal``, not per product) one loop does both (``p``'s own sums stay
     in a register)."""
     acc = np.zeros(x.shape[0], np.float64)
     k, ku = cm_index.shape[1], uu_index.shape[1]
@@ -353,7 +353,7 @@ def _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w,
 def nonlocal_apply_kernel(
     x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, same, out
 ):
-    """``out = sigma_cm (I - W)^T (I - W) x + L_uu x`` (see ``ifm._NonLocal`` and
+    """``out = sigma_cm (I - W)^T (I - W) x + L_uu x`` (see ``_ifm_nonlocal._NonLocal`` and
     :func:`_nonlocal_acc`). Sums in float64, ``out`` of ``x``'s dtype; the weights are of
     the vectors' dtype (``_NonLocal.to``)."""
     acc = _nonlocal_acc(x, sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, same)
@@ -528,7 +528,7 @@ def uu_weights_kernel(fq, rows, index, sigma, out_index, out_w):
 @numba.njit(**_JIT)
 def nonlocal_diagonal_kernel(sigma_cm, cm_rows, cm_index, cm_w, uu_rows, uu_index, uu_w, out):
     """``out += diag(sigma_cm (I - W)^T (I - W) + L_uu)`` in float64, the terms added in
-    the order of ``ifm._NonLocal.diagonal``'s four ``index_add_`` calls (the same sums):
+    the order of ``_ifm_nonlocal._NonLocal.diagonal``'s four ``index_add_`` calls (the same sums):
     ``sigma_cm`` per colour-mixture row, ``sigma_cm w^2`` per neighbour, then the intra-U
     weights at each edge's row and at its column."""
     k, ku = cm_index.shape[1], uu_index.shape[1]

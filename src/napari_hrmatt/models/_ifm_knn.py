@@ -18,7 +18,7 @@ solved (a k-d tree, :class:`scipy.spatial.cKDTree`, over every pixel of the solv
 queries for the unknown pixels only); in a **block** the window of ``search`` pixels of the
 other non-local flows (:func:`._knn.window_knn`), so a block's rows stay those of a
 whole-image solve at the derived overlap and the overlap does not grow. The edges join the
-intra-unknown edge lists of :class:`.ifm._NonLocal` (same Laplacian form; edges to known
+intra-unknown edge lists of :class:`._ifm_nonlocal._NonLocal` (same Laplacian form; edges to known
 pixels go to ``b`` and the diagonal there), so the CG operator, its numba product and the
 coarse correction need no change.
 """

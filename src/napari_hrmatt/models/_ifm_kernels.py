@@ -18,6 +18,10 @@ import numpy as np
 
 _JIT = {"cache": True, "nogil": True, "fastmath": False}
 
+# cm_uu_knn_kernel's guessed caps: the previous query's k-th distance times these (see
+# there; measured on GT04, docs/ifm.md "Sixth round: the colour-mixture search").
+GUESS_CM, GUESS_UU = 2.0, 3.0
+
 
 @numba.njit(**_JIT)
 def candidate_runs_kernel(label, first, last):
@@ -390,8 +394,84 @@ def _push(best, arg, k, dd, c):
     arg[j] = c
 
 
+@numba.njit(inline="always", **_JIT)
+def _cm_uu_scan(col, pos, unknown, p, radius, fq, row, dx_c, dx_u, bc, ac, bu, au, cap_c, cap_u):
+    """One visit of query ``p``'s window for :func:`cm_uu_knn_kernel`: candidates enter
+    the buffers ``bc``/``ac`` (colour mixture) and ``bu``/``au`` (intra-U) only with a
+    squared distance <= that search's ``cap`` (inf: no cap; < 0: the search is off)."""
+    c, h, w = col.shape
+    k_cm, k_uu = bc.shape[0], bu.shape[0]
+    py = p // w
+    px = p - py * w
+    y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
+    x0 = max(px - radius, 0)
+    m = min(px + radius + 1, w) - x0
+    yc, yu = np.float64(pos[0, py]), np.float64(pos[2, py])
+    for step in range(2 * radius + 1):
+        cy = py + ((step + 1) // 2) * (1 if step % 2 == 0 else -1)
+        if cy < y0 or cy >= y1:
+            continue
+        d = np.float64(pos[0, cy]) - yc
+        dy_c = d * d
+        d = np.float64(pos[2, cy]) - yu
+        dy_u = d * d
+        lim_c = min(bc[k_cm - 1], cap_c)
+        lim_u = min(bu[k_uu - 1], cap_u)
+        do_c = dy_c <= lim_c
+        do_u = dy_u <= lim_u
+        if not (do_c or do_u):
+            continue
+        for i in range(m):
+            row[i] = 0.0
+        for t in range(c):
+            ft = fq[t]
+            for i in range(m):
+                diff = np.float64(col[t, cy, x0 + i]) - ft
+                row[i] += diff * diff
+        if do_c:
+            cnt = 0
+            for i in range(m):
+                cnt += (row[i] + dy_c) + dx_c[i] <= lim_c
+            if cnt > 0:  # scan until the cnt pixels counted are seen
+                for i in range(m):
+                    dd = (row[i] + dy_c) + dx_c[i]
+                    if dd > lim_c:
+                        continue
+                    cx = x0 + i
+                    if not (dd > bc[k_cm - 1] or (cy == py and cx == px)):
+                        _push(bc, ac, k_cm, dd, cy * w + cx)
+                    cnt -= 1
+                    if cnt == 0:
+                        break
+        if do_u:
+            cnt = 0  # vectorised first: once the buffer is full, most rows add nothing
+            for i in range(m):
+                cnt += (row[i] + dy_u) + dx_u[i] <= lim_u
+            if cnt == 0:
+                continue
+            for i in range(m):
+                dd = (row[i] + dy_u) + dx_u[i]
+                if dd > lim_u:
+                    continue
+                cx = x0 + i
+                if unknown[cy, cx] and not (dd > bu[k_uu - 1] or (cy == py and cx == px)):
+                    _push(bu, au, k_uu, dd, cy * w + cx)
+                cnt -= 1
+                if cnt == 0:
+                    break
+
+
+@numba.njit(inline="always", **_JIT)
+def _clear(best, arg):
+    for j in range(best.shape[0]):
+        best[j] = np.inf
+        arg[j] = -1
+
+
 @numba.njit(**_JIT)
-def cm_uu_knn_kernel(col, pos, unknown, qpos, radius, cm_index, cm_dist2, uu_index, uu_dist2):
+def cm_uu_knn_kernel(
+    col, pos, unknown, qpos, radius, guess_cm, guess_uu, cm_index, cm_dist2, uu_index, uu_dist2
+):
     """The colour-mixture and intra-U searches of ifm in one pass over the window.
 
     Both search the same window of every query for the nearest pixels in
@@ -405,6 +485,15 @@ def cm_uu_knn_kernel(col, pos, unknown, qpos, radius, cm_index, cm_dist2, uu_ind
     in the same order: colours, y, x), so the neighbours are the same, ties included
     (distance, then flat index). A row is skipped for a search when its ``dy^2``
     alone exceeds that search's current k-th distance (no candidate of it could enter).
+
+    A guessed cap on the k-th distance: a candidate enters a buffer only if its distance
+    is <= ``guess`` times the previous query's k-th distance (``guess_cm`` /
+    ``guess_uu``; inf: no cap), so from the first rows on the vectorised count rejects
+    most pixels and few are inserted (neighbouring queries have similar k-th
+    distances). Exact either way: if the buffer holds k candidates at the end, every
+    candidate left out was farther than the cap, hence than the k-th; if it holds
+    fewer (the cap was too low), that search is done again without a cap.
+
     ``unknown`` (H, W) bool; ``qpos`` (N,) int64 flat query positions, row-major;
     ``cm_index`` (N, k_cm) / ``uu_index`` (N, k_uu) int64 and ``cm_dist2`` / ``uu_dist2``
     float32 of the same shapes (k >= 1), written here (-1 and inf where missing).
@@ -420,80 +509,40 @@ def cm_uu_knn_kernel(col, pos, unknown, qpos, radius, cm_index, cm_dist2, uu_ind
     row = np.empty(span, np.float64)
     dx_c = np.empty(span, np.float64)
     dx_u = np.empty(span, np.float64)
+    kth_c, kth_u = np.inf, np.inf  # the previous query's k-th distances
     for n in range(qpos.shape[0]):
         p = qpos[n]
         py = p // w
         px = p - py * w
         for t in range(c):
             fq[t] = col[t, py, px]
-        for j in range(k_cm):
-            best_c[j] = np.inf
-            arg_c[j] = -1
-        for j in range(k_uu):
-            best_u[j] = np.inf
-            arg_u[j] = -1
-        y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
+        _clear(best_c, arg_c)
+        _clear(best_u, arg_u)
         x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
-        m = x1 - x0
         xc, xu = np.float64(pos[1, px]), np.float64(pos[3, px])
-        for i in range(m):
+        for i in range(x1 - x0):
             d = np.float64(pos[1, x0 + i]) - xc
             dx_c[i] = d * d
             d = np.float64(pos[3, x0 + i]) - xu
             dx_u[i] = d * d
-        yc, yu = np.float64(pos[0, py]), np.float64(pos[2, py])
-        for step in range(span):
-            cy = py + ((step + 1) // 2) * (1 if step % 2 == 0 else -1)
-            if cy < y0 or cy >= y1:
-                continue
-            d = np.float64(pos[0, cy]) - yc
-            dy_c = d * d
-            d = np.float64(pos[2, cy]) - yu
-            dy_u = d * d
-            do_c = dy_c <= best_c[k_cm - 1]
-            do_u = dy_u <= best_u[k_uu - 1]
-            if not (do_c or do_u):
-                continue
-            for i in range(m):
-                row[i] = 0.0
-            for t in range(c):
-                ft = fq[t]
-                for i in range(m):
-                    diff = np.float64(col[t, cy, x0 + i]) - ft
-                    row[i] += diff * diff
-            if do_c:
-                lim = best_c[k_cm - 1]
-                cnt = 0
-                for i in range(m):
-                    cnt += (row[i] + dy_c) + dx_c[i] <= lim
-                if cnt > 0:  # scan until the cnt pixels counted are seen
-                    for i in range(m):
-                        dd = (row[i] + dy_c) + dx_c[i]
-                        if dd > lim:
-                            continue
-                        cx = x0 + i
-                        if not (dd > best_c[k_cm - 1] or (cy == py and cx == px)):
-                            _push(best_c, arg_c, k_cm, dd, cy * w + cx)
-                        cnt -= 1
-                        if cnt == 0:
-                            break
-            if do_u:
-                lim = best_u[k_uu - 1]
-                cnt = 0  # vectorised first: once the buffer is full, most rows add nothing
-                for i in range(m):
-                    cnt += (row[i] + dy_u) + dx_u[i] <= lim
-                if cnt == 0:
-                    continue
-                for i in range(m):
-                    dd = (row[i] + dy_u) + dx_u[i]
-                    if dd > lim:
-                        continue
-                    cx = x0 + i
-                    if unknown[cy, cx] and not (dd > best_u[k_uu - 1] or (cy == py and cx == px)):
-                        _push(best_u, arg_u, k_uu, dd, cy * w + cx)
-                    cnt -= 1
-                    if cnt == 0:
-                        break
+        cap_c = kth_c * guess_cm if guess_cm < np.inf else np.inf
+        cap_u = kth_u * guess_uu if guess_uu < np.inf else np.inf
+        _cm_uu_scan(
+            col, pos, unknown, p, radius, fq, row, dx_c, dx_u, best_c, arg_c, best_u, arg_u,
+            cap_c, cap_u,
+        )  # fmt: skip
+        redo_c = arg_c[k_cm - 1] < 0 and cap_c < np.inf  # fewer than k within the cap
+        redo_u = arg_u[k_uu - 1] < 0 and cap_u < np.inf
+        if redo_c or redo_u:
+            if redo_c:
+                _clear(best_c, arg_c)
+            if redo_u:
+                _clear(best_u, arg_u)
+            _cm_uu_scan(
+                col, pos, unknown, p, radius, fq, row, dx_c, dx_u, best_c, arg_c, best_u,
+                arg_u, np.inf if redo_c else -1.0, np.inf if redo_u else -1.0,
+            )  # fmt: skip
+        kth_c, kth_u = best_c[k_cm - 1], best_u[k_uu - 1]
         for j in range(k_cm):
             cm_index[n, j] = arg_c[j]
             cm_dist2[n, j] = best_c[j]

@@ -510,6 +510,7 @@ def cm_uu_knn_kernel(
     dx_c = np.empty(span, np.float64)
     dx_u = np.empty(span, np.float64)
     kth_c, kth_u = np.inf, np.inf  # the previous query's k-th distances
+    a = 0  # the query above the current one, if any: qpos[a] == p - w
     for n in range(qpos.shape[0]):
         p = qpos[n]
         py = p // w
@@ -525,8 +526,14 @@ def cm_uu_knn_kernel(
             dx_c[i] = d * d
             d = np.float64(pos[3, x0 + i]) - xu
             dx_u[i] = d * d
-        cap_c = kth_c * guess_cm if guess_cm < np.inf else np.inf
-        cap_u = kth_u * guess_uu if guess_uu < np.inf else np.inf
+        g_c, g_u = kth_c, kth_u
+        while qpos[a] < p - w:
+            a += 1
+        if qpos[a] == p - w:  # the mean with the query above's k-th distances
+            g_c = 0.5 * (g_c + np.float64(cm_dist2[a, k_cm - 1]))
+            g_u = 0.5 * (g_u + np.float64(uu_dist2[a, k_uu - 1]))
+        cap_c = g_c * guess_cm if guess_cm < np.inf else np.inf
+        cap_u = g_u * guess_uu if guess_uu < np.inf else np.inf
         _cm_uu_scan(
             col, pos, unknown, p, radius, fq, row, dx_c, dx_u, best_c, arg_c, best_u, arg_u,
             cap_c, cap_u,

@@ -109,19 +109,25 @@ def test_fused_cm_uu_search_equals_separate_searches(radius, ties):
     np.testing.assert_array_equal(u2.numpy(), expected.numpy())
 
 
-@pytest.mark.parametrize("guess", [(0.5, 0.5), (1.0, 1.0), (2.0, 3.0), (np.inf, np.inf)])
-def test_fused_cm_uu_search_guessed_caps(monkeypatch, guess):
-    """The search's guessed caps (the previous query's k-th distance times a factor) give
-    the brute-force neighbours whether the guess holds or not: below 1 nearly every query
-    is searched again without a cap, at 1 some are; integer colours (exact ties, also at
-    the cap) and sparse unknowns (intra-U buffers that stay short even without a cap)."""
+@pytest.mark.parametrize(
+    ("guess", "channels"),
+    [((0.5, 0.5), 3), ((1.0, 1.0), 3), ((2.0, 3.0), 3), ((np.inf, np.inf), 3), ((1.0, 1.0), 1),
+     ((2.0, 3.0), 4)],
+)  # fmt: skip
+def test_fused_cm_uu_search_guessed_caps(monkeypatch, guess, channels):
+    """The search's guessed caps (from the previous queries' k-th distances times a factor)
+    give the brute-force neighbours whether the guess holds or not: below 1 nearly every
+    query is searched again without a cap, at 1 some are; integer colours (exact ties, also
+    at the cap) and sparse unknowns (intra-U buffers that stay short even without a cap);
+    three colour channels take the kernel's one-pass distance loop, 1 and 4 the general
+    one."""
     from napari_hrmatt.models import _ifm_kernels
 
     monkeypatch.setattr(_ifm_kernels, "GUESS_CM", guess[0])
     monkeypatch.setattr(_ifm_kernels, "GUESS_UU", guess[1])
     rng = np.random.default_rng(31)
-    colour = rng.integers(0, 4, (3, 18, 23)) / 3.0
-    colour[:, :, 12:] = rng.random((3, 18, 11))  # a part without ties
+    colour = rng.integers(0, 4, (channels, 18, 23)) / 3.0
+    colour[:, :, 12:] = rng.random((channels, 18, 11))  # a part without ties
     unknown = rng.random((18, 23)) < 0.5
     unknown[:5] = rng.random((5, 23)) < 0.08
     f_cm, f_uu = _cm_uu_features(colour, 4.0)

@@ -421,34 +421,46 @@ def _cm_uu_scan(col, pos, unknown, p, radius, fq, row, dx_c, dx_u, bc, ac, bu, a
         do_u = dy_u <= lim_u
         if not (do_c or do_u):
             continue
-        for i in range(m):
-            row[i] = 0.0
-        for t in range(c):
-            ft = fq[t]
+        # Vectorised counts of the pixels within each search's limit first (-1: the
+        # search is off for this row): most rows have none, and are not scanned.
+        lc = lim_c if do_c else -1.0
+        lu = lim_u if do_u else -1.0
+        cnt_c, cnt_u = 0, 0
+        if c == 3:  # the distances and counts in one pass (the same sums, same order)
+            f0, f1, f2 = fq[0], fq[1], fq[2]
             for i in range(m):
-                diff = np.float64(col[t, cy, x0 + i]) - ft
-                row[i] += diff * diff
-        if do_c:
-            cnt = 0
+                d0 = np.float64(col[0, cy, x0 + i]) - f0
+                d1 = np.float64(col[1, cy, x0 + i]) - f1
+                d2 = np.float64(col[2, cy, x0 + i]) - f2
+                r = (d0 * d0 + d1 * d1) + d2 * d2
+                row[i] = r
+                cnt_c += (r + dy_c) + dx_c[i] <= lc
+                cnt_u += (r + dy_u) + dx_u[i] <= lu
+        else:
             for i in range(m):
-                cnt += (row[i] + dy_c) + dx_c[i] <= lim_c
-            if cnt > 0:  # scan until the cnt pixels counted are seen
+                row[i] = 0.0
+            for t in range(c):
+                ft = fq[t]
                 for i in range(m):
-                    dd = (row[i] + dy_c) + dx_c[i]
-                    if dd > lim_c:
-                        continue
-                    cx = x0 + i
-                    if not (dd > bc[k_cm - 1] or (cy == py and cx == px)):
-                        _push(bc, ac, k_cm, dd, cy * w + cx)
-                    cnt -= 1
-                    if cnt == 0:
-                        break
-        if do_u:
-            cnt = 0  # vectorised first: once the buffer is full, most rows add nothing
+                    diff = np.float64(col[t, cy, x0 + i]) - ft
+                    row[i] += diff * diff
             for i in range(m):
-                cnt += (row[i] + dy_u) + dx_u[i] <= lim_u
-            if cnt == 0:
-                continue
+                cnt_c += (row[i] + dy_c) + dx_c[i] <= lc
+                cnt_u += (row[i] + dy_u) + dx_u[i] <= lu
+        if cnt_c > 0:  # scan until the cnt pixels counted are seen
+            cnt = cnt_c
+            for i in range(m):
+                dd = (row[i] + dy_c) + dx_c[i]
+                if dd > lim_c:
+                    continue
+                cx = x0 + i
+                if not (dd > bc[k_cm - 1] or (cy == py and cx == px)):
+                    _push(bc, ac, k_cm, dd, cy * w + cx)
+                cnt -= 1
+                if cnt == 0:
+                    break
+        if cnt_u > 0:
+            cnt = cnt_u
             for i in range(m):
                 dd = (row[i] + dy_u) + dx_u[i]
                 if dd > lim_u:

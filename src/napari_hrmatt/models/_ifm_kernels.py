@@ -95,15 +95,23 @@ def window_knn_kernel(feat, label, run0, run1, qpos, ngroups, k, radius, index, 
             if xa >= xb:
                 continue
             m = xb - xa
-            ft = fq[0]
-            for i in range(m):
-                diff = np.float64(feat[0, cy, xa + i]) - ft
-                row[i] = diff * diff
-            for t in range(1, d):
-                ft = fq[t]
+            if d == 3:  # one pass (the same sums in the same order)
+                f0, f1, f2 = fq[0], fq[1], fq[2]
                 for i in range(m):
-                    diff = np.float64(feat[t, cy, xa + i]) - ft
-                    row[i] += diff * diff
+                    d0 = np.float64(feat[0, cy, xa + i]) - f0
+                    d1 = np.float64(feat[1, cy, xa + i]) - f1
+                    d2 = np.float64(feat[2, cy, xa + i]) - f2
+                    row[i] = (d0 * d0 + d1 * d1) + d2 * d2
+            else:
+                ft = fq[0]
+                for i in range(m):
+                    diff = np.float64(feat[0, cy, xa + i]) - ft
+                    row[i] = diff * diff
+                for t in range(1, d):
+                    ft = fq[t]
+                    for i in range(m):
+                        diff = np.float64(feat[t, cy, xa + i]) - ft
+                        row[i] += diff * diff
             lab_row = label[cy, xa:xb]
             cnt = 0  # a vectorised count first: most rows have no pixel within its limit
             if ngroups <= 2:  # selects instead of a gather

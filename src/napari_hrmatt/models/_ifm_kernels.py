@@ -18,8 +18,7 @@ import numpy as np
 
 _JIT = {"cache": True, "nogil": True, "fastmath": False}
 
-# cm_uu_knn_kernel's guessed caps: the previous query's k-th distance times these (see
-# there; measured on GT04, docs/ifm.md "Sixth round: the colour-mixture search").
+# cm_uu_knn_kernel's guessed caps (docs/ifm.md, "Sixth round: the colour-mixture search").
 GUESS_CM, GUESS_UU = 2.0, 3.0
 
 
@@ -404,9 +403,8 @@ def _push(best, arg, k, dd, c):
 
 @numba.njit(inline="always", **_JIT)
 def _cm_uu_scan(col, pos, unknown, p, radius, fq, row, dx_c, dx_u, bc, ac, bu, au, cap_c, cap_u):
-    """One visit of query ``p``'s window for :func:`cm_uu_knn_kernel`: candidates enter
-    the buffers ``bc``/``ac`` (colour mixture) and ``bu``/``au`` (intra-U) only with a
-    squared distance <= that search's ``cap`` (inf: no cap; < 0: the search is off)."""
+    """Query ``p``'s window for :func:`cm_uu_knn_kernel`, into the buffers ``bc``/``ac``
+    and ``bu``/``au`` up to each search's ``cap`` (inf: no cap; < 0: the search is off)."""
     c, h, w = col.shape
     k_cm, k_uu = bc.shape[0], bu.shape[0]
     py = p // w
@@ -423,16 +421,11 @@ def _cm_uu_scan(col, pos, unknown, p, radius, fq, row, dx_c, dx_u, bc, ac, bu, a
         dy_c = d * d
         d = np.float64(pos[2, cy]) - yu
         dy_u = d * d
-        lim_c = min(bc[k_cm - 1], cap_c)
-        lim_u = min(bu[k_uu - 1], cap_u)
-        do_c = dy_c <= lim_c
-        do_u = dy_u <= lim_u
-        if not (do_c or do_u):
+        lim_c = min(bc[k_cm - 1], cap_c) if dy_c <= min(bc[k_cm - 1], cap_c) else -1.0
+        lim_u = min(bu[k_uu - 1], cap_u) if dy_u <= min(bu[k_uu - 1], cap_u) else -1.0
+        if lim_c < 0 and lim_u < 0:  # -1: the search is off for this row
             continue
-        # Vectorised counts of the pixels within each search's limit first (-1: the
-        # search is off for this row): most rows have none, and are not scanned.
-        lc = lim_c if do_c else -1.0
-        lu = lim_u if do_u else -1.0
+        # Vectorised counts first: most rows have no pixel within a limit (not scanned).
         cnt_c, cnt_u = 0, 0
         if c == 3:  # the distances and counts in one pass (the same sums, same order)
             f0, f1, f2 = fq[0], fq[1], fq[2]
@@ -442,8 +435,8 @@ def _cm_uu_scan(col, pos, unknown, p, radius, fq, row, dx_c, dx_u, bc, ac, bu, a
                 d2 = np.float64(col[2, cy, x0 + i]) - f2
                 r = (d0 * d0 + d1 * d1) + d2 * d2
                 row[i] = r
-                cnt_c += (r + dy_c) + dx_c[i] <= lc
-                cnt_u += (r + dy_u) + dx_u[i] <= lu
+                cnt_c += (r + dy_c) + dx_c[i] <= lim_c
+                cnt_u += (r + dy_u) + dx_u[i] <= lim_u
         else:
             for i in range(m):
                 row[i] = 0.0
@@ -453,8 +446,8 @@ def _cm_uu_scan(col, pos, unknown, p, radius, fq, row, dx_c, dx_u, bc, ac, bu, a
                     diff = np.float64(col[t, cy, x0 + i]) - ft
                     row[i] += diff * diff
             for i in range(m):
-                cnt_c += (row[i] + dy_c) + dx_c[i] <= lc
-                cnt_u += (row[i] + dy_u) + dx_u[i] <= lu
+                cnt_c += (row[i] + dy_c) + dx_c[i] <= lim_c
+                cnt_u += (row[i] + dy_u) + dx_u[i] <= lim_u
         if cnt_c > 0:  # scan until the cnt pixels counted are seen
             cnt = cnt_c
             for i in range(m):
@@ -482,8 +475,8 @@ def _cm_uu_scan(col, pos, unknown, p, radius, fq, row, dx_c, dx_u, bc, ac, bu, a
 
 
 @numba.njit(inline="always", **_JIT)
-def _clear(best, arg):
-    for j in range(best.shape[0]):
+def _clear(best, arg, on):
+    for j in range(best.shape[0] if on else 0):
         best[j] = np.inf
         arg[j] = -1
 
@@ -494,41 +487,32 @@ def cm_uu_knn_kernel(
 ):
     """The colour-mixture and intra-U searches of ifm in one pass over the window.
 
-    Both search the same window of every query for the nearest pixels in
-    ``[colour, y / s_g, x / s_g]``: the colour-mixture one (g = 0) among all pixels, the
-    intra-U one (g = 1) among ``unknown`` pixels. ``col`` (C, H, W) float32 colours;
-    ``pos`` (4, max(H, W)) float32: ``pos[2 g]`` the row and ``pos[2 g + 1]`` the column
-    coordinate of search ``g`` (positions are separable, so a row's ``dy^2`` is one
-    number and a column's ``dx^2`` is computed once per query). Each candidate's colour
-    distance is computed once and feeds both buffers. The squared distances are the
-    very sums of :func:`window_knn_kernel` on the stacked features (float64, channels
-    in the same order: colours, y, x), so the neighbours are the same, ties included
-    (distance, then flat index). A row is skipped for a search when its ``dy^2``
-    alone exceeds that search's current k-th distance (no candidate of it could enter).
-
-    A guessed cap on the k-th distance: a candidate enters a buffer only if its distance
-    is <= ``guess`` times the previous query's k-th distance (``guess_cm`` /
-    ``guess_uu``; inf: no cap), so from the first rows on the vectorised count rejects
-    most pixels and few are inserted (neighbouring queries have similar k-th
-    distances). Exact either way: if the buffer holds k candidates at the end, every
-    candidate left out was farther than the cap, hence than the k-th; if it holds
-    fewer (the cap was too low), that search is done again without a cap.
-
-    ``unknown`` (H, W) bool; ``qpos`` (N,) int64 flat query positions, row-major;
-    ``cm_index`` (N, k_cm) / ``uu_index`` (N, k_uu) int64 and ``cm_dist2`` / ``uu_dist2``
-    float32 of the same shapes (k >= 1), written here (-1 and inf where missing).
+    Both search every query's window for the nearest pixels in ``[colour, y / s_g,
+    x / s_g]``: the colour-mixture one (g = 0) among all pixels, the intra-U one (g = 1)
+    among ``unknown`` pixels. ``col`` (C, H, W) float32 colours; ``pos`` (4, max(H, W))
+    float32: ``pos[2 g]`` the row and ``pos[2 g + 1]`` the column coordinate of search
+    ``g`` (separable: a row's ``dy^2`` is one number, the columns' ``dx^2`` are computed
+    once per query). Each colour distance is computed once for both buffers, as the very
+    sums of :func:`window_knn_kernel` on the stacked features (float64, channels in
+    order: colours, y, x): the same neighbours, ties included (distance, then flat
+    index). A row is skipped for a search when its ``dy^2`` alone exceeds the search's
+    limit. The limit is also capped from the start: ``guess_cm`` / ``guess_uu`` (inf: no
+    cap) times the previous query's k-th distance, or its mean with the query above's
+    where that pixel is a query, so the counts reject most pixels and few are inserted.
+    Exact either way: a buffer that ends with k entries lost only candidates farther than
+    the cap, hence than its k-th; one with fewer (the cap was too low) is searched again
+    without a cap. ``unknown`` (H, W) bool; ``qpos`` (N,) int64 flat query positions,
+    row-major; ``cm_index`` (N, k_cm) / ``uu_index`` (N, k_uu) int64 and ``cm_dist2`` /
+    ``uu_dist2`` float32 of the same shapes (k >= 1), every entry written here (-1 and
+    inf where missing).
     """
     c, h, w = col.shape
     k_cm, k_uu = cm_index.shape[1], uu_index.shape[1]
-    best_c = np.empty(k_cm, np.float64)
-    arg_c = np.empty(k_cm, np.int64)
-    best_u = np.empty(k_uu, np.float64)
-    arg_u = np.empty(k_uu, np.int64)
+    best_c, arg_c = np.empty(k_cm, np.float64), np.empty(k_cm, np.int64)
+    best_u, arg_u = np.empty(k_uu, np.float64), np.empty(k_uu, np.int64)
     fq = np.empty(c, np.float64)
     span = 2 * radius + 1
-    row = np.empty(span, np.float64)
-    dx_c = np.empty(span, np.float64)
-    dx_u = np.empty(span, np.float64)
+    row, dx_c, dx_u = np.empty(span), np.empty(span), np.empty(span)  # float64
     kth_c, kth_u = np.inf, np.inf  # the previous query's k-th distances
     a = 0  # the query above the current one, if any: qpos[a] == p - w
     for n in range(qpos.shape[0]):
@@ -537,8 +521,8 @@ def cm_uu_knn_kernel(
         px = p - py * w
         for t in range(c):
             fq[t] = col[t, py, px]
-        _clear(best_c, arg_c)
-        _clear(best_u, arg_u)
+        _clear(best_c, arg_c, True)
+        _clear(best_u, arg_u, True)
         x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
         xc, xu = np.float64(pos[1, px]), np.float64(pos[3, px])
         for i in range(x1 - x0):
@@ -561,10 +545,8 @@ def cm_uu_knn_kernel(
         redo_c = arg_c[k_cm - 1] < 0 and cap_c < np.inf  # fewer than k within the cap
         redo_u = arg_u[k_uu - 1] < 0 and cap_u < np.inf
         if redo_c or redo_u:
-            if redo_c:
-                _clear(best_c, arg_c)
-            if redo_u:
-                _clear(best_u, arg_u)
+            _clear(best_c, arg_c, redo_c)
+            _clear(best_u, arg_u, redo_u)
             _cm_uu_scan(
                 col, pos, unknown, p, radius, fq, row, dx_c, dx_u, best_c, arg_c, best_u,
                 arg_u, np.inf if redo_c else -1.0, np.inf if redo_u else -1.0,

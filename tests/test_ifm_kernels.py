@@ -109,6 +109,46 @@ def test_fused_cm_uu_search_equals_separate_searches(radius, ties):
     np.testing.assert_array_equal(u2.numpy(), expected.numpy())
 
 
+@pytest.mark.parametrize(
+    ("guess", "channels"),
+    [((0.5, 0.5), 3), ((1.0, 1.0), 3), ((2.0, 3.0), 3), ((np.inf, np.inf), 3), ((1.0, 1.0), 1),
+     ((2.0, 3.0), 4)],
+)  # fmt: skip
+def test_fused_cm_uu_search_guessed_caps(monkeypatch, guess, channels):
+    """The search's guessed caps (from the previous queries' k-th distances times a factor)
+    give the brute-force neighbours whether the guess holds or not: below 1 nearly every
+    query is searched again without a cap, at 1 some are; integer colours (exact ties, also
+    at the cap) and sparse unknowns (intra-U buffers that stay short even without a cap);
+    three colour channels take the kernel's one-pass distance loop, 1 and 4 the general
+    one."""
+    from napari_hrmatt.models import _ifm_kernels
+
+    monkeypatch.setattr(_ifm_kernels, "GUESS_CM", guess[0])
+    monkeypatch.setattr(_ifm_kernels, "GUESS_UU", guess[1])
+    rng = np.random.default_rng(31)
+    colour = rng.integers(0, 4, (channels, 18, 23)) / 3.0
+    colour[:, :, 12:] = rng.random((channels, 18, 11))  # a part without ties
+    unknown = rng.random((18, 23)) < 0.5
+    unknown[:5] = rng.random((5, 23)) < 0.08
+    f_cm, f_uu = _cm_uu_features(colour, 4.0)
+    (cm, cm_d), (uu, uu_d) = cm_uu_knn(f_cm, f_uu, torch.as_tensor(unknown), 6, 4, 3,
+                                       backend="auto")  # fmt: skip
+    everything = np.ones_like(unknown)
+    np.testing.assert_array_equal(
+        cm.numpy(), _brute_knn(f_cm.double().numpy(), unknown, everything, 6, 3)
+    )
+    expected_uu = _brute_knn(f_uu.double().numpy(), unknown, unknown, 4, 3)
+    np.testing.assert_array_equal(uu.numpy(), expected_uu)
+    assert (expected_uu < 0).any() and (expected_uu >= 0).all(1).any()
+    for d, f in zip((cm_d.numpy(), uu_d.numpy()), guess, strict=True):
+        kth = d[:, -1].astype(np.float64)
+        redo = kth[1:] > f * kth[:-1]  # where the cap was too low (float32 k-th: a sketch)
+        if f == 0.5:
+            assert redo.mean() > 0.7
+        elif f == 1.0:
+            assert 0.2 < redo.mean() < 0.8
+
+
 def _aggregate_python(indptr, indices):
     """Greedy aggregation of a symmetric graph (CSR, sorted rows) as first written (the
     numba kernel's reference): pass 1, a node with all neighbours free forms an aggregate

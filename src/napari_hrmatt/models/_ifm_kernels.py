@@ -18,6 +18,9 @@ import numpy as np
 
 _JIT = {"cache": True, "nogil": True, "fastmath": False}
 
+# cm_uu_knn_kernel's guessed caps (docs/ifm.md, "Sixth round: the colour-mixture search").
+GUESS_CM, GUESS_UU = 2.0, 3.0
+
 
 @numba.njit(**_JIT)
 def candidate_runs_kernel(label, first, last):
@@ -91,15 +94,23 @@ def window_knn_kernel(feat, label, run0, run1, qpos, ngroups, k, radius, index, 
             if xa >= xb:
                 continue
             m = xb - xa
-            ft = fq[0]
-            for i in range(m):
-                diff = np.float64(feat[0, cy, xa + i]) - ft
-                row[i] = diff * diff
-            for t in range(1, d):
-                ft = fq[t]
+            if d == 3:  # one pass (the same sums in the same order)
+                f0, f1, f2 = fq[0], fq[1], fq[2]
                 for i in range(m):
-                    diff = np.float64(feat[t, cy, xa + i]) - ft
-                    row[i] += diff * diff
+                    d0 = np.float64(feat[0, cy, xa + i]) - f0
+                    d1 = np.float64(feat[1, cy, xa + i]) - f1
+                    d2 = np.float64(feat[2, cy, xa + i]) - f2
+                    row[i] = (d0 * d0 + d1 * d1) + d2 * d2
+            else:
+                ft = fq[0]
+                for i in range(m):
+                    diff = np.float64(feat[0, cy, xa + i]) - ft
+                    row[i] = diff * diff
+                for t in range(1, d):
+                    ft = fq[t]
+                    for i in range(m):
+                        diff = np.float64(feat[t, cy, xa + i]) - ft
+                        row[i] += diff * diff
             lab_row = label[cy, xa:xb]
             cnt = 0  # a vectorised count first: most rows have no pixel within its limit
             if ngroups <= 2:  # selects instead of a gather
@@ -390,70 +401,43 @@ def _push(best, arg, k, dd, c):
     arg[j] = c
 
 
-@numba.njit(**_JIT)
-def cm_uu_knn_kernel(col, pos, unknown, qpos, radius, cm_index, cm_dist2, uu_index, uu_dist2):
-    """The colour-mixture and intra-U searches of ifm in one pass over the window.
-
-    Both search the same window of every query for the nearest pixels in
-    ``[colour, y / s_g, x / s_g]``: the colour-mixture one (g = 0) among all pixels, the
-    intra-U one (g = 1) among ``unknown`` pixels. ``col`` (C, H, W) float32 colours;
-    ``pos`` (4, max(H, W)) float32: ``pos[2 g]`` the row and ``pos[2 g + 1]`` the column
-    coordinate of search ``g`` (positions are separable, so a row's ``dy^2`` is one
-    number and a column's ``dx^2`` is computed once per query). Each candidate's colour
-    distance is computed once and feeds both buffers. The squared distances are the
-    very sums of :func:`window_knn_kernel` on the stacked features (float64, channels
-    in the same order: colours, y, x), so the neighbours are the same, ties included
-    (distance, then flat index). A row is skipped for a search when its ``dy^2``
-    alone exceeds that search's current k-th distance (no candidate of it could enter).
-    ``unknown`` (H, W) bool; ``qpos`` (N,) int64 flat query positions, row-major;
-    ``cm_index`` (N, k_cm) / ``uu_index`` (N, k_uu) int64 and ``cm_dist2`` / ``uu_dist2``
-    float32 of the same shapes (k >= 1), written here (-1 and inf where missing).
-    """
+@numba.njit(inline="always", **_JIT)
+def _cm_uu_scan(col, pos, unknown, p, radius, fq, row, dx_c, dx_u, bc, ac, bu, au, cap_c, cap_u):
+    """Query ``p``'s window for :func:`cm_uu_knn_kernel`, into the buffers ``bc``/``ac``
+    and ``bu``/``au`` up to each search's ``cap`` (inf: no cap; < 0: the search is off)."""
     c, h, w = col.shape
-    k_cm, k_uu = cm_index.shape[1], uu_index.shape[1]
-    best_c = np.empty(k_cm, np.float64)
-    arg_c = np.empty(k_cm, np.int64)
-    best_u = np.empty(k_uu, np.float64)
-    arg_u = np.empty(k_uu, np.int64)
-    fq = np.empty(c, np.float64)
-    span = 2 * radius + 1
-    row = np.empty(span, np.float64)
-    dx_c = np.empty(span, np.float64)
-    dx_u = np.empty(span, np.float64)
-    for n in range(qpos.shape[0]):
-        p = qpos[n]
-        py = p // w
-        px = p - py * w
-        for t in range(c):
-            fq[t] = col[t, py, px]
-        for j in range(k_cm):
-            best_c[j] = np.inf
-            arg_c[j] = -1
-        for j in range(k_uu):
-            best_u[j] = np.inf
-            arg_u[j] = -1
-        y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
-        x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
-        m = x1 - x0
-        xc, xu = np.float64(pos[1, px]), np.float64(pos[3, px])
-        for i in range(m):
-            d = np.float64(pos[1, x0 + i]) - xc
-            dx_c[i] = d * d
-            d = np.float64(pos[3, x0 + i]) - xu
-            dx_u[i] = d * d
-        yc, yu = np.float64(pos[0, py]), np.float64(pos[2, py])
-        for step in range(span):
-            cy = py + ((step + 1) // 2) * (1 if step % 2 == 0 else -1)
-            if cy < y0 or cy >= y1:
-                continue
-            d = np.float64(pos[0, cy]) - yc
-            dy_c = d * d
-            d = np.float64(pos[2, cy]) - yu
-            dy_u = d * d
-            do_c = dy_c <= best_c[k_cm - 1]
-            do_u = dy_u <= best_u[k_uu - 1]
-            if not (do_c or do_u):
-                continue
+    k_cm, k_uu = bc.shape[0], bu.shape[0]
+    py = p // w
+    px = p - py * w
+    y0, y1 = max(py - radius, 0), min(py + radius + 1, h)
+    x0 = max(px - radius, 0)
+    m = min(px + radius + 1, w) - x0
+    yc, yu = np.float64(pos[0, py]), np.float64(pos[2, py])
+    for step in range(2 * radius + 1):
+        cy = py + ((step + 1) // 2) * (1 if step % 2 == 0 else -1)
+        if cy < y0 or cy >= y1:
+            continue
+        d = np.float64(pos[0, cy]) - yc
+        dy_c = d * d
+        d = np.float64(pos[2, cy]) - yu
+        dy_u = d * d
+        lim_c = min(bc[k_cm - 1], cap_c) if dy_c <= min(bc[k_cm - 1], cap_c) else -1.0
+        lim_u = min(bu[k_uu - 1], cap_u) if dy_u <= min(bu[k_uu - 1], cap_u) else -1.0
+        if lim_c < 0 and lim_u < 0:  # -1: the search is off for this row
+            continue
+        # Vectorised counts first: most rows have no pixel within a limit (not scanned).
+        cnt_c, cnt_u = 0, 0
+        if c == 3:  # the distances and counts in one pass (the same sums, same order)
+            f0, f1, f2 = fq[0], fq[1], fq[2]
+            for i in range(m):
+                d0 = np.float64(col[0, cy, x0 + i]) - f0
+                d1 = np.float64(col[1, cy, x0 + i]) - f1
+                d2 = np.float64(col[2, cy, x0 + i]) - f2
+                r = (d0 * d0 + d1 * d1) + d2 * d2
+                row[i] = r
+                cnt_c += (r + dy_c) + dx_c[i] <= lim_c
+                cnt_u += (r + dy_u) + dx_u[i] <= lim_u
+        else:
             for i in range(m):
                 row[i] = 0.0
             for t in range(c):
@@ -461,39 +445,113 @@ def cm_uu_knn_kernel(col, pos, unknown, qpos, radius, cm_index, cm_dist2, uu_ind
                 for i in range(m):
                     diff = np.float64(col[t, cy, x0 + i]) - ft
                     row[i] += diff * diff
-            if do_c:
-                lim = best_c[k_cm - 1]
-                cnt = 0
-                for i in range(m):
-                    cnt += (row[i] + dy_c) + dx_c[i] <= lim
-                if cnt > 0:  # scan until the cnt pixels counted are seen
-                    for i in range(m):
-                        dd = (row[i] + dy_c) + dx_c[i]
-                        if dd > lim:
-                            continue
-                        cx = x0 + i
-                        if not (dd > best_c[k_cm - 1] or (cy == py and cx == px)):
-                            _push(best_c, arg_c, k_cm, dd, cy * w + cx)
-                        cnt -= 1
-                        if cnt == 0:
-                            break
-            if do_u:
-                lim = best_u[k_uu - 1]
-                cnt = 0  # vectorised first: once the buffer is full, most rows add nothing
-                for i in range(m):
-                    cnt += (row[i] + dy_u) + dx_u[i] <= lim
-                if cnt == 0:
+            for i in range(m):
+                cnt_c += (row[i] + dy_c) + dx_c[i] <= lim_c
+                cnt_u += (row[i] + dy_u) + dx_u[i] <= lim_u
+        if cnt_c > 0:  # scan until the cnt pixels counted are seen
+            cnt = cnt_c
+            for i in range(m):
+                dd = (row[i] + dy_c) + dx_c[i]
+                if dd > lim_c:
                     continue
-                for i in range(m):
-                    dd = (row[i] + dy_u) + dx_u[i]
-                    if dd > lim:
-                        continue
-                    cx = x0 + i
-                    if unknown[cy, cx] and not (dd > best_u[k_uu - 1] or (cy == py and cx == px)):
-                        _push(best_u, arg_u, k_uu, dd, cy * w + cx)
-                    cnt -= 1
-                    if cnt == 0:
-                        break
+                cx = x0 + i
+                if not (dd > bc[k_cm - 1] or (cy == py and cx == px)):
+                    _push(bc, ac, k_cm, dd, cy * w + cx)
+                cnt -= 1
+                if cnt == 0:
+                    break
+        if cnt_u > 0:
+            cnt = cnt_u
+            for i in range(m):
+                dd = (row[i] + dy_u) + dx_u[i]
+                if dd > lim_u:
+                    continue
+                cx = x0 + i
+                if unknown[cy, cx] and not (dd > bu[k_uu - 1] or (cy == py and cx == px)):
+                    _push(bu, au, k_uu, dd, cy * w + cx)
+                cnt -= 1
+                if cnt == 0:
+                    break
+
+
+@numba.njit(inline="always", **_JIT)
+def _clear(best, arg, on):
+    for j in range(best.shape[0] if on else 0):
+        best[j] = np.inf
+        arg[j] = -1
+
+
+@numba.njit(**_JIT)
+def cm_uu_knn_kernel(
+    col, pos, unknown, qpos, radius, guess_cm, guess_uu, cm_index, cm_dist2, uu_index, uu_dist2
+):
+    """The colour-mixture and intra-U searches of ifm in one pass over the window.
+
+    Both search every query's window for the nearest pixels in ``[colour, y / s_g,
+    x / s_g]``: the colour-mixture one (g = 0) among all pixels, the intra-U one (g = 1)
+    among ``unknown`` pixels. ``col`` (C, H, W) float32 colours; ``pos`` (4, max(H, W))
+    float32: ``pos[2 g]`` the row and ``pos[2 g + 1]`` the column coordinate of search
+    ``g`` (separable: a row's ``dy^2`` is one number, the columns' ``dx^2`` are computed
+    once per query). Each colour distance is computed once for both buffers, as the very
+    sums of :func:`window_knn_kernel` on the stacked features (float64, channels in
+    order: colours, y, x): the same neighbours, ties included (distance, then flat
+    index). A row is skipped for a search when its ``dy^2`` alone exceeds the search's
+    limit. The limit is also capped from the start: ``guess_cm`` / ``guess_uu`` (inf: no
+    cap) times the previous query's k-th distance, or its mean with the query above's
+    where that pixel is a query, so the counts reject most pixels and few are inserted.
+    Exact either way: a buffer that ends with k entries lost only candidates farther than
+    the cap, hence than its k-th; one with fewer (the cap was too low) is searched again
+    without a cap. ``unknown`` (H, W) bool; ``qpos`` (N,) int64 flat query positions,
+    row-major; ``cm_index`` (N, k_cm) / ``uu_index`` (N, k_uu) int64 and ``cm_dist2`` /
+    ``uu_dist2`` float32 of the same shapes (k >= 1), every entry written here (-1 and
+    inf where missing).
+    """
+    c, h, w = col.shape
+    k_cm, k_uu = cm_index.shape[1], uu_index.shape[1]
+    best_c, arg_c = np.empty(k_cm, np.float64), np.empty(k_cm, np.int64)
+    best_u, arg_u = np.empty(k_uu, np.float64), np.empty(k_uu, np.int64)
+    fq = np.empty(c, np.float64)
+    span = 2 * radius + 1
+    row, dx_c, dx_u = np.empty(span), np.empty(span), np.empty(span)  # float64
+    kth_c, kth_u = np.inf, np.inf  # the previous query's k-th distances
+    a = 0  # the query above the current one, if any: qpos[a] == p - w
+    for n in range(qpos.shape[0]):
+        p = qpos[n]
+        py = p // w
+        px = p - py * w
+        for t in range(c):
+            fq[t] = col[t, py, px]
+        _clear(best_c, arg_c, True)
+        _clear(best_u, arg_u, True)
+        x0, x1 = max(px - radius, 0), min(px + radius + 1, w)
+        xc, xu = np.float64(pos[1, px]), np.float64(pos[3, px])
+        for i in range(x1 - x0):
+            d = np.float64(pos[1, x0 + i]) - xc
+            dx_c[i] = d * d
+            d = np.float64(pos[3, x0 + i]) - xu
+            dx_u[i] = d * d
+        g_c, g_u = kth_c, kth_u
+        while qpos[a] < p - w:
+            a += 1
+        if qpos[a] == p - w:  # the mean with the query above's k-th distances
+            g_c = 0.5 * (g_c + np.float64(cm_dist2[a, k_cm - 1]))
+            g_u = 0.5 * (g_u + np.float64(uu_dist2[a, k_uu - 1]))
+        cap_c = g_c * guess_cm if guess_cm < np.inf else np.inf
+        cap_u = g_u * guess_uu if guess_uu < np.inf else np.inf
+        _cm_uu_scan(
+            col, pos, unknown, p, radius, fq, row, dx_c, dx_u, best_c, arg_c, best_u, arg_u,
+            cap_c, cap_u,
+        )  # fmt: skip
+        redo_c = arg_c[k_cm - 1] < 0 and cap_c < np.inf  # fewer than k within the cap
+        redo_u = arg_u[k_uu - 1] < 0 and cap_u < np.inf
+        if redo_c or redo_u:
+            _clear(best_c, arg_c, redo_c)
+            _clear(best_u, arg_u, redo_u)
+            _cm_uu_scan(
+                col, pos, unknown, p, radius, fq, row, dx_c, dx_u, best_c, arg_c, best_u,
+                arg_u, np.inf if redo_c else -1.0, np.inf if redo_u else -1.0,
+            )  # fmt: skip
+        kth_c, kth_u = best_c[k_cm - 1], best_u[k_uu - 1]
         for j in range(k_cm):
             cm_index[n, j] = arg_c[j]
             cm_dist2[n, j] = best_c[j]

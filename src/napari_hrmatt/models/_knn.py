@@ -173,7 +173,7 @@ def cm_uu_knn(feat_cm, feat_uu, unknown, k_cm, k_uu, radius, *, backend=None):
     features) the two searches run one after the other.
     """
     if use_numba(feat_cm, backend) and min(k_cm, k_uu) > 0 and _fusable(feat_cm, feat_uu):
-        from ._ifm_kernels import cm_uu_knn_kernel
+        from ._ifm_kernels import GUESS_CM, GUESS_UU, cm_uu_knn_kernel
 
         c = feat_cm.shape[0] - 2
         h, w = unknown.shape
@@ -185,10 +185,10 @@ def cm_uu_knn(feat_cm, feat_uu, unknown, k_cm, k_uu, radius, *, backend=None):
         unk = np.ascontiguousarray(unknown.numpy(), bool)
         qpos = np.flatnonzero(unk.reshape(-1)).astype(np.int64)
         n = qpos.size
-        out = []
+        out = []  # every entry is written by the kernel
         for k in (k_cm, k_uu):
-            out += [np.full((n, k), -1, np.int64), np.full((n, k), np.inf, np.float32)]
-        cm_uu_knn_kernel(col, pos, unk, qpos, radius, *out)
+            out += [np.empty((n, k), np.int64), np.empty((n, k), np.float32)]
+        cm_uu_knn_kernel(col, pos, unk, qpos, radius, GUESS_CM, GUESS_UU, *out)
         pairs = [(torch.from_numpy(out[i]), torch.from_numpy(out[i + 1])) for i in (0, 2)]
         return [(i, d.to(feat_cm.dtype)) for i, d in pairs]
     everything = torch.ones_like(unknown)

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import pipeline
 from ._layers import Geometry, alpha_layer, as_dask, composite_layer, cutout_layer
+from .models import DEFAULT_MODEL
 from .pipeline import Progress, Run, colour_outputs, to_uint8
 
 __all__ = ["Failure", "JobError", "MattingJob", "Progress"]
@@ -93,7 +94,7 @@ class MattingJob:
     labels: bool
     name: str
     geometry: Geometry = field(default_factory=Geometry)
-    model: str = "cf"
+    model: str = DEFAULT_MODEL
     device: str = "auto"
     chunks: int = 512
     overlap: int | None = None

@@ -52,6 +52,7 @@ from ._widget_parts import (
     trimap_array,
     trimap_rank,
 )
+from .models import DEFAULT_MODEL
 
 # Idle solver threads sleep instead of spinning and stealing the GUI's core; takes effect
 # only if torch is not loaded yet (napari imports this module before any run).
@@ -82,7 +83,8 @@ PREVIEW_GLOBAL_SIZE = 250_000
 
 # One line per model, shown under the model choice (unknown models: a generic line).
 MODEL_HELP = {
-    "cf": "closed-form matting: a solver, no training; sharp on any image size (the default)",
+    "ifm": "information-flow matting: a solver, no training; the best alpha here (the default)",
+    "cf": "closed-form matting: a solver, no training; faster than ifm, a less accurate alpha",
     "hdmatt": "our small trained network: good on ~1 MP photos, weaker on high-resolution ones",
 }
 
@@ -94,7 +96,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "napari.md"
 
 # Settings remembered between sessions, with their defaults.
 DEFAULTS = {
-    "model": "cf",
+    "model": DEFAULT_MODEL,
     "device": "auto",
     "chunk": 512,
     "overlap": 0,

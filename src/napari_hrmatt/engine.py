@@ -8,6 +8,7 @@ import numpy as np
 from ._blocks import BlockProgress
 from .global_pass import global_pass
 from .image import image_channels, is_dask
+from .models import DEFAULT_MODEL
 from .patch_pass import refine
 from .trimap import canonical_trimap, known_alpha
 
@@ -18,7 +19,7 @@ def estimate_alpha(
     image,
     trimap,
     *,
-    model="cf",
+    model=DEFAULT_MODEL,
     chunks: int = 512,
     overlap: int | None = None,
     global_size: float = 1_000_000,
@@ -42,7 +43,8 @@ def estimate_alpha(
         [0, 1] likewise) or label trimap (0 = unknown, 1 = background, 2 = foreground);
         see :mod:`napari_hrmatt.trimap`.
     model : str or model object
-        A name from :func:`napari_hrmatt.list_models` (``"cf"``: closed-form matting), or
+        A name from :func:`napari_hrmatt.list_models` (``"ifm"``, the default:
+        information-flow matting; ``"cf"``: closed-form matting; ``"hdmatt"``), or
         a model object, used as given (e.g. a network in memory:
         ``HDMattModel.from_network(net)``).
     chunks : int

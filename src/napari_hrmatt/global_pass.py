@@ -19,6 +19,7 @@ import numpy as np
 
 from ._cells import CELL_MIXED, cell_kinds, cell_means, known_counts
 from ._threads import solver_threads
+from .models import DEFAULT_MODEL
 from .trimap import BACKGROUND, FOREGROUND, UNKNOWN, TrimapError
 
 __all__ = [
@@ -148,7 +149,7 @@ def global_pass(
     image,
     trimap,
     *,
-    model="cf",
+    model=DEFAULT_MODEL,
     global_size: float = 1_000_000,
     device: str = "auto",
 ) -> GlobalContext:
@@ -219,7 +220,7 @@ def solve_global(
     *,
     factor: int,
     shape: tuple[int, int],
-    model="cf",
+    model=DEFAULT_MODEL,
     global_size: float = 1_000_000,
     device: str = "auto",
 ) -> GlobalContext:

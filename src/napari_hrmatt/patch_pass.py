@@ -17,6 +17,7 @@ from ._blocks import BlockGrid, share_cores
 from ._cells import CELL_BACKGROUND, CELL_FOREGROUND, CELL_MIXED, CELL_UNKNOWN
 from .global_pass import GlobalContext
 from .image import to_float
+from .models import DEFAULT_MODEL
 from .trimap import UNKNOWN, known_alpha
 
 __all__ = ["block_kinds", "refine", "refine_block"]
@@ -27,7 +28,7 @@ def refine_block(
     *,
     context: GlobalContext,
     origin: tuple[int, int],
-    model="cf",
+    model=DEFAULT_MODEL,
     device: str = "auto",
     model_options: tuple = (),
 ) -> np.ndarray:
@@ -79,7 +80,7 @@ def refine(
     trimap,
     context: GlobalContext,
     *,
-    model="cf",
+    model=DEFAULT_MODEL,
     chunks: int = 512,
     overlap: int | None = None,
     device: str = "auto",

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .models import DEFAULT_MODEL
+
 __all__ = [
     "IN_MEMORY_PIXELS",
     "Progress",
@@ -315,7 +317,7 @@ def preview_alpha(
     *,
     global_size: float,
     labels: bool | None = None,
-    model="cf",
+    model=DEFAULT_MODEL,
     model_options: dict | None = None,
     device: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, int]:

@@ -57,6 +57,7 @@ from ._runfiles import (
     update_pyramid,
     write_pyramid,
 )
+from .models import DEFAULT_MODEL
 from .pipeline import Progress, drive
 
 __all__ = [
@@ -297,7 +298,7 @@ def run_steps(
     trimap,
     path,
     *,
-    model: str = "cf",
+    model: str = DEFAULT_MODEL,
     chunks: int = 512,
     overlap: int | None = None,
     global_size: float = 1_000_000,

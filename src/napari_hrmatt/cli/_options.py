@@ -10,6 +10,8 @@ import argparse
 import contextlib
 import re
 
+from ..models import DEFAULT_MODEL
+
 __all__ = [
     "add_alpha_options",
     "add_inputs_and_output",
@@ -96,8 +98,8 @@ def add_alpha_options(parser: argparse.ArgumentParser) -> None:
     """The options of the alpha engine (model, blocks, global pass, device, workers)."""
     parser.add_argument(
         "--model",
-        default="cf",
-        help="matting model: cf (closed-form, default), ifm (information flow), hdmatt (network)",
+        default=DEFAULT_MODEL,
+        help="matting model: ifm (information flow, default), cf (closed-form), hdmatt (network)",
     )
     parser.add_argument(
         "--model-option",

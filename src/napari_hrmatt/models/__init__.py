@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 __all__ = [
+    "DEFAULT_MODEL",
     "MattingModel",
     "get_model",
     "list_models",
@@ -29,14 +30,18 @@ __all__ = [
     "resolve_device",
 ]
 
+#: The model used when none is named: information flow (issue #11: it meets every bar of
+#: docs/ifm.md, quality and cost; "cf" was the default until then).
+DEFAULT_MODEL = "ifm"
+
 # name -> "module:Class", imported on first use so the registry never imports torch eagerly.
 _REGISTRY: dict[str, str] = {
     "cf": "napari_hrmatt.models.closed_form:ClosedFormModel",
     # Trained by us on CPU (docs/deep_model.md). An option, not the default: better than
     # "cf" on the held-out lowres photos, worse on held-out high-resolution composites.
     "hdmatt": "napari_hrmatt.models.hdmatt:HDMattModel",
-    # Information-flow matting (Aksoy et al. 2017), docs/ifm.md: an option, see there
-    # for the quality bar it is measured against.
+    # Information-flow matting (Aksoy et al. 2017), docs/ifm.md: the default
+    # (DEFAULT_MODEL), see there for the bars it is measured against.
     "ifm": "napari_hrmatt.models.ifm:InformationFlowModel",
 }
 
@@ -159,7 +164,7 @@ def _load(name: str, device: str, options: tuple) -> MattingModel:
     return _model_class(name)(device=device, **dict(options))
 
 
-def get_model(name: str = "cf", device: str = "auto", **options) -> MattingModel:
+def get_model(name: str = DEFAULT_MODEL, device: str = "auto", **options) -> MattingModel:
     """Create (or fetch from the per-process cache) the model called ``name``.
 
     Parameters

@@ -19,7 +19,9 @@ from napari_hrmatt.engine import estimate_alpha
 from napari_hrmatt.io import open_image
 
 # Small problems with several blocks: 80 x 120 in 48-pixel chunks, a tiny global pass.
-FAST = ["--chunk", "48", "--global-size", "0.002", "--quiet"]
+# The mechanics tests run "cf" on 48-px blocks (its small overlap keeps 2 x 3 blocks here);
+# the default model ("ifm") has its own test below.
+FAST = ["--model", "cf", "--chunk", "48", "--global-size", "0.002", "--quiet"]
 
 
 def _scene(h: int = 80, w: int = 120, seed: int = 0):
@@ -47,9 +49,9 @@ def files(tmp_path):
 
 @pytest.fixture(scope="module")
 def reference():
-    """The same problem solved in memory through the Python API."""
+    """The same problem solved in memory through the Python API (by "cf", as ``FAST``)."""
     image, trimap = _scene()
-    return estimate_alpha(image, trimap, chunks=48, global_size=2000)
+    return estimate_alpha(image, trimap, model="cf", chunks=48, global_size=2000)
 
 
 def _leftovers(directory: Path) -> set[str]:
@@ -275,6 +277,23 @@ def test_matte_with_the_deep_model(files, reference, capsys):
     expected = estimate_alpha(*_scene(), model="hdmatt", chunks=48, global_size=2000)
     np.testing.assert_allclose(alpha, expected, atol=1e-5)
     assert np.abs(alpha - reference).mean() > 1e-3  # reference: the cf solver's alpha
+
+
+def test_matte_without_model_runs_the_default_model(files, capsys):
+    """No --model: the default model, information flow (not cf), writes the alpha."""
+    from napari_hrmatt.models import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL == "ifm"
+    image, trimap = files
+    out = image.parent / "alpha.zarr"
+    argv = ["matte", str(image), str(trimap), "-o", str(out), *FAST[2:]]
+    assert main(argv) == 0
+    alpha = open_image(out).compute()
+    scene = _scene()
+    expected = estimate_alpha(*scene, model="ifm", chunks=48, global_size=2000)
+    np.testing.assert_allclose(alpha, expected, atol=1e-6)
+    cf = estimate_alpha(*scene, model="cf", chunks=48, global_size=2000)
+    assert np.abs(alpha - cf).mean() > 1e-3
 
 
 def test_model_options_reach_the_model(files, reference, capsys):

@@ -13,13 +13,19 @@ from napari_hrmatt.global_pass import global_pass
 from napari_hrmatt.image import as_float_image
 
 TIGHT = {"tol": 1e-7, "maxiter": 2000}
+# The engine's seams, stitching and block skipping are checked with "cf" (its cut-edge
+# options and small overlap; the bounds below are its); the default model, "ifm", has the
+# same checks at its own derived overlap in tests/test_ifm.py.
+CF = "cf"
 
 
 @pytest.fixture(scope="module")
 def whole(scene):
     image, trimap, _ = scene
     # One block covering the image: the converged full-resolution closed-form solution.
-    return estimate_alpha(image, trimap, chunks=10_000, global_size=800, model_options=TIGHT)
+    return estimate_alpha(
+        image, trimap, model=CF, chunks=10_000, global_size=800, model_options=TIGHT
+    )
 
 
 def _chunked(scene, overlap, **options):
@@ -28,6 +34,7 @@ def _chunked(scene, overlap, **options):
     return estimate_alpha(
         image,
         trimap,
+        model=CF,
         chunks=37,
         overlap=overlap,
         global_size=800,
@@ -73,7 +80,7 @@ def test_blend_stitching_matches_whole(scene, whole):
     trimming measured better (docs/engine.md), so it stays the default."""
     image, trimap, _ = scene
     blended = estimate_alpha(
-        image, trimap, chunks=37, global_size=800, model_options=TIGHT, stitch="blend"
+        image, trimap, model=CF, chunks=37, global_size=800, model_options=TIGHT, stitch="blend"
     )
     diff = np.abs(blended - whole)
     assert diff.mean() < 3e-3 and diff.max() < 0.15
@@ -140,7 +147,7 @@ def test_no_unknown_passes_through_without_model(scene, monkeypatch):
 
     monkeypatch.setattr(ClosedFormModel, "refine", boom)
     monkeypatch.setattr(ClosedFormModel, "global_alpha", boom)
-    alpha = estimate_alpha(image, trimap, chunks=40)
+    alpha = estimate_alpha(image, trimap, model=CF, chunks=40)
     np.testing.assert_array_equal(alpha, trimap / 255.0)
 
 
@@ -158,7 +165,9 @@ def test_blocks_without_unknown_skip_the_model(scene, monkeypatch):
         return original(self, image_block, *args, **kwargs)
 
     monkeypatch.setattr(ClosedFormModel, "refine", counting)
-    lazy = estimate_alpha(image, trimap, chunks=32, overlap=4, global_size=3000, compute=False)
+    lazy = estimate_alpha(
+        image, trimap, model=CF, chunks=32, overlap=4, global_size=3000, compute=False
+    )
     lazy.compute(scheduler="sync")
     assert 0 < len(calls) < lazy.npartitions
 

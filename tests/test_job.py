@@ -145,7 +145,7 @@ def test_job_with_a_run_store_recomputes_only_edited_blocks(small, tmp_path):
     """The widget keeps a job's store: after a trimap edit only the touched blocks run."""
     image, labels, _ = small
     store = tmp_path / "run.zarr"
-    settings = {"chunks": 32, "global_size": 2000, "batch": 1, "store": store}
+    settings = {"model": "cf", "chunks": 32, "global_size": 2000, "batch": 1, "store": store}
     steps, _ = run_job(MattingJob(image, labels, labels=True, name="s", **settings))
     assert [s.done for s in steps if s.description == "alpha"] == list(range(1, 13))
     edited = labels.copy()
@@ -153,7 +153,7 @@ def test_job_with_a_run_store_recomputes_only_edited_blocks(small, tmp_path):
     # (blocks of 32 grown by 16 px: the neighbours start reading at row/column 16)
     steps, layers = run_job(MattingJob(image, edited, labels=True, name="s", **settings))
     assert [(s.done, s.total) for s in steps if s.description == "alpha"] == [(1, 1)]
-    fresh = estimate_alpha(image, edited, labels=True, chunks=32, global_size=2000)
+    fresh = estimate_alpha(image, edited, labels=True, model="cf", chunks=32, global_size=2000)
     alpha = np.asarray(layers[0][0][0] if isinstance(layers[0][0], list) else layers[0][0])
     diff = np.abs(alpha - fresh)[edited == 0]
     assert diff.mean() < 1e-3 and diff.max() < 2 / 255

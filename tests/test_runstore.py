@@ -28,8 +28,10 @@ from napari_hrmatt.runstore import (
 from .test_cli import _scene
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-# 96 x 144 in 32-px blocks (3 x 5 = 15, the last column 16 px), a small global pass (f = 3).
-FAST = {"chunks": 32, "global_size": 1600}
+# 96 x 144 in 32-px blocks (3 x 5 = 15, the last column 16 px), a small global pass (f = 3);
+# "cf", whose small overlap keeps 32-px blocks apart (the store's mechanics do not depend on
+# the model; the default model's store is checked by tests/test_cli.py).
+FAST = {"model": "cf", "chunks": 32, "global_size": 1600}
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +120,14 @@ def test_store_from_other_settings_is_refused_unless_forced(tmp_path, problem):
     out = tmp_path / "alpha.zarr"
     matte_to_store(image, trimap, out, **FAST)
     with pytest.raises(SettingsMismatch, match=r"chunks: store .*32.* this run .*48.*--force"):
-        matte_to_store(image, trimap, out, chunks=48, global_size=1600)
+        matte_to_store(image, trimap, out, model="cf", chunks=48, global_size=1600)
     with pytest.raises(SettingsMismatch, match="model_options"):
         matte_to_store(image, trimap, out, model_options={"tol": 1e-3}, **FAST)
-    report = matte_to_store(image, trimap, out, chunks=48, global_size=1600, force=True)
+    report = matte_to_store(
+        image, trimap, out, model="cf", chunks=48, global_size=1600, force=True
+    )
     assert report.computed == report.blocks and report.reused == 0
-    expected = estimate_alpha(image, trimap, chunks=48, global_size=1600)
+    expected = estimate_alpha(image, trimap, model="cf", chunks=48, global_size=1600)
     np.testing.assert_array_equal(open_run(out)[0].compute(), expected)
 
 
@@ -179,7 +183,7 @@ def test_sigkill_then_resume_is_identical_and_keeps_finished_blocks(tmp_path):
         for name in sys.argv[2:]:
             with dask.config.set(scheduler="threads", num_workers=1):
                 r = matte_to_store(np.load(d + "/image.npy"), np.load(d + "/trimap.npy"),
-                                   d + "/" + name, chunks=32, global_size=4000)
+                                   d + "/" + name, model="cf", chunks=32, global_size=4000)
             print(r.reused, r.computed, flush=True)
     """
     child = _child(run, str(tmp_path), "alpha.zarr")

@@ -296,7 +296,8 @@ def test_cancel_mid_run_adds_no_layer(viewer, sample, qtbot, notifications, monk
 def test_cancelled_run_resumes_from_its_run_store(viewer, sample, qtbot, notifications):
     """With "replace" (a run store), a cancelled run keeps its blocks for the next run."""
     _, labels, _ = sample
-    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=32)  # 3 x 4 blocks
+    # "cf": its small overlap keeps 3 x 4 blocks of 32 px (block mechanics, any model)
+    w = matting_widget(viewer, add_trimap(viewer, labels), model="cf", chunk=32)
     w.batch = 1
     show_progress = w._on_progress
 
@@ -502,7 +503,7 @@ def test_progress_total_is_known_up_front_with_colour_outputs(viewer, sample, qt
     """Bug 1: with cutout and composite the bar's total never grows, and it ends full."""
     _, labels, _ = sample
     rec = _Recorder(monkeypatch)
-    w = matting_widget(viewer, add_trimap(viewer, labels), chunk=32, cutout=True)
+    w = matting_widget(viewer, add_trimap(viewer, labels), model="cf", chunk=32, cutout=True)
     w.composite.value = "white"
     w.batch = 1
     statuses = record_statuses(monkeypatch)
@@ -579,7 +580,7 @@ def test_second_run_replaces_the_first_and_records_its_inputs(viewer, sample, qt
     run = second.metadata["napari_hrmatt_run"]
     assert second.metadata["napari_hrmatt"] == "alpha"
     assert run["image"] == "photo" and run["trimap"] == "photo trimap"
-    assert run["model"] == "cf" and run["chunks"] == 64 and run["global_size"] == 50_000
+    assert run["model"] == "ifm" and run["chunks"] == 64 and run["global_size"] == 50_000
     assert run["view"] is None and run["seconds"] > 0
     # Untick "replace": results pile up on purpose.
     w.replace.value = False
@@ -592,7 +593,7 @@ def test_rerun_after_painting_recomputes_only_the_touched_blocks(viewer, sample,
     """The panel keeps a run store per image and trimap: an edit reruns only its blocks."""
     image, labels, _ = sample
     trimap = add_trimap(viewer, labels.copy())
-    w = matting_widget(viewer, trimap, chunk=32, global_size=0.01)
+    w = matting_widget(viewer, trimap, model="cf", chunk=32, global_size=0.01)
     w.run()
     wait_done(qtbot, w)
     assert "recomputed" not in w.status.value  # the first run computes everything
@@ -605,7 +606,7 @@ def test_rerun_after_painting_recomputes_only_the_touched_blocks(viewer, sample,
     assert found and 1 <= int(found.group(1)) <= 2, w.status.value
     edited = labels.copy()
     edited[2:12, 2:12] = 0
-    fresh = estimate_alpha(image, edited, labels=True, chunks=32, global_size=10_000)
+    fresh = estimate_alpha(image, edited, labels=True, model="cf", chunks=32, global_size=10_000)
     data = viewer.layers["photo alpha"].data
     alpha = np.asarray(data[0] if viewer.layers["photo alpha"].multiscale else data)
     diff = np.abs(alpha - fresh)[edited == 0]
@@ -669,7 +670,7 @@ def test_every_control_has_a_tooltip(viewer):
         missing = [c.name or c.label for c in w if not isinstance(c, Label) and not c.tooltip]
         assert not missing, (type(w).__name__, missing)
     w = MattingWidget(viewer)
-    assert w.model_help.value == MODEL_HELP["cf"]
+    assert w.model.value == "ifm" and w.model_help.value == MODEL_HELP["ifm"]
     w.model.value = "hdmatt"
     assert w.model_help.value == MODEL_HELP["hdmatt"]
     assert "napari.md" in w.help.value

@@ -163,7 +163,7 @@ class MattingWidget(Container):
         self.model = ComboBox(
             label="model",
             choices=models,
-            value="cf" if "cf" in models else models[0],
+            value=DEFAULT_MODEL if DEFAULT_MODEL in models else models[0],
             tooltip="\n".join(f"{m}: {MODEL_HELP.get(m, 'a registered model')}" for m in models),
         )
         self.model_help = Label(value="")

@@ -10,7 +10,7 @@ import argparse
 import contextlib
 import re
 
-from ..models import DEFAULT_MODEL
+from .._default_model import DEFAULT_MODEL
 
 __all__ = [
     "add_alpha_options",

@@ -19,6 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .._default_model import DEFAULT_MODEL
+
 __all__ = [
     "DEFAULT_MODEL",
     "MattingModel",
@@ -29,10 +31,6 @@ __all__ = [
     "register_model",
     "resolve_device",
 ]
-
-#: The model used when none is named: information flow (issue #11: it meets every bar of
-#: docs/ifm.md, quality and cost; "cf" was the default until then).
-DEFAULT_MODEL = "ifm"
 
 # name -> "module:Class", imported on first use so the registry never imports torch eagerly.
 _REGISTRY: dict[str, str] = {

@@ -114,7 +114,9 @@ def cm_aggregate_kernel(cm_c, agg):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False)
-def galerkin_kernel(agg, nc, coef, dys, dxs, gid, flat, cm_c, cm_w, sigma, uu_index, uu_w, shift):
+def galerkin_kernel(
+    agg, nc, coef, dys, dxs, gid, flat, cm_c, cm_w, sigma, uu_index, uu_w, shift, cap
+):
     """CSR (``indptr``, ``indices``, ``data``; a row's columns in the order first met, not
     sorted) of ``T^T A T`` (see :class:`CoarseCorrection`) from the fine lists, coarse row
     by coarse row with a dense accumulator (Gustavson).
@@ -126,7 +128,8 @@ def galerkin_kernel(agg, nc, coef, dys, dxs, gid, flat, cm_c, cm_w, sigma, uu_in
     indices; ``cm_c`` (n, k) colour-mixture neighbour ids among the unknown pixels (-1
     otherwise) with weights ``cm_w``; ``uu_index`` (n, K') intra-U neighbours (flat
     indices) of each unknown pixel with weights ``uu_w``, whose degrees (edges to known
-    pixels included) go on the diagonal with ``shift`` (H W,).
+    pixels included) go on the diagonal with ``shift`` (H W,). ``cap``: the output's first
+    capacity in entries (doubled as needed).
     """
     n, k = cm_c.shape
     h, w = coef.shape[1], coef.shape[2]
@@ -220,7 +223,6 @@ def galerkin_kernel(agg, nc, coef, dys, dxs, gid, flat, cm_c, cm_w, sigma, uu_in
     acc = np.zeros(nc, np.float64)
     mark = np.full(nc, -1, np.int64)
     touched = np.empty(nc, np.int64)
-    cap = 16 * nc + 16
     ptr = np.zeros(nc + 1, np.int64)
     idx = np.empty(cap, np.int64)
     val = np.empty(cap, np.float64)
@@ -274,8 +276,9 @@ def galerkin_kernel(agg, nc, coef, dys, dxs, gid, flat, cm_c, cm_w, sigma, uu_in
             cap = 2 * (nnz + nt)
             idx2 = np.empty(cap, np.int64)
             val2 = np.empty(cap, np.float64)
-            idx2[:nnz] = idx[:nnz]
-            val2[:nnz] = val[:nnz]
+            for t in range(nnz):  # loops, not slice copies: those compile numba's
+                idx2[t] = idx[t]  # shape-error messages (~1.8 s on the first run)
+                val2[t] = val[t]
             idx, val = idx2, val2
         for t in range(nt):
             idx[nnz + t] = touched[t]
@@ -321,6 +324,10 @@ class CoarseCorrection:
     Raises ``RuntimeError`` if the coarse matrix cannot be factorised (``A`` singular).
     """
 
+    #: Entries per coarse row the Galerkin kernel's output holds at first (it doubles when
+    #: full: GT04's global pass has ~56 per row, the tests' tiny scenes ~13).
+    ROW_CAPACITY = 16
+
     def __init__(self, op, nl, unknown: np.ndarray, shift: torch.Tensor):
         self.shape = unknown.shape
         self.flat = flat = np.flatnonzero(unknown.reshape(-1))
@@ -353,7 +360,7 @@ class CoarseCorrection:
         ptr, idx, val = galerkin_kernel(
             self.agg, nc, coef, dys, dxs, gid, flat, cm_c, arr(nl.cm_w, np.float64),
             float(nl.sigma_cm), uu_index, arr(nl.uu_w, np.float64).reshape(uu_index.shape),
-            np.ascontiguousarray(shift_np),
+            np.ascontiguousarray(shift_np), self.ROW_CAPACITY * nc + 16,
         )  # fmt: skip
         self.matrix = ac = sp.csr_matrix((val, idx, ptr), shape=(nc, nc))  # T^T A T
         # In CG's precision (the shift's dtype): with float32 CG vectors a float32 factor

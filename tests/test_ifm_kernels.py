@@ -291,8 +291,8 @@ def test_coarse_setup_kernels_equal_the_scipy_setup(prior, row_capacity, monkeyp
 
 def test_patch_stats_kernel_equals_torch_statistics():
     """The trimming's 3x3 patch statistics in one numba pass == ``patch_statistics``."""
-    from napari_hrmatt.models._ifm_kernels import patch_stats_kernel
     from napari_hrmatt.models._trim import patch_statistics
+    from napari_hrmatt.models._trim_kernels import patch_stats_kernel
 
     rng = np.random.default_rng(4)
     for c, h, w in ((3, 13, 17), (3, 1, 5), (1, 4, 2)):

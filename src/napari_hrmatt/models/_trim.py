@@ -76,7 +76,7 @@ def trim_distances(
     c, h, w = image.shape
     fused = use_numba(image)
     if fused:  # the statistics in one pass, in the layout the distance kernel reads
-        from ._ifm_kernels import min_bhattacharyya_kernel, patch_stats_kernel
+        from ._trim_kernels import min_bhattacharyya_kernel, patch_stats_kernel
 
         m = np.empty((h * w, c), np.float64)
         s = np.empty((h * w, c, c), np.float64)

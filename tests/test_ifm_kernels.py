@@ -280,10 +280,12 @@ def test_coarse_setup_kernels_equal_the_scipy_setup(prior, row_capacity, monkeyp
     got = _ifm_coarse.factorize(ac).solve(rhs)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * scale)
     assert cc.dtype == np.float32 and cc.lu.solve(rhs.astype(np.float32)).dtype == np.float32
-    # The correction added in place (CG's two-level preconditioner) == the sum of copies.
+    # The correction added in place (CG's two-level preconditioner) == the correction
+    # (added to zeros) plus x.
     r, x = (torch.as_tensor(np.random.default_rng(s).random(u.shape), dtype=torch.float32)
             for s in (1, 2))  # fmt: skip
-    want = x + cc(r)
+    want = x + cc.add_to(r, torch.zeros_like(x))
+    assert (want != x).any()
     assert cc.add_to(r, x) is x and torch.equal(x, want)
     np.testing.assert_allclose(cc.lu.solve(rhs.astype(np.float32)), expected, rtol=0,
                                atol=1e-4 * scale)  # fmt: skip

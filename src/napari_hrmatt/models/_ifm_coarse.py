@@ -377,16 +377,10 @@ class CoarseCorrection:
         restrict_kernel(np.ascontiguousarray(r.reshape(-1).numpy()), self.flat, self.agg, rc)
         return self.lu.solve(rc.astype(self.dtype, copy=False))
 
-    def __call__(self, r: torch.Tensor) -> torch.Tensor:
-        zc = self._solve(r)
-        out = np.zeros(r.numel(), dtype=r.numpy().dtype)
-        prolong_kernel(zc, self.flat, self.agg, out)
-        return torch.from_numpy(out.reshape(self.shape))
-
     def add_to(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``x += self(r)`` in place at the unknown pixels (``x``: C-contiguous, CPU, of
-        ``r``'s shape): the same sums as ``x + self(r)`` there, without the grid of
-        zeros and the sum's copy."""
+        """``x += T (T^T A T)^{-1} T^T r`` in place at the unknown pixels (``x``:
+        C-contiguous, CPU, of ``r``'s shape; the correction rounded to ``x``'s dtype, then
+        added): CG's two-level preconditioner adds it to the V-cycle's output."""
         xa = x.numpy().reshape(-1)
         zc = self._solve(r).astype(xa.dtype, copy=False)  # rounded as the grid's copy was
         prolong_add_kernel(zc, self.flat, self.agg, xa)
@@ -398,13 +392,6 @@ def restrict_kernel(r, flat, agg, out):
     """``out += T^T r`` (sums in float64): ``r`` on the grid, ``flat`` the unknown pixels."""
     for i in range(flat.shape[0]):
         out[agg[i]] += r[flat[i]]
-
-
-@numba.njit(cache=True, nogil=True, fastmath=False)
-def prolong_kernel(zc, flat, agg, out):
-    """``out = T zc`` at the unknown pixels (rounded to ``out``'s dtype)."""
-    for i in range(flat.shape[0]):
-        out[flat[i]] = zc[agg[i]]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False)
